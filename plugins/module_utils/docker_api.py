@@ -1,0 +1,77 @@
+# -*- coding: utf-8 -*-
+# Copyright: HAL-9000 DinD maintainers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Connecting to the Docker Engine, shared by the modules and the parent image.
+
+Pure: standard library and the docker SDK only, never ``ansible.*``.
+"""
+
+from __future__ import annotations
+
+import os
+import traceback
+
+from ansible_collections.hal9000.dind.plugins.module_utils.errors import Hal9000Error
+
+try:
+    import docker
+    from docker.errors import APIError, DockerException, NotFound
+    from requests.exceptions import RequestException
+
+    HAS_DOCKER = True
+    DOCKER_IMPORT_ERROR = None
+except ImportError:
+    HAS_DOCKER = False
+    DOCKER_IMPORT_ERROR = traceback.format_exc()
+
+    # Placeholders so callers can name these in except clauses without the SDK.
+    class DockerException(Exception):  # type: ignore[no-redef]
+        pass
+
+    class APIError(DockerException):  # type: ignore[no-redef]
+        pass
+
+    class NotFound(APIError):  # type: ignore[no-redef]
+        pass
+
+    class RequestException(Exception):  # type: ignore[no-redef]
+        pass
+
+
+DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
+DEFAULT_TIMEOUT = 60
+
+
+def resolve_docker_host(docker_host=None):
+    """The explicit value, else DOCKER_HOST, else the local socket."""
+    return docker_host or os.environ.get("DOCKER_HOST") or DEFAULT_DOCKER_HOST
+
+
+def unreachable_message(docker_host):
+    return (
+        f"Cannot connect to the Docker daemon at {docker_host}: is it running, "
+        "and is the socket mounted?"
+    )
+
+
+def connect(docker_host=None, timeout=DEFAULT_TIMEOUT):
+    """Return a pinged ``docker.DockerClient`` or raise Hal9000Error with one line."""
+    if not HAS_DOCKER:
+        raise Hal9000Error("The docker Python SDK is not installed: pip install docker.")
+    host = resolve_docker_host(docker_host)
+    try:
+        client = docker.DockerClient(base_url=host, timeout=timeout, version="auto")
+        client.ping()
+    except (DockerException, RequestException, OSError):
+        raise Hal9000Error(unreachable_message(host)) from None
+    return client
+
+
+def api_error_message(exc):
+    """One line for an API or transport error, without a traceback."""
+    if isinstance(exc, APIError):
+        explanation = getattr(exc, "explanation", None) or str(exc)
+        if isinstance(explanation, bytes):
+            explanation = explanation.decode("utf-8", "replace")
+        return f"Docker API error: {explanation}".strip()
+    return f"Error talking to the Docker daemon: {exc}".splitlines()[0]

@@ -1,0 +1,212 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: HAL-9000 DinD maintainers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: volume
+short_description: Manage the named Docker volumes of a HAL-9000 installation
+version_added: 0.1.0
+description:
+  - Creates or removes a named Docker volume, such as the shared C(hal9000-chromadb),
+    C(hal9000-memorybank) and C(hal9000-plugins) volumes.
+  - The name is checked against Docker's naming rules before any call to the daemon.
+  - A volume that already exists is compared on the requested labels and driver options only;
+    it is never recreated (which would lose its data) unless O(recreate=options-changed).
+  - A volume still used by a container is never removed; the module names the containers instead.
+author:
+  - HAL-9000 DinD maintainers
+options:
+  name:
+    description:
+      - Name of the volume. Docker allows 2 to 128 characters from C(a-z A-Z 0-9 _ . -), starting with a letter or digit.
+    type: str
+    required: true
+  state:
+    description:
+      - V(present) creates the volume when it is missing.
+      - V(absent) removes it, and fails without removing anything when a container uses it.
+    type: str
+    choices: [present, absent]
+    default: present
+  labels:
+    description:
+      - Labels to set when the volume is created. Values must be strings.
+      - Only the labels given here are compared with an existing volume.
+    type: dict
+  driver:
+    description:
+      - Volume driver.
+    type: str
+    default: local
+  driver_options:
+    description:
+      - Options for the volume driver. Only the keys given here are compared with an existing volume.
+    type: dict
+  recreate:
+    description:
+      - What to do when an existing volume differs from the requested driver, driver options or labels.
+      - V(never) keeps the volume and its data, and warns about the difference.
+      - V(options-changed) removes and recreates it, losing its content; it refuses while a container uses the volume.
+    type: str
+    choices: [never, options-changed]
+    default: never
+extends_documentation_fragment:
+  - hal9000.dind.docker
+  - hal9000.dind.docker.attributes
+attributes:
+  check_mode:
+    description: Reports what would be created or removed without changing anything.
+    support: full
+  diff_mode:
+    description: Shows the volume before and after.
+    support: full
+  idempotent:
+    description: Running twice with the same options changes nothing the second time.
+    support: full
+"""
+
+EXAMPLES = r"""
+- name: Create the shared ChromaDB volume
+  hal9000.dind.volume:
+    name: hal9000-chromadb
+    labels:
+      io.hal9000.managed: "true"
+      io.hal9000.type: shared
+
+- name: Remove a volume that no container uses any more
+  hal9000.dind.volume:
+    name: hal9000-plugins
+    state: absent
+
+- name: Talk to a remote engine for every module of the collection
+  module_defaults:
+    group/hal9000.dind.docker:
+      docker_host: tcp://127.0.0.1:2375
+  hal9000.dind.volume:
+    name: hal9000-memorybank
+"""
+
+RETURN = r"""
+volume:
+  description:
+    - The volume as C(docker volume inspect) shows it, or what would be created in check mode.
+    - Empty after O(state=absent).
+  returned: always
+  type: dict
+  sample:
+    Name: hal9000-chromadb
+    Driver: local
+    Mountpoint: /var/lib/docker/volumes/hal9000-chromadb/_data
+    Labels:
+      io.hal9000.managed: "true"
+    Options: {}
+    Scope: local
+actions:
+  description: What was done, or would be done in check mode.
+  returned: always
+  type: list
+  elements: str
+  sample:
+    - created volume hal9000-chromadb
+differences:
+  description: Requested settings that differ on an existing volume, such as C(labels.io.hal9000.type).
+  returned: always
+  type: list
+  elements: str
+  sample: []
+"""
+
+from ansible_collections.hal9000.dind.plugins.module_utils.ansible_docker import build_module, run_module
+from ansible_collections.hal9000.dind.plugins.module_utils.errors import Hal9000Error
+from ansible_collections.hal9000.dind.plugins.module_utils.validate import validate_labels, validate_name
+from ansible_collections.hal9000.dind.plugins.module_utils.volumes import (
+    containers_using_volume,
+    current_volume,
+    inspect_volume,
+    volume_differences,
+    wanted_volume,
+)
+
+
+def refuse_if_used(client, name, doing):
+    users = containers_using_volume(client, name)
+    if users:
+        raise Hal9000Error(
+            f"Cannot {doing} volume {name}: it is used by container(s) {', '.join(users)}; "
+            "stop and remove them first. Nothing was removed."
+        )
+
+
+def manage_volume(module, client):
+    params = module.params
+    name = params["name"]
+    wanted = wanted_volume(name, params["driver"], params["driver_options"], validate_labels(params["labels"]))
+    inspected = inspect_volume(client, name)
+    before = current_volume(inspected) if inspected else {}
+    actions, differences = [], []
+
+    def create():
+        actions.append(f"created volume {name}")
+        if module.check_mode:
+            return {"Name": name, "Driver": wanted["driver"], "Labels": wanted["labels"], "Options": wanted["driver_options"]}
+        return client.api.create_volume(
+            name=name, driver=wanted["driver"], driver_opts=wanted["driver_options"], labels=wanted["labels"]
+        )
+
+    def remove():
+        actions.append(f"removed volume {name}")
+        if not module.check_mode:
+            client.api.remove_volume(name)
+
+    if params["state"] == "absent":
+        if inspected:
+            refuse_if_used(client, name, "remove")
+            remove()
+        volume = {}
+    elif not inspected:
+        volume = create()
+    else:
+        volume = inspected
+        differences = volume_differences(before, wanted)
+        if differences and params["recreate"] == "options-changed":
+            refuse_if_used(client, name, "recreate")
+            remove()
+            volume = create()
+        elif differences:
+            module.warn(
+                f"Volume {name} differs in {', '.join(differences)} but is kept with its data; "
+                "set recreate=options-changed to recreate it (its content is lost)."
+            )
+
+    after = current_volume(volume) if volume else {}
+    result = dict(changed=bool(actions), volume=volume, actions=actions, differences=differences)
+    if module._diff:
+        result["diff"] = dict(before=before, after=after)
+    return result
+
+
+def main():
+    module = build_module(
+        dict(
+            name=dict(type="str", required=True),
+            state=dict(type="str", default="present", choices=["present", "absent"]),
+            labels=dict(type="dict"),
+            driver=dict(type="str", default="local"),
+            driver_options=dict(type="dict"),
+            recreate=dict(type="str", default="never", choices=["never", "options-changed"]),
+        ),
+        supports_check_mode=True,
+    )
+    try:
+        validate_name(module.params["name"], "volume")
+        validate_labels(module.params["labels"])
+    except Hal9000Error as exc:
+        module.fail_json(msg=str(exc))
+    run_module(module, manage_volume)
+
+
+if __name__ == "__main__":
+    main()
