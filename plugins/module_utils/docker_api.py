@@ -38,6 +38,11 @@ except ImportError:
         pass
 
 
+__all__ = [
+    "APIError", "DockerException", "NotFound", "RequestException", "HAS_DOCKER", "DOCKER_IMPORT_ERROR",
+    "connect", "api_error_message", "resolve_docker_host", "unreachable_message",
+]
+
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 DEFAULT_TIMEOUT = 60
 

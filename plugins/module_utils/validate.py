@@ -9,6 +9,7 @@ Pure: standard library and the docker SDK only, never ``ansible.*``
 
 from __future__ import annotations
 
+import math
 import re
 
 from ansible_collections.hal9000.dind.plugins.module_utils.errors import Hal9000Error
@@ -57,7 +58,7 @@ def parse_cpus(value):
         cpus = float(value)
     except (TypeError, ValueError):
         raise Hal9000Error(f"Invalid cpus {value!r}: use a positive number such as 2 or 0.5.") from None
-    if not cpus > 0:
+    if not math.isfinite(cpus) or cpus <= 0:
         raise Hal9000Error(f"Invalid cpus {value!r}: it must be greater than zero (e.g. 2).")
     return cpus
 

@@ -17,7 +17,7 @@ description:
     it is never recreated (which would lose its data) unless O(recreate=options-changed).
   - A volume still used by a container is never removed; the module names the containers instead.
 author:
-  - HAL-9000 DinD maintainers
+  - HAL-9000 DinD maintainers (@hal9000-dind)
 options:
   name:
     description:

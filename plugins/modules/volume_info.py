@@ -13,7 +13,7 @@ description:
   - Reads the named volumes, whether they exist, their labels, size and the containers that mount them.
   - Never changes anything, so it runs the same in check mode.
 author:
-  - HAL-9000 DinD maintainers
+  - HAL-9000 DinD maintainers (@hal9000-dind)
 options:
   names:
     description:
