@@ -8,10 +8,16 @@ cd "$REPO_ROOT"
 ensure_venv
 use_working_tree_collection
 
+# Fails, never skips, without an engine; then makes the base image the tests start containers from.
+prepared=false
 require_engine() {
   if ! docker_answers; then
     echo "FAIL: no Docker Engine answers on /var/run/docker.sock; run scripts/quickstart.sh --engine-only" >&2
     exit 1
+  fi
+  if ! $prepared; then
+    ansible-playbook playbooks/base_image.yml >/dev/null
+    prepared=true
   fi
 }
 
