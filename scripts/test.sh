@@ -79,7 +79,16 @@ steps=("$@")
 if [ ${#steps[@]} -eq 0 ]; then
   steps=(unit integration lint sanity molecule package)
 fi
+# Every step runs even after a failure, so one CI run shows every problem.
+failed=()
 for step in "${steps[@]}"; do
-  "run_$step"
+  # Not inside `if`: bash would switch errexit off in the step.
+  set +e
+  (set -e; "run_$step")
+  status=$?
+  set -e
+  [ $status -eq 0 ] || failed+=("$step")
 done
-log "All test steps passed: ${steps[*]}"
+log "Test steps failed: ${failed[*]:-none}"
+echo "steps: $((${#steps[@]} - ${#failed[@]})) passed, ${#failed[@]} failed"
+[ ${#failed[@]} -eq 0 ]

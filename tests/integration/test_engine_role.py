@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import signal
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -25,27 +26,32 @@ from helpers import REPO_ROOT
 def second_engine():
     # Short path: containerd's socket under --exec-root must fit in 108 bytes.
     root = Path(tempfile.mkdtemp(prefix="h9e-", dir="/tmp"))
+    bridge = f"h9e{os.getpid() % 100000}"
     extra = {
         "engine_socket": str(root / "docker.sock"),
         "engine_pidfile": str(root / "dockerd.pid"),
         "engine_logfile": str(root / "dockerd.log"),
         "engine_dockerd_args": [
             f"--data-root={root / 'data'}", f"--exec-root={root / 'exec'}",
-            "--bridge=none", "--iptables=false", "--ip-masq=false",
+            # A bridge of its own: --bridge=none would delete the host engine's docker0.
+            f"--bridge={bridge}", "--iptables=false", "--ip-masq=false",
         ],
     }
+    subprocess.run(["ip", "link", "add", bridge, "type", "bridge"], check=True)
+    subprocess.run(["ip", "addr", "add", "10.213.0.1/24", "dev", bridge], check=True)
     yield extra
     pidfile = root / "dockerd.pid"
     if pidfile.exists():
         pid = int(pidfile.read_text())
         os.kill(pid, signal.SIGTERM)
-        for _ in range(100):
+        for _attempt in range(100):
             try:
                 os.kill(pid, 0)
             except ProcessLookupError:
                 break
             time.sleep(0.1)
     shutil.rmtree(root, ignore_errors=True)
+    subprocess.run(["ip", "link", "delete", bridge], check=False)
 
 
 def changed_count(stdout):

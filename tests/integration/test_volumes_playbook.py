@@ -63,7 +63,7 @@ def test_init_status_clean(ansible, docker_client, prefix, tmp_path):
     cleaned = run(ansible, REPO_ROOT, prefix, home, "clean")
     assert recap_changed(cleaned.stdout) == [2]
     names = snapshot(docker_client)[1]
-    assert not [n for n in names if n.startswith(prefix)]
+    assert not {f"{prefix}-chromadb", f"{prefix}-memorybank", f"{prefix}-plugins"} & set(names)
     assert sorted(p.name for p in home.iterdir()) == ["backups", "secrets"]
     assert (home / "secrets" / "anthropic_key").read_text() == "sk-test"
 

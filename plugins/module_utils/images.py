@@ -1,0 +1,130 @@
+# -*- coding: utf-8 -*-
+# Copyright: HAL-9000 DinD maintainers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The bundled images: which Dockerfile makes which tag, and when a build is needed.
+
+Pure: standard library and the docker SDK only, never ``ansible.*``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tarfile
+import time
+
+from ansible_collections.hal9000.dind.plugins.module_utils.docker_api import NotFound
+from ansible_collections.hal9000.dind.plugins.module_utils.errors import Hal9000Error
+
+try:
+    from docker.utils.build import exclude_paths
+except ImportError:  # reported by the caller through missing_required_lib
+    exclude_paths = None
+
+# flavour -> (Dockerfile inside the build context, default tag)
+FLAVOURS = {
+    "parent": ("images/Dockerfile.parent", "hal9000/parent:latest"),
+    "minimal": ("images/Dockerfile.worker-minimal", "hal9000/worker:latest"),
+    "ultramin": ("images/Dockerfile.worker-ultramin", "hal9000/worker:ultramin"),
+}
+DIGEST_LABEL = "io.hal9000.build-digest"
+DEFAULT_BASE_IMAGE = "debian:bookworm-slim"
+
+
+def dockerignore_patterns(context):
+    path = os.path.join(context, ".dockerignore")
+    if not os.path.exists(path):
+        return []
+    with open(path, encoding="utf-8") as handle:
+        lines = (line.strip() for line in handle)
+        return [line for line in lines if line and not line.startswith("#")]
+
+
+def context_files(context, dockerfile):
+    """The files Docker sends for this context, by the SDK's own .dockerignore rules."""
+    included = exclude_paths(context, dockerignore_patterns(context), dockerfile=dockerfile)
+    return sorted(p for p in included if os.path.isfile(os.path.join(context, p)))
+
+
+def build_digest(context, dockerfile, build_args, base_image_id):
+    """sha256 over everything that decides the image: files, modes, args and the base."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps({"dockerfile": dockerfile, "args": build_args, "base": base_image_id}, sort_keys=True).encode())
+    for relative in context_files(context, dockerfile):
+        path = os.path.join(context, relative)
+        digest.update(f"\0{relative}\0{os.stat(path).st_mode & 0o777:o}\0".encode())
+        with open(path, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def resolve_dockerfile(context, flavour, dockerfile):
+    """The Dockerfile path relative to the context, checked to exist."""
+    relative = dockerfile or FLAVOURS[flavour][0]
+    if not os.path.isdir(context):
+        raise Hal9000Error(f"Build context {context} is not a directory: give the directory holding images/.")
+    full = os.path.realpath(os.path.join(context, relative))
+    if not full.startswith(os.path.realpath(context) + os.sep) or not os.path.isfile(full):
+        raise Hal9000Error(f"Dockerfile {relative} not found inside the build context {context}.")
+    return relative
+
+
+def inspect_image(client, name):
+    try:
+        return client.api.inspect_image(name)
+    except NotFound:
+        return None
+
+
+def image_summary(inspected, build_seconds=None):
+    labels = (inspected.get("Config") or {}).get("Labels") or {}
+    return {
+        "id": inspected["Id"],
+        "tags": inspected.get("RepoTags") or [],
+        "size": inspected.get("Size", 0),
+        "digest": labels.get(DIGEST_LABEL, ""),
+        "created": inspected.get("Created", ""),
+        "build_seconds": build_seconds,
+    }
+
+
+def image_with_digest(client, digest):
+    """An existing image built from exactly these inputs, if any."""
+    images = client.api.images(filters={"label": f"{DIGEST_LABEL}={digest}"})
+    return inspect_image(client, images[0]["Id"]) if images else None
+
+
+def containers_using_image(client, name):
+    containers = client.api.containers(all=True, filters={"ancestor": name})
+    return sorted(c["Names"][0].lstrip("/") for c in containers)
+
+
+def build_image(client, context, dockerfile, tag, build_args, digest):
+    """Build with the classic API builder; return (inspected image, seconds, log tail)."""
+    started = time.monotonic()
+    log = []
+    stream = client.api.build(
+        path=context, dockerfile=dockerfile, tag=tag, buildargs=build_args,
+        labels={DIGEST_LABEL: digest}, rm=True, forcerm=True, pull=False, decode=True,
+    )
+    for chunk in stream:
+        if "stream" in chunk:
+            log.extend(line for line in chunk["stream"].splitlines() if line.strip())
+            del log[:-40]
+        if "error" in chunk:
+            tail = " | ".join(log[-5:])
+            raise Hal9000Error(f"Building {tag} failed: {chunk['error'].strip()} (last output: {tail})")
+    return inspect_image(client, tag), round(time.monotonic() - started, 1), log[-10:]
+
+
+def saved_image_id(tar_path):
+    """The image ID inside a `docker save` archive, read from its manifest."""
+    try:
+        with tarfile.open(tar_path) as archive:
+            manifest = json.load(archive.extractfile("manifest.json"))
+    except (OSError, KeyError, tarfile.TarError, ValueError):
+        raise Hal9000Error(f"{tar_path} is not a `docker save` archive (no readable manifest.json).") from None
+    config = manifest[0]["Config"]
+    return "sha256:" + os.path.basename(config).replace(".json", "")
