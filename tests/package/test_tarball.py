@@ -70,7 +70,7 @@ def test_site_playbook_from_the_tarball_is_idempotent(installed, tmp_path):
         assert second.returncode == 0, second.stdout + second.stderr
         recap = second.stdout.split("PLAY RECAP")[-1]
         assert re.findall(r"changed=(\d+)", recap) == ["0"]
-        assert second.stdout.count("PLAY [") == 2
+        assert second.stdout.count("PLAY [") == 3
     finally:
         for volume in client.volumes.list(filters={"name": prefix}):
             volume.remove()

@@ -1,0 +1,22 @@
+#!/bin/sh
+# hal9000 worker entrypoint (runs under tini, which is PID 1).
+# No arguments: stay idle, so that `docker exec -it <worker> claude` can attach
+# sessions to a long-lived (possibly pre-warmed) container. The sleep runs in
+# the background so this shell can trap TERM and exit 0 on `docker stop`.
+# With arguments: run them in place of this shell (exec keeps signals direct).
+set -eu
+
+# CLAUDE_HOME may be a fresh volume or bind mount; create it if we are allowed.
+if [ -n "${CLAUDE_HOME:-}" ] && [ ! -d "$CLAUDE_HOME" ]; then
+    mkdir -p "$CLAUDE_HOME" 2>/dev/null || true
+fi
+
+if [ "$#" -eq 0 ]; then
+    # Idle until stopped; `docker stop` then ends with status 0, not 143.
+    sleep infinity &
+    idle_pid=$!
+    trap 'kill "$idle_pid" 2>/dev/null; exit 0' TERM INT HUP
+    wait "$idle_pid"
+    exit 0
+fi
+exec "$@"
