@@ -8,9 +8,12 @@ Pure: standard library and the docker SDK only, never ``ansible.*``.
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import os
+import re
+import shlex
 import tarfile
 import time
 
@@ -47,11 +50,40 @@ def context_files(context, dockerfile):
     return sorted(p for p in included if os.path.isfile(os.path.join(context, p)))
 
 
+def copied_sources(dockerfile_text):
+    """Source paths of the COPY and ADD instructions that read the build context."""
+    joined = re.sub(r"\\\n", " ", dockerfile_text)
+    sources = []
+    for line in joined.splitlines():
+        words = shlex.split(line, comments=True) if line.strip() else []
+        if not words or words[0].upper() not in ("COPY", "ADD"):
+            continue
+        flags = [w for w in words[1:] if w.startswith("--")]
+        if any(flag.startswith("--from") for flag in flags):
+            continue  # copies from another stage, not from the context
+        paths = [w for w in words[1:] if not w.startswith("--")][:-1]
+        sources += [os.path.normpath(p).lstrip("/") or "." for p in paths if "://" not in p]
+    return sources
+
+
+def input_files(context, dockerfile):
+    """The context files this Dockerfile copies: other files in the context do not change the image."""
+    with open(os.path.join(context, dockerfile), encoding="utf-8") as handle:
+        sources = copied_sources(handle.read())
+    selected = []
+    for relative in context_files(context, dockerfile):
+        for source in sources:
+            if source == "." or relative == source or relative.startswith(source + "/") or fnmatch.fnmatch(relative, source):
+                selected.append(relative)
+                break
+    return [dockerfile] + [f for f in selected if f != dockerfile]
+
+
 def build_digest(context, dockerfile, build_args, base_image_id):
-    """sha256 over everything that decides the image: files, modes, args and the base."""
+    """sha256 over everything that decides the image: the Dockerfile, the files it copies, args and the base."""
     digest = hashlib.sha256()
     digest.update(json.dumps({"dockerfile": dockerfile, "args": build_args, "base": base_image_id}, sort_keys=True).encode())
-    for relative in context_files(context, dockerfile):
+    for relative in input_files(context, dockerfile):
         path = os.path.join(context, relative)
         digest.update(f"\0{relative}\0{os.stat(path).st_mode & 0o777:o}\0".encode())
         with open(path, "rb") as handle:

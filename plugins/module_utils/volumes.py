@@ -10,16 +10,22 @@ from __future__ import annotations
 
 from ansible_collections.hal9000.dind.plugins.module_utils.docker_api import NotFound
 
-# The shared volumes and where the parent mounts them (seed: init-volumes.sh).
-SHARED_VOLUMES = {
-    "hal9000-chromadb": "/data/chromadb",
-    "hal9000-memorybank": "/data/membank",
-    "hal9000-plugins": "/data/plugins",
+# The shared volumes (named <prefix>-<kind>) and where the parent mounts them (seed: init-volumes.sh).
+SHARED_VOLUME_MOUNTS = {
+    "chromadb": "/data/chromadb",
+    "memorybank": "/data/membank",
+    "plugins": "/data/plugins",
 }
+DEFAULT_VOLUME_PREFIX = "hal9000"
 SHARED_VOLUME_LABELS = {
     "io.hal9000.managed": "true",
     "io.hal9000.type": "shared",
 }
+
+
+def shared_volumes(prefix=DEFAULT_VOLUME_PREFIX):
+    """Volume name -> mount point in the parent; a prefix keeps test installations apart."""
+    return {f"{prefix}-{kind}": path for kind, path in SHARED_VOLUME_MOUNTS.items()}
 
 
 def wanted_volume(name, driver, driver_options, labels):

@@ -104,7 +104,7 @@ from ansible_collections.hal9000.dind.plugins.module_utils.ansible_docker import
 from ansible_collections.hal9000.dind.plugins.module_utils.errors import Hal9000Error
 from ansible_collections.hal9000.dind.plugins.module_utils.validate import validate_name
 from ansible_collections.hal9000.dind.plugins.module_utils.volumes import (
-    SHARED_VOLUMES,
+    shared_volumes,
     containers_using_volume,
     inspect_volume,
     volume_sizes,
@@ -112,7 +112,7 @@ from ansible_collections.hal9000.dind.plugins.module_utils.volumes import (
 
 
 def describe_volumes(module, client):
-    names = module.params["names"] or list(SHARED_VOLUMES)
+    names = module.params["names"] or list(shared_volumes())
     sizes = volume_sizes(client) if module.params["sizes"] else {}
     volumes = []
     for name in names:

@@ -15,7 +15,7 @@ def run(ansible, repo_root, prefix, home, action, check=True):
     extra = {
         "volumes_action": action,
         "hal9000_home": str(home),
-        "volumes_shared": [f"{prefix}-chromadb", f"{prefix}-memorybank", f"{prefix}-plugins"],
+        "hal9000_volume_prefix": prefix,
     }
     return ansible.playbook(repo_root / PLAYBOOK, "-e", json.dumps(extra), check=check)
 

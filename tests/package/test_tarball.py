@@ -57,7 +57,8 @@ def test_site_playbook_from_the_tarball_is_idempotent(installed, tmp_path):
     client = docker.from_env()
     prefix = f"h9pkg-{uuid.uuid4().hex[:8]}"
     names = [f"{prefix}-{suffix}" for suffix in ("chromadb", "memorybank", "plugins")]
-    extra = {"hal9000_home": str(tmp_path / "home"), "volumes_shared": names}
+    parent = f"{prefix}-parent"
+    extra = {"hal9000_home": str(tmp_path / "home"), "hal9000_volume_prefix": prefix, "hal9000_parent_name": parent}
     args = [
         BIN / "ansible-playbook", "-i", "localhost,", "-c", "local",
         "-e", f"ansible_python_interpreter={sys.executable}", "-e", json.dumps(extra), "hal9000.dind.site",
@@ -66,11 +67,15 @@ def test_site_playbook_from_the_tarball_is_idempotent(installed, tmp_path):
         first = run(args, installed, tmp_path)
         assert first.returncode == 0, first.stdout + first.stderr
         assert sorted(v.name for v in client.volumes.list(filters={"name": prefix})) == sorted(names)
+        assert client.containers.get(parent).status == "running"
+        assert "ChromaDB server: Running on port 8000" in first.stdout
         second = run(args, installed, tmp_path)
         assert second.returncode == 0, second.stdout + second.stderr
         recap = second.stdout.split("PLAY RECAP")[-1]
         assert re.findall(r"changed=(\d+)", recap) == ["0"]
-        assert second.stdout.count("PLAY [") == 3
+        assert second.stdout.count("PLAY [") == 1
     finally:
+        for container in client.containers.list(all=True, filters={"name": prefix}):
+            container.remove(force=True)
         for volume in client.volumes.list(filters={"name": prefix}):
             volume.remove()

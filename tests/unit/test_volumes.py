@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ansible_collections.hal9000.dind.plugins.module_utils.volumes import (
-    SHARED_VOLUMES,
+    shared_volumes,
     current_volume,
     volume_differences,
     wanted_volume,
@@ -38,7 +38,8 @@ def test_option_values_compare_as_strings():
 
 
 def test_shared_volume_mounts_match_the_seed():
-    assert SHARED_VOLUMES == {
+    assert shared_volumes("h9") == {"h9-chromadb": "/data/chromadb", "h9-memorybank": "/data/membank", "h9-plugins": "/data/plugins"}
+    assert shared_volumes() == {
         "hal9000-chromadb": "/data/chromadb",
         "hal9000-memorybank": "/data/membank",
         "hal9000-plugins": "/data/plugins",

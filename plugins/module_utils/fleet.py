@@ -1,0 +1,92 @@
+# -*- coding: utf-8 -*-
+# Copyright: HAL-9000 DinD maintainers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Who is who in a HAL-9000 installation: the parent and its workers, found by labels.
+
+Identity is always a label, never a name substring (the reference's
+`name=hal9000-worker` filters missed every worker named otherwise).
+Pure: standard library and the docker SDK only, never ``ansible.*``.
+"""
+
+from __future__ import annotations
+
+from ansible_collections.hal9000.dind.plugins.module_utils.docker_api import NotFound
+from ansible_collections.hal9000.dind.plugins.module_utils.errors import Hal9000Error
+from ansible_collections.hal9000.dind.plugins.module_utils.validate import validate_name
+
+LABEL_MANAGED = "io.hal9000.managed"
+LABEL_ROLE = "io.hal9000.role"
+LABEL_PARENT = "io.hal9000.parent"
+LABEL_PROJECT = "io.hal9000.project"
+LABEL_POOL = "io.hal9000.pool"
+LABEL_SPEC = "io.hal9000.spec-digest"
+
+ROLE_PARENT = "parent"
+ROLE_WORKER = "worker"
+
+
+def _name(summary):
+    return summary["Names"][0].lstrip("/")
+
+
+def worker_summary(summary, parent_ids=None):
+    """A worker as the coordinator, the info module and the dashboard show it."""
+    labels = summary.get("Labels") or {}
+    network_mode = (summary.get("HostConfig") or {}).get("NetworkMode", "")
+    network_ok = True
+    if network_mode.startswith("container:") and parent_ids is not None:
+        network_ok = network_mode.split(":", 1)[1] in parent_ids
+    return {
+        "name": _name(summary),
+        "id": summary["Id"][:12],
+        "state": summary.get("State", ""),
+        "status": summary.get("Status", ""),
+        "image": summary.get("Image", ""),
+        "project": labels.get(LABEL_PROJECT, ""),
+        "pool": labels.get(LABEL_POOL, ""),
+        "parent": labels.get(LABEL_PARENT, ""),
+        "created": summary.get("Created", 0),
+        "network_mode": network_mode,
+        "network_ok": network_ok,
+    }
+
+
+def running_parent_ids(client):
+    """IDs and names that a worker's `container:` network mode may point at."""
+    ids = set()
+    for summary in client.api.containers(filters={"label": f"{LABEL_ROLE}={ROLE_PARENT}"}):
+        ids.update((summary["Id"], _name(summary)))
+    return ids
+
+
+def list_workers(client, include_stopped=True, parent=None):
+    """Every HAL-9000 worker, newest first."""
+    filters = {"label": [f"{LABEL_ROLE}={ROLE_WORKER}"]}
+    if parent:
+        filters["label"].append(f"{LABEL_PARENT}={parent}")
+    summaries = client.api.containers(all=include_stopped, filters=filters)
+    parents = running_parent_ids(client)
+    return [worker_summary(s, parents) for s in summaries]
+
+
+def get_worker(client, name):
+    """The inspected worker called ``name``; anything else with that name is refused."""
+    validate_name(name, "worker")
+    try:
+        inspected = client.api.inspect_container(name)
+    except NotFound:
+        raise Hal9000Error(f"No worker named {name}: list them with `coordinator list`.") from None
+    labels = inspected["Config"].get("Labels") or {}
+    if labels.get(LABEL_ROLE) != ROLE_WORKER:
+        raise Hal9000Error(f"{name} is not a HAL-9000 worker (it has no {LABEL_ROLE}={ROLE_WORKER} label); not touching it.")
+    return inspected
+
+
+def workers_sharing_network(client, parent_id):
+    """Names of containers (running or not) whose network namespace is the parent's."""
+    names = []
+    for summary in client.api.containers(all=True):
+        mode = (summary.get("HostConfig") or {}).get("NetworkMode", "")
+        if mode == f"container:{parent_id}":
+            names.append(_name(summary))
+    return sorted(names)

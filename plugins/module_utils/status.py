@@ -1,0 +1,59 @@
+# -*- coding: utf-8 -*-
+# Copyright: HAL-9000 DinD maintainers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""One picture of an installation: the data behind every status, list and count.
+
+Used by the coordinator in the parent, the info module and `daemon.yml status`.
+Pure: standard library and the docker SDK only, never ``ansible.*``.
+"""
+
+from __future__ import annotations
+
+from ansible_collections.hal9000.dind.plugins.module_utils.fleet import list_workers
+from ansible_collections.hal9000.dind.plugins.module_utils.parent import (
+    PARENT_NAME,
+    inspect_container,
+    parent_summary,
+)
+from ansible_collections.hal9000.dind.plugins.module_utils.volumes import DEFAULT_VOLUME_PREFIX, inspect_volume, shared_volumes
+
+
+def installation_status(client, parent_name=PARENT_NAME, volume_prefix=DEFAULT_VOLUME_PREFIX):
+    inspected = inspect_container(client, parent_name)
+    parent = parent_summary(client, inspected) if inspected else {"name": parent_name, "state": "absent"}
+    workers = list_workers(client)
+    running = [w for w in workers if w["state"] == "running"]
+    return {
+        "parent": parent,
+        "workers": workers,
+        "counts": {
+            "total": len(workers),
+            "running": len(running),
+            "stale_network": len([w for w in workers if not w["network_ok"]]),
+        },
+        "volumes": [{"name": name, "exists": inspect_volume(client, name) is not None} for name in shared_volumes(volume_prefix)],
+    }
+
+
+def format_status(status):
+    """The text `claudy daemon status` printed, from the same data."""
+    parent = status["parent"]
+    lines = ["HAL-9000 Orchestrator Status"]
+    if parent["state"] == "absent":
+        lines += [f"Parent container: Not found ({parent['name']})", "  Start it with: ansible-playbook playbooks/daemon.yml"]
+    elif parent["state"] == "running":
+        lines += [f"Parent container: Running ({parent['name']}, health {parent['health']})", f"  Started: {parent['started_at']}"]
+        port = (parent.get("settings") or {}).get("chromadb_port", 8000)
+        lines.append(f"ChromaDB server: {'Running on port ' + str(port) if parent['chromadb_ready'] else 'Not responding'}")
+        if parent["startup"]:
+            lines.append("  Start-up: " + ", ".join(f"{k} {v}ms" for k, v in parent["startup"].items()))
+    else:
+        lines += [f"Parent container: Stopped ({parent['name']}, state {parent['state']})", f"  Exit code: {parent['exit_code']}"]
+    running = [w for w in status["workers"] if w["state"] == "running"]
+    lines.append(f"Active workers: {len(running)}")
+    for worker in status["workers"]:
+        note = "" if worker["network_ok"] else " [network stale: parent was recreated]"
+        lines.append(f"  {worker['name']}: {worker['status']}{' (' + worker['project'] + ')' if worker['project'] else ''}{note}")
+    lines.append("Shared volumes:")
+    lines += [f"  {v['name']}: {'exists' if v['exists'] else 'not created'}" for v in status["volumes"]]
+    return "\n".join(lines)

@@ -1,0 +1,102 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: HAL-9000 DinD maintainers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: info
+short_description: Report on a HAL-9000 installation (parent, workers, volumes)
+version_added: 0.1.0
+description:
+  - Reads the parent, every worker (found by the label C(io.hal9000.role=worker)), the counts and the shared volumes.
+  - It is the data behind every status, list and count of the playbooks and of the coordinator in the parent.
+  - Never changes anything.
+author:
+  - HAL-9000 DinD maintainers (@hal9000-dind)
+options:
+  parent:
+    description: Name of the parent container.
+    type: str
+    default: hal9000-parent
+  volume_prefix:
+    description: Prefix of the shared volume names.
+    type: str
+    default: hal9000
+extends_documentation_fragment:
+  - hal9000.dind.docker
+  - hal9000.dind.docker.attributes
+attributes:
+  check_mode:
+    description: Read-only; runs normally in check mode.
+    support: full
+  diff_mode:
+    description: Nothing changes, so there is no diff.
+    support: none
+  idempotent:
+    description: Read-only.
+    support: full
+"""
+
+EXAMPLES = r"""
+- name: Read the installation
+  hal9000.dind.info:
+  register: hal9000
+
+- name: Print what `claudy daemon status` printed
+  ansible.builtin.debug:
+    msg: "{{ hal9000.status_lines }}"
+"""
+
+RETURN = r"""
+parent:
+  description: The parent; RV(parent.state) is C(absent) when it does not exist.
+  returned: always
+  type: dict
+  sample: {"name": "hal9000-parent", "state": "running", "health": "healthy", "chromadb_ready": true}
+workers:
+  description: Every worker, running or not, with name, id, state, status, image, project, pool, parent, created, network_mode and network_ok.
+  returned: always
+  type: list
+  elements: dict
+counts:
+  description: Numbers of workers (C(total), C(running)) and of workers whose network points at a parent that no longer runs (C(stale_network)).
+  returned: always
+  type: dict
+  sample: {"total": 2, "running": 2, "stale_network": 0}
+volumes:
+  description: The shared volumes and whether they exist.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"name": "hal9000-chromadb", "exists": true}]
+status_lines:
+  description: The same as text, one line per item.
+  returned: always
+  type: list
+  elements: str
+"""
+
+from ansible_collections.hal9000.dind.plugins.module_utils.ansible_docker import build_module, run_module
+from ansible_collections.hal9000.dind.plugins.module_utils.status import format_status, installation_status
+
+
+def describe(module, client):
+    status = installation_status(client, module.params["parent"], module.params["volume_prefix"])
+    return dict(changed=False, status_lines=format_status(status).splitlines(), **status)
+
+
+def main():
+    module = build_module(
+        dict(
+            parent=dict(type="str", default="hal9000-parent"),
+            volume_prefix=dict(type="str", default="hal9000"),
+        ),
+        supports_check_mode=True,
+    )
+    run_module(module, describe)
+
+
+if __name__ == "__main__":
+    main()

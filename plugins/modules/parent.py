@@ -1,0 +1,360 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: HAL-9000 DinD maintainers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: parent
+short_description: Run the HAL-9000 parent container (ChromaDB, coordinator, dashboard, pool manager)
+version_added: 0.1.0
+description:
+  - Starts, stops, restarts or removes the parent container that workers share their network with.
+  - It mounts the Docker socket, O(hal9000_home) at C(/root/.hal9000) and the shared volumes C(hal9000-chromadb),
+    C(hal9000-memorybank) and C(hal9000-plugins) at C(/data/chromadb), C(/data/membank) and C(/data/plugins), with
+    the restart policy C(unless-stopped) and the label C(io.hal9000.role=parent).
+  - The same options on a running parent change nothing. Changed options, or a rebuilt image, recreate it.
+  - Workers share the parent's network namespace, so recreating, restarting, stopping or removing the parent cuts
+    their network. While workers are attached the module refuses and names them, unless O(force=true).
+  - With O(wait=true), O(state=started) and O(state=restarted) return once ChromaDB answers its heartbeat inside
+    the parent; on timeout the module fails with the parent's last log lines.
+author:
+  - HAL-9000 DinD maintainers (@hal9000-dind)
+options:
+  name:
+    description: Name of the parent container.
+    type: str
+    default: hal9000-parent
+  image:
+    description: The parent image (built by the C(hal9000.dind.images) role).
+    type: str
+    default: hal9000/parent:latest
+  state:
+    description:
+      - V(started) creates and starts the parent (recreating it when its options changed).
+      - V(stopped) stops it; V(restarted) restarts it (a new start time); V(absent) removes it.
+    type: str
+    choices: [started, stopped, restarted, absent]
+    default: started
+  hal9000_home:
+    description: Directory on the Docker host mounted at C(/root/.hal9000) (logs, config, sessions). Created when missing.
+    type: path
+    default: ~/.hal9000
+  volume_prefix:
+    description:
+      - The shared volumes mounted are C(<prefix>-chromadb), C(<prefix>-memorybank) and C(<prefix>-plugins).
+    type: str
+    default: hal9000
+  docker_socket:
+    description: Path of the Docker socket on the Docker host, mounted at C(/var/run/docker.sock).
+    type: path
+    default: /var/run/docker.sock
+  memory:
+    description: Memory limit of the parent, such as C(4g).
+    type: str
+    default: 4g
+  cpus:
+    description: CPU limit of the parent.
+    type: float
+    default: 2
+  chromadb_port:
+    description: Port ChromaDB listens on inside the parent (and so on every worker's localhost).
+    type: int
+    default: 8000
+  worker_image:
+    description: The image workers are started from; the parent checks it at start-up.
+    type: str
+    default: hal9000/worker:latest
+  skip_image_pull:
+    description: Do not pull a missing worker image at start-up (only warn).
+    type: bool
+    default: false
+  lazy_image_pull:
+    description: Pull a missing worker image in the background instead of before ChromaDB is waited for.
+    type: bool
+    default: false
+  enable_pool_manager:
+    description: Run the warm-worker pool manager in the parent.
+    type: bool
+    default: false
+  min_warm_workers:
+    description: Warm workers the pool manager keeps ready.
+    type: int
+    default: 2
+  max_warm_workers:
+    description: Most warm workers the pool manager keeps.
+    type: int
+    default: 5
+  idle_timeout:
+    description: Seconds a warm worker above the minimum may stay idle before the pool manager removes it.
+    type: int
+    default: 300
+  force:
+    description:
+      - Recreate, restart, stop or remove the parent even though workers share its network namespace.
+      - Those workers keep running but lose their network; the result names them.
+    type: bool
+    default: false
+  wait:
+    description: Wait until ChromaDB answers inside the parent.
+    type: bool
+    default: true
+  wait_timeout:
+    description: Seconds to wait for ChromaDB.
+    type: int
+    default: 60
+extends_documentation_fragment:
+  - hal9000.dind.docker
+  - hal9000.dind.docker.attributes
+attributes:
+  check_mode:
+    description: Says what would be created, started, stopped or removed, and does nothing.
+    support: full
+  diff_mode:
+    description: Shows the parent's state, image and settings before and after.
+    support: full
+  idempotent:
+    description: The same options on a parent in the requested state change nothing (no restart).
+    support: full
+"""
+
+EXAMPLES = r"""
+- name: Start the parent (the seed's `claudy daemon start`)
+  hal9000.dind.parent:
+
+- name: Start it with the warm pool and three warm workers
+  hal9000.dind.parent:
+    enable_pool_manager: true
+    min_warm_workers: 3
+
+- name: Restart it (a new start time) even though workers are attached
+  hal9000.dind.parent:
+    state: restarted
+    force: true
+
+- name: Stop it
+  hal9000.dind.parent:
+    state: stopped
+"""
+
+RETURN = r"""
+parent:
+  description: The parent after the change; only RV(parent.name) and RV(parent.state=absent) when it does not exist.
+  returned: always
+  type: dict
+  contains:
+    id:
+      description: Container ID.
+      type: str
+    name:
+      description: Container name.
+      type: str
+      sample: hal9000-parent
+    image:
+      description: Image reference.
+      type: str
+      sample: hal9000/parent:latest
+    state:
+      description: C(running), C(exited), C(created) or C(absent).
+      type: str
+      sample: running
+    health:
+      description: Docker health status (C(starting), C(healthy), C(unhealthy) or C(none)).
+      type: str
+      sample: healthy
+    chromadb_ready:
+      description: Whether ChromaDB answered its heartbeat inside the parent.
+      type: bool
+      sample: true
+    started_at:
+      description: When the container last started.
+      type: str
+      sample: "2026-11-27T15:00:00.123456789Z"
+    exit_code:
+      description: Exit code of the last run.
+      type: int
+      sample: 0
+    startup:
+      description: Start-up phase timings in milliseconds.
+      type: dict
+      sample: {"critical_init": 40, "parallel_init": 120, "service_ready": 300, "background_services": 0}
+    settings:
+      description: The settings the parent runs with.
+      type: dict
+actions:
+  description: What was done, or would be done in check mode.
+  returned: always
+  type: list
+  elements: str
+  sample: ["created hal9000-parent", "started hal9000-parent"]
+affected_workers:
+  description: Workers whose network was cut because O(force=true) allowed it.
+  returned: always
+  type: list
+  elements: str
+  sample: []
+"""
+
+import os
+
+from ansible_collections.hal9000.dind.plugins.module_utils.ansible_docker import build_module, run_module
+from ansible_collections.hal9000.dind.plugins.module_utils.docker_api import resolve_docker_host
+from ansible_collections.hal9000.dind.plugins.module_utils.errors import Hal9000Error
+from ansible_collections.hal9000.dind.plugins.module_utils.fleet import LABEL_SPEC, workers_sharing_network
+from ansible_collections.hal9000.dind.plugins.module_utils.images import inspect_image
+from ansible_collections.hal9000.dind.plugins.module_utils.parent import (
+    create_parent,
+    inspect_container,
+    parent_spec,
+    parent_summary,
+    wait_until_ready,
+)
+
+
+def comparable(spec, inspected):
+    """What --diff shows: the parent's state, image and settings."""
+    if inspected is None and spec is None:
+        return {}
+    if spec is None:
+        return {"state": inspected["State"]["Status"], "spec_digest": inspected["Config"]["Labels"].get(LABEL_SPEC, "")}
+    return {"state": "running", "image": spec["image"], "environment": spec["environment"],
+            "memory": spec["memory"], "nano_cpus": spec["nano_cpus"], "spec_digest": spec["digest"]}
+
+
+def spec_from_params(params):
+    """Validated before any call to the daemon."""
+    return parent_spec(
+        params["name"], params["image"], params["hal9000_home"], params["docker_socket"], params["memory"],
+        params["cpus"],
+        {
+            "CHROMADB_PORT": params["chromadb_port"], "WORKER_IMAGE": params["worker_image"],
+            "SKIP_IMAGE_PULL": params["skip_image_pull"], "LAZY_IMAGE_PULL": params["lazy_image_pull"],
+            "ENABLE_POOL_MANAGER": params["enable_pool_manager"], "MIN_WARM_WORKERS": params["min_warm_workers"],
+            "MAX_WARM_WORKERS": params["max_warm_workers"], "IDLE_TIMEOUT": params["idle_timeout"],
+        },
+        params["volume_prefix"],
+    )
+
+
+def manage_parent(module, client):
+    params = module.params
+    spec = spec_from_params(params)
+    state = params["state"]
+    current = inspect_container(client, params["name"])
+    actions, affected = [], []
+    name = params["name"]
+
+    def cutting_workers(doing):
+        """Refuse (or, with force, record) an action that cuts the attached workers' network."""
+        attached = workers_sharing_network(client, current["Id"]) if current else []
+        running_attached = [w for w in attached if inspect_container(client, w)["State"]["Running"]]
+        if running_attached and not params["force"]:
+            raise Hal9000Error(
+                f"Not going to {doing} {name}: workers {', '.join(running_attached)} share its network and would lose it. "
+                "Stop them first, or set force=true."
+            )
+        affected.extend(running_attached)
+
+    if state in ("started", "restarted"):
+        image = inspect_image(client, params["image"])
+        if image is None:
+            raise Hal9000Error(f"Image {params['image']} is missing: build it with playbooks/build_images.yml first.")
+        local_daemon = resolve_docker_host(params["docker_host"]).startswith("unix://")
+        if local_daemon and not os.path.exists(params["docker_socket"]):
+            raise Hal9000Error(f"Docker socket {params['docker_socket']} does not exist on the Docker host: give docker_socket.")
+        outdated = current is not None and (
+            current["Config"]["Labels"].get(LABEL_SPEC) != spec["digest"] or current["Image"] != image["Id"]
+        )
+        if outdated:
+            cutting_workers("recreate")
+            actions.append(f"recreated {name} (options or image changed)")
+        elif current is None:
+            actions.append(f"created {name}")
+        running = current is not None and current["State"]["Running"] and not outdated
+        if state == "restarted" and running:
+            cutting_workers("restart")
+            actions.append(f"restarted {name}")
+        elif not running:
+            actions.append(f"started {name}")
+        if not module.check_mode and actions:
+            if not os.path.isdir(params["hal9000_home"]):
+                os.makedirs(params["hal9000_home"], mode=0o700)
+            if outdated:
+                client.api.remove_container(current["Id"], force=True)
+            if current is None or outdated:
+                container_id = create_parent(client, spec)
+                client.api.start(container_id)
+            elif state == "restarted" and running:
+                container_id = current["Id"]
+                client.api.restart(container_id, timeout=30)
+            else:
+                container_id = current["Id"]
+                client.api.start(container_id)
+            if params["wait"]:
+                wait_until_ready(client, container_id, params["wait_timeout"])
+    elif current is not None and state == "stopped" and current["State"]["Running"]:
+        cutting_workers("stop")
+        actions.append(f"stopped {name}")
+        if not module.check_mode:
+            client.api.stop(current["Id"], timeout=30)
+    elif current is not None and state == "absent":
+        cutting_workers("remove")
+        actions.append(f"removed {name}")
+        if not module.check_mode:
+            client.api.remove_container(current["Id"], force=True)
+
+    after = inspect_container(client, name)
+    parent = parent_summary(client, after) if after else {"name": name, "state": "absent"}
+    result = dict(changed=bool(actions), parent=parent, actions=actions, affected_workers=affected)
+    if affected:
+        module.warn(
+            f"Workers {', '.join(affected)} shared the old parent's network and have none now: "
+            "recreate them with hal9000.dind.worker."
+        )
+    if module._diff:
+        before = comparable(None, current) if current else {}
+        if state == "absent":
+            wanted = {}
+        elif state == "stopped":
+            wanted = dict(before, state="exited") if before else {}
+        else:
+            wanted = comparable(spec, None)
+        result["diff"] = dict(before=before, after=wanted)
+    return result
+
+
+def main():
+    module = build_module(
+        dict(
+            name=dict(type="str", default="hal9000-parent"),
+            image=dict(type="str", default="hal9000/parent:latest"),
+            state=dict(type="str", default="started", choices=["started", "stopped", "restarted", "absent"]),
+            hal9000_home=dict(type="path", default="~/.hal9000"),
+            volume_prefix=dict(type="str", default="hal9000"),
+            docker_socket=dict(type="path", default="/var/run/docker.sock"),
+            memory=dict(type="str", default="4g"),
+            cpus=dict(type="float", default=2),
+            chromadb_port=dict(type="int", default=8000),
+            worker_image=dict(type="str", default="hal9000/worker:latest"),
+            skip_image_pull=dict(type="bool", default=False),
+            lazy_image_pull=dict(type="bool", default=False),
+            enable_pool_manager=dict(type="bool", default=False),
+            min_warm_workers=dict(type="int", default=2),
+            max_warm_workers=dict(type="int", default=5),
+            idle_timeout=dict(type="int", default=300),
+            force=dict(type="bool", default=False),
+            wait=dict(type="bool", default=True),
+            wait_timeout=dict(type="int", default=60),
+        ),
+        supports_check_mode=True,
+    )
+    try:
+        spec_from_params(module.params)
+    except Hal9000Error as exc:
+        module.fail_json(msg=str(exc))
+    run_module(module, manage_parent)
+
+
+if __name__ == "__main__":
+    main()
