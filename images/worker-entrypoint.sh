@@ -6,9 +6,16 @@
 # With arguments: run them in place of this shell (exec keeps signals direct).
 set -eu
 
-# CLAUDE_HOME may be a fresh volume or bind mount; create it if we are allowed.
+# CLAUDE_HOME may be a fresh tmpfs or bind mount; create it if we are allowed.
 if [ -n "${CLAUDE_HOME:-}" ] && [ ! -d "$CLAUDE_HOME" ]; then
     mkdir -p "$CLAUDE_HOME" 2>/dev/null || true
+fi
+
+# The API key stays in its read-only file: Claude Code reads it through apiKeyHelper,
+# so it never enters the environment (and never shows in docker inspect).
+if [ -r /run/secrets/anthropic_key ] && [ -d "${CLAUDE_HOME:-/nonexistent}" ] \
+   && [ ! -e "$CLAUDE_HOME/settings.json" ]; then
+    printf '{\n  "apiKeyHelper": "cat /run/secrets/anthropic_key"\n}\n' > "$CLAUDE_HOME/settings.json" 2>/dev/null || true
 fi
 
 if [ "$#" -eq 0 ]; then

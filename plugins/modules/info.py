@@ -51,7 +51,7 @@ EXAMPLES = r"""
 
 RETURN = r"""
 parent:
-  description: The parent; RV(parent.state) is C(absent) when it does not exist.
+  description: The parent; its C(state) is C(absent) when it does not exist.
   returned: always
   type: dict
   sample: {"name": "hal9000-parent", "state": "running", "health": "healthy", "chromadb_ready": true}

@@ -1,0 +1,282 @@
+# -*- coding: utf-8 -*-
+# Copyright: HAL-9000 DinD maintainers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Workers: the one spec every worker is made from, validated and hardened.
+
+The worker module, the coordinator's spawn and the pool manager all call
+``worker_spec`` and ``create_worker``, so warm and cold workers cannot drift
+apart. Pure: standard library and the docker SDK only, never ``ansible.*``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+import time
+import uuid
+
+from ansible_collections.hal9000.dind.plugins.module_utils.errors import Hal9000Error
+from ansible_collections.hal9000.dind.plugins.module_utils.fleet import (
+    LABEL_MANAGED,
+    LABEL_PARENT,
+    LABEL_POOL,
+    LABEL_PROJECT,
+    LABEL_ROLE,
+    LABEL_SPEC,
+    ROLE_WORKER,
+)
+from ansible_collections.hal9000.dind.plugins.module_utils.parent import PARENT_NAME, inspect_container
+from ansible_collections.hal9000.dind.plugins.module_utils.validate import (
+    parse_cpus,
+    parse_memory,
+    parse_positive_int,
+    validate_name,
+)
+
+try:
+    from docker.types import Mount
+except ImportError:  # reported by the caller through missing_required_lib
+    Mount = None
+
+WORKER_IMAGE = "hal9000/worker:latest"
+FLAVOUR_IMAGES = {"minimal": "hal9000/worker:latest", "ultramin": "hal9000/worker:ultramin"}
+DEFAULT_LIMITS = {"memory": "4g", "cpus": "2", "pids_limit": "100"}
+SECRET_TARGET = "/run/secrets/anthropic_key"
+CLAUDE_USER = "1001:1001"
+CPU_PERIOD = 100000
+
+# Mounting these (or anything inside the first group) would hand the worker the host.
+_FORBIDDEN_TREES = ("/etc", "/proc", "/sys", "/dev", "/boot", "/bin", "/sbin", "/lib", "/lib64", "/usr",
+                    "/run", "/var/run", "/var/lib/docker")
+_FORBIDDEN_EXACT = ("/", "/root", "/home", "/var", "/tmp")
+
+
+def default_limits(environ=None):
+    """The seed's WORKER_MEMORY, WORKER_CPUS and WORKER_PIDS_LIMIT, else 4g, 2 and 100."""
+    environ = os.environ if environ is None else environ
+    return {
+        "memory": environ.get("WORKER_MEMORY") or DEFAULT_LIMITS["memory"],
+        "cpus": environ.get("WORKER_CPUS") or DEFAULT_LIMITS["cpus"],
+        "pids_limit": environ.get("WORKER_PIDS_LIMIT") or DEFAULT_LIMITS["pids_limit"],
+    }
+
+
+def generate_name(prefix="hal9000-worker"):
+    """A unique worker name (random, not time-based: two spawns in a second never collide)."""
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def resolve_project_dir(path, docker_socket="/var/run/docker.sock", check_exists=True):
+    """The project directory with symlinks resolved, refused when it would expose the host."""
+    if not path or not os.path.isabs(path):
+        raise Hal9000Error(f"project_dir {path!r} must be an absolute path to a directory on the Docker host.")
+    real = os.path.realpath(path)
+    if check_exists and not os.path.exists(real):
+        raise Hal9000Error(f"project_dir {path} does not exist: create it or give another directory.")
+    if check_exists and not os.path.isdir(real):
+        raise Hal9000Error(f"project_dir {path} is not a directory: give the project's directory.")
+    socket_real = os.path.realpath(docker_socket)
+    inside = [tree for tree in _FORBIDDEN_TREES if real == tree or real.startswith(tree + "/")]
+    if real in _FORBIDDEN_EXACT or inside or real == socket_real or socket_real.startswith(real + "/"):
+        raise Hal9000Error(
+            f"project_dir {path} resolves to {real}, a system location: mount a project directory, not the host."
+        )
+    return real
+
+
+def check_api_key_file(path, worker_uid):
+    """The key file must exist, be private (0600 or stricter) and readable by the worker's user."""
+    if not os.path.isabs(path):
+        raise Hal9000Error(f"api_key_file {path!r} must be an absolute path.")
+    try:
+        info = os.stat(path)
+    except OSError:
+        raise Hal9000Error(f"api_key_file {path} does not exist: write the key there (mode 0600).") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise Hal9000Error(f"api_key_file {path} is not a regular file.")
+    if info.st_mode & 0o077:
+        raise Hal9000Error(
+            f"api_key_file {path} has mode {stat.S_IMODE(info.st_mode):04o}: others can read it; chmod 600 {path}."
+        )
+    if worker_uid not in (info.st_uid, 0) and not info.st_mode & 0o004:
+        raise Hal9000Error(
+            f"api_key_file {path} belongs to uid {info.st_uid} but the worker runs as uid {worker_uid}: "
+            f"chown {worker_uid} {path}."
+        )
+    return path
+
+
+def project_user(project):
+    """Run as the project's owner, so files written in /workspace belong to them (root-owned: the image's user)."""
+    if not project:
+        return CLAUDE_USER
+    info = os.stat(project)
+    return CLAUDE_USER if info.st_uid == 0 else f"{info.st_uid}:{info.st_gid}"
+
+
+def parse_limits(memory, cpus, pids_limit, no_limits=False):
+    """Validated limits in Docker's units, or None for each when no_limits."""
+    if no_limits:
+        return {"memory": None, "cpus": None, "pids_limit": None}
+    return {
+        "memory": parse_memory(memory),
+        "cpus": parse_cpus(cpus),
+        "pids_limit": parse_positive_int(pids_limit, "pids_limit"),
+    }
+
+
+def worker_spec(
+    name=None, image=WORKER_IMAGE, project_dir=None, parent=PARENT_NAME, mode="dind",
+    memory=None, cpus=None, pids_limit=None, no_limits=False, env=None, command=None,
+    auto_remove=True, read_only=False, api_key_file=None, claude_config_dir=None,
+    pool="", user=None, drop_capabilities=True, no_new_privileges=True,
+    docker_socket="/var/run/docker.sock", check_host_paths=True,
+):
+    """Everything that decides what a worker looks like, validated before Docker is touched."""
+    name = validate_name(name, "worker") if name else generate_name()
+    if mode not in ("dind", "legacy"):
+        raise Hal9000Error(f"mode {mode!r} is unknown: use dind (share the parent's network) or legacy.")
+    if mode == "dind":
+        validate_name(parent, "parent")
+    defaults = default_limits()
+    limits = parse_limits(memory or defaults["memory"], cpus or defaults["cpus"],
+                          pids_limit or defaults["pids_limit"], no_limits)
+    project = resolve_project_dir(project_dir, docker_socket, check_host_paths) if project_dir else ""
+    if user is None:
+        user = project_user(project) if check_host_paths else CLAUDE_USER
+    environment = {str(k): str(v) for k, v in (env or {}).items()}
+    leaked = [k for k in environment if "API_KEY" in k.upper() or "TOKEN" in k.upper()]
+    if leaked:
+        raise Hal9000Error(
+            f"env {', '.join(leaked)} would put a secret in the container's environment (visible to docker inspect): "
+            "use api_key_file instead."
+        )
+    environment.update(WORKER_NAME=name, HOME="/home/claude", CLAUDE_HOME="/home/claude/.claude")
+    if api_key_file and check_host_paths:
+        check_api_key_file(api_key_file, int(user.split(":")[0]))
+    if claude_config_dir and check_host_paths and not os.path.isdir(claude_config_dir):
+        raise Hal9000Error(f"mount_claude_config: {claude_config_dir} is not a directory on the Docker host.")
+    spec = {
+        "name": name,
+        "image": image,
+        "mode": mode,
+        "parent": parent if mode == "dind" else "",
+        "project": project,
+        "pool": pool,
+        "user": user,
+        "environment": dict(sorted(environment.items())),
+        "command": list(command) if command else None,
+        "auto_remove": bool(auto_remove),
+        "read_only": bool(read_only),
+        "api_key_file": api_key_file or "",
+        "claude_config_dir": claude_config_dir or "",
+        "drop_capabilities": bool(drop_capabilities),
+        "no_new_privileges": bool(no_new_privileges),
+        "no_limits": bool(no_limits),
+    }
+    # Limits are left out of the digest: they change in place (docker update), not by recreating.
+    spec["digest"] = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+    spec["limits"] = limits
+    return spec
+
+
+def _mounts(spec):
+    mounts = []
+    if spec["project"]:
+        mounts.append(Mount("/workspace", spec["project"], type="bind"))
+    else:
+        # Generic workers get an empty per-worker volume, removed with the worker.
+        mounts.append(Mount("/workspace", None, type="volume"))
+    if spec["api_key_file"]:
+        mounts.append(Mount(SECRET_TARGET, spec["api_key_file"], type="bind", read_only=True))
+    if spec["claude_config_dir"]:
+        mounts.append(Mount("/home/claude/.claude", spec["claude_config_dir"], type="bind"))
+    return mounts
+
+
+def limit_settings(limits):
+    """Docker's fields for the limits; the same names serve create and update."""
+    if limits["memory"] is None:
+        return {"Memory": 0, "MemorySwap": 0, "CpuPeriod": 0, "CpuQuota": 0, "PidsLimit": 0}
+    return {
+        "Memory": limits["memory"],
+        "MemorySwap": limits["memory"],  # no swap on top: a runaway worker is stopped at the limit
+        "CpuPeriod": CPU_PERIOD,
+        "CpuQuota": int(limits["cpus"] * CPU_PERIOD),
+        "PidsLimit": limits["pids_limit"],
+    }
+
+
+def parent_network(client, spec):
+    """`container:<id>` of the running parent, or a one-line error."""
+    if spec["mode"] == "legacy":
+        return "bridge"
+    parent = inspect_container(client, spec["parent"])
+    if parent is None or not parent["State"]["Running"]:
+        raise Hal9000Error(
+            f"Parent {spec['parent']} is not running: start the daemon first (ansible-playbook playbooks/daemon.yml)."
+        )
+    return f"container:{parent['Id']}"
+
+
+def create_worker(client, spec, network_mode=None):
+    """Create (not start) a worker from ``spec``; returns its ID."""
+    network_mode = network_mode or parent_network(client, spec)
+    host_config = client.api.create_host_config(
+        network_mode=network_mode,
+        mounts=_mounts(spec),
+        tmpfs={"/tmp": "rw,nosuid,nodev,size=512m", "/home/claude": "rw,nosuid,nodev,mode=1777,size=256m"},
+        auto_remove=spec["auto_remove"],
+        read_only=spec["read_only"],
+        cap_drop=["ALL"] if spec["drop_capabilities"] else None,
+        security_opt=["no-new-privileges:true"] if spec["no_new_privileges"] else None,
+    )
+    host_config.update({k: v for k, v in limit_settings(spec["limits"]).items() if v})
+    labels = {
+        LABEL_MANAGED: "true", LABEL_ROLE: ROLE_WORKER, LABEL_PARENT: spec["parent"],
+        LABEL_PROJECT: spec["project"], LABEL_POOL: spec["pool"], LABEL_SPEC: spec["digest"],
+    }
+    created = client.api.create_container(
+        image=spec["image"], name=spec["name"], command=spec["command"], user=spec["user"],
+        environment=spec["environment"], working_dir="/workspace", labels=labels,
+        host_config=host_config, detach=True,
+    )
+    return created["Id"]
+
+
+def spawn_worker(client, spec):
+    """Create and start a worker; returns (id, milliseconds)."""
+    started = time.monotonic()
+    container_id = create_worker(client, spec)
+    try:
+        client.api.start(container_id)
+    except Exception:
+        client.api.remove_container(container_id, force=True)  # never leave a half-made worker
+        raise
+    return container_id, round((time.monotonic() - started) * 1000, 1)
+
+
+def update_limits(client, container_id, limits):
+    """Apply new limits to a running worker without restarting it.
+
+    Hand-written POST because the SDK's update_container cannot set PidsLimit.
+    """
+    response = client.api._post_json(client.api._url("/containers/{0}/update", container_id), data=limit_settings(limits))
+    client.api._raise_for_status(response)
+
+
+def current_limits(inspected):
+    host = inspected["HostConfig"]
+    if not host.get("Memory"):
+        return {"memory": None, "cpus": None, "pids_limit": None}
+    return {
+        "memory": host["Memory"],
+        "cpus": round(host["CpuQuota"] / host["CpuPeriod"], 3) if host.get("CpuPeriod") else None,
+        "pids_limit": host.get("PidsLimit") or None,
+    }
+
+
+def attach_command(name):
+    return f"docker exec -it {name} claude"

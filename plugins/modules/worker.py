@@ -1,0 +1,356 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: HAL-9000 DinD maintainers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: worker
+short_description: Run a hardened, limited Claude Code worker container
+version_added: 0.1.0
+description:
+  - Starts, stops or removes one worker. Every worker, whether made by this module, by the coordinator in the parent
+    or by the pool manager, comes from the same spec in the collection's module_utils.
+  - In the default V(dind) mode the worker shares the parent's network namespace (C(network_mode container:<parent>)),
+    so ChromaDB answers on its localhost:8000. The deprecated V(legacy) mode (the seed's v0.5.x single-container
+    mode) runs it on its own network without a parent; it will be removed in 1.0.
+  - Hardened by default, each relaxable by an explicit option - all capabilities dropped, no-new-privileges,
+    a non-root user (the project's owner, so files written in C(/workspace) belong to them), Docker's default seccomp
+    profile, never the Docker socket. The API key is mounted read-only from O(api_key_file) at
+    C(/run/secrets/anthropic_key) and read by Claude Code through its C(apiKeyHelper) setting, never from the
+    environment.
+  - The same options change nothing. Changed limits are applied in place (C(docker update)) without a restart;
+    other changes recreate the worker. A worker whose parent was recreated (its network points at a container that no
+    longer runs) is recreated into the current parent's network.
+author:
+  - HAL-9000 DinD maintainers (@hal9000-dind)
+options:
+  name:
+    description:
+      - Worker name. When not given, a unique name C(hal9000-worker-<random>) is generated (so the task is not idempotent).
+    type: str
+  project_dir:
+    description:
+      - Project directory on the Docker host, bind-mounted read-write at C(/workspace). Symlinks are resolved; system
+        locations (C(/), C(/etc), C(/usr), the Docker socket, ...) are refused.
+      - Without it the worker gets an empty per-worker volume at C(/workspace).
+    type: path
+  image:
+    description: Worker image. Mutually exclusive with O(flavour).
+    type: str
+  flavour:
+    description: Bundled worker image to use - V(minimal) (C(hal9000/worker:latest), with git) or V(ultramin) (no git).
+    type: str
+    choices: [minimal, ultramin]
+  state:
+    description: V(started) creates and starts it; V(stopped) stops it (removed too when O(auto_remove)); V(absent) removes it.
+    type: str
+    choices: [started, stopped, absent]
+    default: started
+  auto_remove:
+    description: Remove the container when it stops (the seed's C(--rm); V(false) is C(--no-rm)).
+    type: bool
+    default: true
+  memory:
+    description: Memory limit (no swap on top). Defaults to E(WORKER_MEMORY), then C(4g).
+    type: str
+  cpus:
+    description: CPU limit. Defaults to E(WORKER_CPUS), then C(2).
+    type: str
+  pids_limit:
+    description: Process limit. Defaults to E(WORKER_PIDS_LIMIT), then C(100).
+    type: str
+  no_limits:
+    description: Run without memory, CPU and process limits.
+    type: bool
+    default: false
+  env:
+    description: Extra environment variables. Names containing C(API_KEY) or C(TOKEN) are refused (use O(api_key_file)).
+    type: dict
+    default: {}
+  api_key_file:
+    description: Host file holding the Anthropic API key, mode 0600 or stricter, readable by the worker's user.
+    type: path
+  mount_claude_config:
+    description: Mount the host's C(~/.claude) at C(/home/claude/.claude) (the seed's option A, for host-side MCP configuration).
+    type: bool
+    default: false
+  claude_config_dir:
+    description: The host directory O(mount_claude_config) mounts.
+    type: path
+    default: ~/.claude
+  read_only:
+    description: Read-only root file system (C(/tmp) and C(/home/claude) stay writable tmpfs).
+    type: bool
+    default: false
+  drop_capabilities:
+    description: Drop every Linux capability.
+    type: bool
+    default: true
+  no_new_privileges:
+    description: Forbid gaining privileges (setuid binaries).
+    type: bool
+    default: true
+  user:
+    description: C(uid:gid) to run as. Defaults to the owner of O(project_dir), or C(1001:1001) (the image's user) for root-owned or no project.
+    type: str
+  parent:
+    description: The parent whose network the worker shares.
+    type: str
+    default: hal9000-parent
+  mode:
+    description: V(dind) shares the parent's network; V(legacy) (deprecated, removed in 1.0) runs without a parent.
+    type: str
+    choices: [dind, legacy]
+    default: dind
+  command:
+    description: Command to run instead of idling (the default idles, ready for C(docker exec -it NAME claude)).
+    type: list
+    elements: str
+extends_documentation_fragment:
+  - hal9000.dind.docker
+  - hal9000.dind.docker.attributes
+attributes:
+  check_mode:
+    description: Says what would be created, updated or removed, and does nothing.
+    support: full
+  diff_mode:
+    description: Shows the worker's image, project, user and limits before and after.
+    support: full
+  idempotent:
+    description: Idempotent when O(name) is given.
+    support: partial
+"""
+
+EXAMPLES = r"""
+- name: A background worker on a project (the seed's spawn-worker.sh -d -n my-worker /path/to/project)
+  hal9000.dind.worker:
+    name: my-worker
+    project_dir: /srv/projects/webapp
+    api_key_file: /home/alice/.hal9000/secrets/anthropic_key
+  register: spawned
+
+- name: Say how to attach
+  ansible.builtin.debug:
+    msg: "{{ spawned.worker.attach_command }}"
+
+- name: More memory and processes, applied without a restart
+  hal9000.dind.worker:
+    name: my-worker
+    project_dir: /srv/projects/webapp
+    memory: 8g
+    pids_limit: "200"
+
+- name: Stop it
+  hal9000.dind.worker:
+    name: my-worker
+    state: stopped
+"""
+
+RETURN = r"""
+worker:
+  description: The worker; only RV(worker.name) and RV(worker.state=absent) when it does not exist.
+  returned: always
+  type: dict
+  contains:
+    id:
+      description: Container ID.
+      type: str
+    name:
+      description: Worker name.
+      type: str
+      sample: hal9000-worker-3f2a9c0d1e
+    state:
+      description: C(running), C(exited) or C(absent).
+      type: str
+    image:
+      description: Image reference.
+      type: str
+    network_mode:
+      description: C(container:<parent id>) in dind mode, C(bridge) in legacy mode.
+      type: str
+    project:
+      description: The resolved project directory, empty for a generic worker.
+      type: str
+    user:
+      description: The C(uid:gid) the worker runs as.
+      type: str
+      sample: "1000:1000"
+    limits:
+      description: Memory in bytes, CPUs and process limit (nulls without limits).
+      type: dict
+      sample: {"memory": 4294967296, "cpus": 2.0, "pids_limit": 100}
+    spawn_ms:
+      description: Milliseconds from create to started, when this run started it; otherwise null.
+      type: float
+    attach_command:
+      description: How to open Claude Code in it.
+      type: str
+      sample: docker exec -it my-worker claude
+actions:
+  description: What was done, or would be done in check mode.
+  returned: always
+  type: list
+  elements: str
+"""
+
+from ansible_collections.hal9000.dind.plugins.module_utils.ansible_docker import build_module, run_module
+from ansible_collections.hal9000.dind.plugins.module_utils.errors import Hal9000Error
+from ansible_collections.hal9000.dind.plugins.module_utils.fleet import LABEL_ROLE, LABEL_SPEC, ROLE_WORKER
+from ansible_collections.hal9000.dind.plugins.module_utils.images import inspect_image
+from ansible_collections.hal9000.dind.plugins.module_utils.parent import inspect_container
+from ansible_collections.hal9000.dind.plugins.module_utils.validate import validate_name
+from ansible_collections.hal9000.dind.plugins.module_utils.workers import (
+    FLAVOUR_IMAGES,
+    attach_command,
+    current_limits,
+    parent_network,
+    spawn_worker,
+    update_limits,
+    worker_spec,
+)
+
+
+def spec_from_params(params):
+    """Validated before any call to the daemon."""
+    return worker_spec(
+        name=params["name"], image=params["image"] or FLAVOUR_IMAGES[params["flavour"] or "minimal"],
+        project_dir=params["project_dir"], parent=params["parent"], mode=params["mode"],
+        memory=params["memory"], cpus=params["cpus"], pids_limit=params["pids_limit"], no_limits=params["no_limits"],
+        env=params["env"], command=params["command"], auto_remove=params["auto_remove"], read_only=params["read_only"],
+        api_key_file=params["api_key_file"],
+        claude_config_dir=params["claude_config_dir"] if params["mount_claude_config"] else None,
+        user=params["user"], drop_capabilities=params["drop_capabilities"],
+        no_new_privileges=params["no_new_privileges"],
+    )
+
+
+def describe(inspected, spec, spawn_ms=None):
+    if inspected is None:
+        return {"name": spec["name"], "state": "absent"}
+    labels = inspected["Config"].get("Labels") or {}
+    return {
+        "id": inspected["Id"],
+        "name": inspected["Name"].lstrip("/"),
+        "state": inspected["State"]["Status"],
+        "image": inspected["Config"]["Image"],
+        "network_mode": inspected["HostConfig"]["NetworkMode"],
+        "project": labels.get("io.hal9000.project", ""),
+        "user": inspected["Config"].get("User", ""),
+        "limits": current_limits(inspected),
+        "spawn_ms": spawn_ms,
+        "attach_command": attach_command(inspected["Name"].lstrip("/")),
+    }
+
+
+def comparable(worker):
+    return {k: worker.get(k) for k in ("state", "image", "project", "user", "limits", "network_mode")} if worker.get("id") else {}
+
+
+def manage_worker(module, client):
+    params = module.params
+    if params["state"] == "started":
+        spec = spec_from_params(params)
+    else:
+        spec = {"name": validate_name(params["name"], "worker"), "mode": params["mode"]}
+    if params["state"] == "started" and spec["mode"] == "legacy":
+        module.deprecate(
+            "mode=legacy (the v0.5.x single-container mode) is deprecated: use the default dind mode with a parent.",
+            version="1.0.0", collection_name="hal9000.dind",
+        )
+    name = spec["name"]
+    current = inspect_container(client, name)
+    if current is not None and (current["Config"].get("Labels") or {}).get(LABEL_ROLE) != ROLE_WORKER:
+        raise Hal9000Error(f"A container named {name} exists and is not a HAL-9000 worker: choose another name.")
+    actions, spawn_ms = [], None
+    state = params["state"]
+
+    if state == "started":
+        image = inspect_image(client, spec["image"])
+        if image is None:
+            raise Hal9000Error(f"Worker image {spec['image']} is missing: build it with playbooks/build_images.yml.")
+        network = parent_network(client, spec)
+        if current is not None:
+            reasons = []
+            if current["Config"]["Labels"].get(LABEL_SPEC) != spec["digest"]:
+                reasons.append("options changed")
+            if current["Image"] != image["Id"]:
+                reasons.append("image changed")
+            if current["HostConfig"]["NetworkMode"] != network:
+                reasons.append("parent network is stale")
+            if reasons:
+                actions.append(f"recreated {name} ({', '.join(reasons)})")
+                if not module.check_mode:
+                    client.api.remove_container(current["Id"], force=True)
+                current = None
+        if current is None:
+            actions.append(f"started {name}")
+            if not module.check_mode:
+                spawn_ms = spawn_worker(client, spec)[1]
+        else:
+            if current_limits(current) != spec["limits"]:
+                actions.append(f"updated limits of {name} in place")
+                if not module.check_mode:
+                    update_limits(client, current["Id"], spec["limits"])
+            if not current["State"]["Running"]:
+                actions.append(f"started {name}")
+                if not module.check_mode:
+                    client.api.start(current["Id"])
+    elif current is not None and state == "stopped" and current["State"]["Running"]:
+        actions.append(f"stopped {name}" + (" (removed: auto_remove)" if current["HostConfig"].get("AutoRemove") else ""))
+        if not module.check_mode:
+            client.api.stop(current["Id"], timeout=10)
+    elif current is not None and state == "absent":
+        actions.append(f"removed {name}")
+        if not module.check_mode:
+            client.api.remove_container(current["Id"], force=True)
+
+    before = describe(current, spec) if current else {"name": name, "state": "absent"}
+    after = describe(inspect_container(client, name), spec, spawn_ms) if not module.check_mode else before
+    result = dict(changed=bool(actions), worker=after, actions=actions)
+    if module._diff:
+        result["diff"] = dict(before=comparable(before), after=comparable(after) if not module.check_mode else {"planned": actions})
+    return result
+
+
+def main():
+    module = build_module(
+        dict(
+            name=dict(type="str"),
+            project_dir=dict(type="path"),
+            image=dict(type="str"),
+            flavour=dict(type="str", choices=list(FLAVOUR_IMAGES)),
+            state=dict(type="str", default="started", choices=["started", "stopped", "absent"]),
+            auto_remove=dict(type="bool", default=True),
+            memory=dict(type="str"),
+            cpus=dict(type="str"),
+            pids_limit=dict(type="str"),
+            no_limits=dict(type="bool", default=False),
+            env=dict(type="dict", default={}),
+            api_key_file=dict(type="path", no_log=False),
+            mount_claude_config=dict(type="bool", default=False),
+            claude_config_dir=dict(type="path", default="~/.claude"),
+            read_only=dict(type="bool", default=False),
+            drop_capabilities=dict(type="bool", default=True),
+            no_new_privileges=dict(type="bool", default=True),
+            user=dict(type="str"),
+            parent=dict(type="str", default="hal9000-parent"),
+            mode=dict(type="str", default="dind", choices=["dind", "legacy"]),
+            command=dict(type="list", elements="str"),
+        ),
+        supports_check_mode=True,
+        mutually_exclusive=[("image", "flavour")],
+    )
+    if module.params["state"] != "started" and not module.params["name"]:
+        module.fail_json(msg=f"state={module.params['state']} needs the worker's name.")
+    try:
+        if module.params["state"] == "started":
+            module.params["name"] = spec_from_params(module.params)["name"]  # a generated name stays the same
+    except Hal9000Error as exc:
+        module.fail_json(msg=str(exc))
+    run_module(module, manage_worker)
+
+
+if __name__ == "__main__":
+    main()
