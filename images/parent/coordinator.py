@@ -8,8 +8,12 @@
     coordinator logs NAME            the worker's log
     coordinator attach NAME          an interactive shell in the worker
     coordinator top                  CPU, memory and processes of the running workers
+    coordinator spawn [-n NAME] [--project DIR] [--memory 4g --cpus 2 --pids-limit 100 | --no-limits] [--no-rm]
+    coordinator claim NAME [--project DIR | --pool POOL] [--json]   a warm worker, or a cold spawn
+    coordinator pool start|stop|status [--json]|scale N|warm|cleanup [--pool POOL]
 
-Workers are found by their io.hal9000.role=worker label, never by name.
+Workers are found by their labels, never by name: io.hal9000.role=worker and
+io.hal9000.parent=$HAL9000_PARENT_NAME (this parent's workers only).
 """
 
 from __future__ import annotations
@@ -17,12 +21,28 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
+import subprocess
 import sys
+import time
 
 from ansible_collections.hal9000.dind.plugins.module_utils.docker_api import DockerException, api_error_message, connect
 from ansible_collections.hal9000.dind.plugins.module_utils.errors import Hal9000Error
 from ansible_collections.hal9000.dind.plugins.module_utils.fleet import get_worker, list_workers
+from ansible_collections.hal9000.dind.plugins.module_utils.parent import (
+    HOME_IN_PARENT,
+    SETTINGS_DEFAULTS,
+    read_config_file,
+    validate_settings,
+)
+from ansible_collections.hal9000.dind.plugins.module_utils.pool import claim, load_pools, pool_spec, save_pools, warm_workers
 from ansible_collections.hal9000.dind.plugins.module_utils.status import format_status, installation_status
+from ansible_collections.hal9000.dind.plugins.module_utils.validate import validate_name
+from ansible_collections.hal9000.dind.plugins.module_utils.workers import spawn_worker, worker_spec
+
+POOL_MANAGER = "/opt/hal9000/bin/pool_manager.py"
+POOL_PID_FILE = "/run/hal9000/pool-manager.pid"
+POOL_SCALE_FILE = "/run/hal9000/pool-scale.json"
 
 PARENT_NAME = os.environ.get("HAL9000_PARENT_NAME", "hal9000-parent")
 VOLUME_PREFIX = os.environ.get("HAL9000_VOLUME_PREFIX", "hal9000")
@@ -36,12 +56,12 @@ def table(workers):
 
 
 def command_list(client, args):
-    workers = list_workers(client)
+    workers = list_workers(client, parent=PARENT_NAME)
     print(json.dumps(workers, indent=2) if args.json else (table(workers) if workers else "No workers"))
 
 
 def command_count(client, args):
-    running = len(list_workers(client, include_stopped=False))
+    running = len(list_workers(client, include_stopped=False, parent=PARENT_NAME))
     print(json.dumps({"running": running}) if args.json else running)
 
 
@@ -51,13 +71,13 @@ def command_status(client, args):
 
 
 def command_stop(client, args):
-    worker = get_worker(client, args.name)
+    worker = get_worker(client, args.name, PARENT_NAME)
     client.api.stop(worker["Id"], timeout=10)
     print(f"Stopped {args.name}")
 
 
 def command_stop_all(client, _args):
-    workers = list_workers(client, include_stopped=False)
+    workers = list_workers(client, include_stopped=False, parent=PARENT_NAME)
     for worker in workers:
         client.api.stop(worker["id"], timeout=10)
         print(f"Stopped {worker['name']}")
@@ -65,12 +85,12 @@ def command_stop_all(client, _args):
 
 
 def command_logs(client, args):
-    worker = get_worker(client, args.name)
+    worker = get_worker(client, args.name, PARENT_NAME)
     sys.stdout.write(client.api.logs(worker["Id"], tail=args.tail).decode("utf-8", "replace"))
 
 
 def command_top(client, _args):
-    ids = [w["id"] for w in list_workers(client, include_stopped=False)]
+    ids = [w["id"] for w in list_workers(client, include_stopped=False, parent=PARENT_NAME)]
     if not ids:
         print("No running workers")
         return
@@ -80,11 +100,135 @@ def command_top(client, _args):
 
 
 def command_attach(client, args):
-    worker = get_worker(client, args.name)
+    worker = get_worker(client, args.name, PARENT_NAME)
     if worker["State"]["Status"] != "running":
         raise Hal9000Error(f"Worker {args.name} is {worker['State']['Status']}, not running: nothing to attach to.")
     # The docker CLI gives a real terminal (raw mode, resize); the SDK has no TTY client.
-    os.execvp("docker", ["docker", "exec", "-it", args.name, "bash"])
+    # Without a terminal (a script piping commands in) it runs the shell on plain stdin.
+    os.execvp("docker", ["docker", "exec", "-it" if sys.stdin.isatty() else "-i", args.name, "bash"])
+
+
+def worker_defaults():
+    """WORKER_MEMORY, WORKER_CPUS and WORKER_PIDS_LIMIT from the environment, else from hal9000.conf."""
+    conf = read_config_file(os.path.join(HOME_IN_PARENT, "config", "hal9000.conf"))
+    for key in ("WORKER_MEMORY", "WORKER_CPUS", "WORKER_PIDS_LIMIT"):
+        if conf.get(key):
+            os.environ.setdefault(key, conf[key])
+
+
+def command_spawn(client, args):
+    worker_defaults()
+    spec = worker_spec(
+        name=args.name, image=args.image or os.environ.get("WORKER_IMAGE", "hal9000/worker:latest"),
+        project_dir=args.project, parent=PARENT_NAME, memory=args.memory, cpus=args.cpus,
+        pids_limit=args.pids_limit, no_limits=args.no_limits, auto_remove=not args.no_rm,
+        user=args.user, check_host_paths=False,  # host paths are not visible in here; the daemon checks them
+    )
+    milliseconds = spawn_worker(client, spec)[1]
+    print(f"Worker spawned in background: {spec['name']} ({milliseconds:.0f} ms)")
+    print(f"Attach with: docker exec -it {spec['name']} claude")
+
+
+def pool_settings():
+    return validate_settings({key: os.environ.get(key) for key in SETTINGS_DEFAULTS})
+
+
+def find_pool(config, name=None, project=None):
+    for pool in config["pools"]:
+        if (name and pool["name"] == name) or (not name and (pool["project"] or None) == project):
+            return pool
+    raise Hal9000Error(f"No pool {'named ' + name if name else 'for project ' + str(project or '(none)')}: see `coordinator pool status`.")
+
+
+def command_claim(client, args):
+    config = load_pools(HOME_IN_PARENT, pool_settings())
+    pool = find_pool(config, args.pool, args.project)
+    spec = pool_spec(pool, PARENT_NAME)
+    started = time.monotonic()
+    claimed_id = claim(client, spec, args.name)
+    if claimed_id is None:
+        spec["name"] = validate_name(args.name, "worker")
+        spawn_worker(client, spec)
+    milliseconds = round((time.monotonic() - started) * 1000, 1)
+    result = {"name": args.name, "claimed": claimed_id is not None, "pool": pool["name"], "ms": milliseconds}
+    print(json.dumps(result) if args.json else
+          f"{args.name}: {'claimed a warm worker' if result['claimed'] else 'no warm worker fitted: cold spawn'} in {milliseconds} ms")
+
+
+def manager_pid():
+    try:
+        with open(POOL_PID_FILE, encoding="utf-8") as handle:
+            pid = int(handle.read().strip())
+        os.kill(pid, 0)
+        return pid
+    except (OSError, ValueError):
+        return None
+
+
+def set_enabled(enabled):
+    config = load_pools(HOME_IN_PARENT, pool_settings())
+    config["enabled"] = enabled
+    save_pools(HOME_IN_PARENT, config)
+
+
+def command_pool(client, args):
+    config = load_pools(HOME_IN_PARENT, pool_settings())
+    action = args.action
+    if action == "start":
+        set_enabled(True)
+        if manager_pid() is None:
+            process = subprocess.Popen([sys.executable, POOL_MANAGER, "run"], start_new_session=True,
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            print(f"Pool manager started (pid {process.pid})")
+        else:
+            print(f"Pool manager already running (pid {manager_pid()})")
+    elif action == "stop":
+        set_enabled(False)
+        pid = manager_pid()
+        if pid:
+            os.kill(pid, signal.SIGTERM)
+        print("Pool manager stopped; warm and claimed workers are left as they are" if pid else "Pool manager not running")
+    elif action == "status":
+        warm = {p["name"]: len(warm_workers(client, PARENT_NAME, pool=p["name"])) for p in config["pools"]}
+        status = {"running": manager_pid() is not None, "enabled": config["enabled"], "idle_timeout": config["idle_timeout"],
+                  "pools": [dict(p, warm=warm[p["name"]]) for p in config["pools"]]}
+        if args.json:
+            print(json.dumps(status, indent=2))
+        else:
+            print("Worker Pool Status")
+            print(f"Pool manager: {'Running' if status['running'] else 'Not running'} ({'enabled' if config['enabled'] else 'disabled'})")
+            print(f"Idle timeout: {config['idle_timeout']} s")
+            for pool in status["pools"]:
+                print(f"  {pool['name']}: warm {pool['warm']} (min {pool['min']}, max {pool['max']}) {pool['project'] or '(no project)'}")
+    elif action == "scale":
+        pool = find_pool(config, args.pool)
+        target = parse_count(args.count)
+        if target > pool["max"]:
+            print(f"Target {target} exceeds max ({pool['max']}), capping")
+            target = pool["max"]
+        with open(POOL_SCALE_FILE, "w", encoding="utf-8") as handle:
+            json.dump({pool["name"]: target}, handle)
+        print(f"Pool {pool['name']}: scaling to {target} warm workers")
+    elif action == "warm":
+        pool = find_pool(config, args.pool)
+        if len(warm_workers(client, PARENT_NAME, pool=pool["name"])) >= pool["max"]:
+            raise Hal9000Error(f"Pool {pool['name']} already has its maximum of {pool['max']} warm workers.")
+        spec = pool_spec(pool, PARENT_NAME)
+        spawn_worker(client, spec)
+        print(f"Warm worker {spec['name']} ready in pool {pool['name']}")
+    elif action == "cleanup":
+        removed = 0
+        for pool in config["pools"]:
+            for worker in warm_workers(client, PARENT_NAME, pool=pool["name"]):
+                client.api.remove_container(worker["id"], force=True)
+                removed += 1
+        print(f"Cleanup: removed {removed} warm worker(s); claimed workers untouched")
+
+
+def parse_count(text):
+    if not str(text).isdigit():
+        raise Hal9000Error(f"Invalid scale target {text!r}: use a whole number, 0 or more.")
+    return int(text)
 
 
 def parser():
@@ -98,6 +242,30 @@ def parser():
         command.set_defaults(handler=handler)
         if with_json:
             command.add_argument("--json", action="store_true", help="machine-readable output")
+    spawn = sub.add_parser("spawn", help="start a worker in the background (dashboard prefix+w)")
+    spawn.set_defaults(handler=command_spawn)
+    spawn.add_argument("-n", "--name")
+    spawn.add_argument("-d", "--detach", action="store_true", help="accepted for the seed's syntax; always detached")
+    spawn.add_argument("-i", "--image")
+    spawn.add_argument("--project", help="project directory on the Docker host")
+    spawn.add_argument("--user", help="uid:gid to run as (default 1001:1001)")
+    spawn.add_argument("--memory")
+    spawn.add_argument("--cpus")
+    spawn.add_argument("--pids-limit", dest="pids_limit")
+    spawn.add_argument("--no-limits", dest="no_limits", action="store_true")
+    spawn.add_argument("--no-rm", dest="no_rm", action="store_true")
+    claim_parser = sub.add_parser("claim", help="take a warm worker and name it (cold spawn when none fits)")
+    claim_parser.set_defaults(handler=command_claim)
+    claim_parser.add_argument("name")
+    claim_parser.add_argument("--project")
+    claim_parser.add_argument("--pool")
+    claim_parser.add_argument("--json", action="store_true")
+    pool = sub.add_parser("pool", help="the warm pool: start, stop, status, scale N, warm, cleanup")
+    pool.set_defaults(handler=command_pool)
+    pool.add_argument("action", choices=["start", "stop", "status", "scale", "warm", "cleanup"])
+    pool.add_argument("count", nargs="?", default="0")
+    pool.add_argument("--pool", default="generic")
+    pool.add_argument("--json", action="store_true")
     for name, handler in (("stop", command_stop), ("logs", command_logs), ("attach", command_attach)):
         command = sub.add_parser(name)
         command.add_argument("name")

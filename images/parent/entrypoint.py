@@ -24,6 +24,7 @@ import urllib.request
 from ansible_collections.hal9000.dind.plugins.module_utils.docker_api import connect
 from ansible_collections.hal9000.dind.plugins.module_utils.errors import Hal9000Error
 from ansible_collections.hal9000.dind.plugins.module_utils.fleet import list_workers
+from ansible_collections.hal9000.dind.plugins.module_utils.pool import load_pools
 from ansible_collections.hal9000.dind.plugins.module_utils.parent import (
     HOME_IN_PARENT,
     SETTINGS_DEFAULTS,
@@ -33,6 +34,7 @@ from ansible_collections.hal9000.dind.plugins.module_utils.parent import (
 )
 
 SOCKET = "/var/run/docker.sock"
+POOL_PID_FILE = "/run/hal9000/pool-manager.pid"
 DASHBOARD = "/opt/hal9000/bin/dashboard.sh"
 POOL_MANAGER = "/opt/hal9000/bin/pool_manager.py"
 CHROMADB_PATH = os.environ.get("CHROMADB_PATH", "/data/chromadb")
@@ -40,6 +42,17 @@ SOCKET_HELP = (
     "Error: Cannot connect to Docker daemon at unix:///var/run/docker.sock. "
     "Ensure the Docker socket is mounted: docker run -v /var/run/docker.sock:/var/run/docker.sock ..."
 )
+
+
+def signal_pid_file(path, signum):
+    """Send ``signum`` to the process in a pid file; its pid, or None when it is gone."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            pid = int(handle.read().strip())
+        os.kill(pid, signum)
+    except (OSError, ValueError):
+        return None
+    return pid
 
 
 class Parent:
@@ -53,6 +66,7 @@ class Parent:
         self.stopping = threading.Event()
         self.log_file = None
         self.state = {"chromadb_ready": False}
+        self.pool_pid = None
 
     def log(self, message):
         line = f"{time.strftime('%Y-%m-%dT%H:%M:%S')} [parent] {message}"
@@ -168,12 +182,15 @@ class Parent:
     # 4. background services
     def background_services(self):
         began = time.monotonic()
-        if self.settings["enable_pool_manager"]:
-            if os.path.exists(POOL_MANAGER):
-                self.pool = subprocess.Popen([sys.executable, POOL_MANAGER, "run"], start_new_session=True)
-                self.log(f"Pool manager started (pid {self.pool.pid})")
-            else:
-                self.log("WARNING: ENABLE_POOL_MANAGER is true but this image has no pool manager")
+        try:
+            # pools.json (written by the pool role or `coordinator pool start|stop`) wins over ENABLE_POOL_MANAGER.
+            enabled = load_pools(HOME_IN_PARENT, self.settings)["enabled"]
+        except (Hal9000Error, ValueError) as exc:
+            enabled = False
+            self.log(f"ERROR: the pool settings are invalid, pool manager not started: {exc}")
+        if enabled:
+            self.pool = subprocess.Popen([sys.executable, POOL_MANAGER, "run"], start_new_session=True)
+            self.log(f"Pool manager started (pid {self.pool.pid})")
         self.phase("background_services", began)
         self.log(f"Parent container ready in {round((time.monotonic() - self.started) * 1000)}ms")
 
@@ -184,10 +201,18 @@ class Parent:
         self.log(f"Received signal {signum}: stopping")
         if self.pool and self.pool.poll() is None:
             self.pool.terminate()
+        elif self.pool is None:
+            self.pool_pid = signal_pid_file(POOL_PID_FILE, signal.SIGTERM)  # started by `coordinator pool start`
         if self.chroma and self.chroma.poll() is None:
             self.chroma.terminate()
 
     def stop_children(self):
+        if self.pool_pid:
+            for _attempt in range(100):
+                if signal_pid_file(POOL_PID_FILE, 0) is None:
+                    break
+                time.sleep(0.1)
+            self.log("pool manager stopped")
         for child, name in ((self.pool, "pool manager"), (self.chroma, "ChromaDB")):
             if child is None:
                 continue
@@ -200,7 +225,8 @@ class Parent:
             self.log(f"{name} stopped (exit code {child.returncode})")
         subprocess.run(["tmux", "-L", "hal9000", "kill-server"], capture_output=True, check=False)
         try:
-            running = [w["name"] for w in list_workers(self.client, include_stopped=False)]
+            running = [w["name"] for w in list_workers(
+                self.client, include_stopped=False, parent=os.environ.get("HAL9000_PARENT_NAME", "hal9000-parent"))]
             self.log(f"Workers left running: {', '.join(running) if running else 'none'}")
         except Exception as exc:  # the daemon may be gone too; the log must still be written
             self.log(f"Could not list workers: {exc}")

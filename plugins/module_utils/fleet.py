@@ -20,6 +20,10 @@ LABEL_PARENT = "io.hal9000.parent"
 LABEL_PROJECT = "io.hal9000.project"
 LABEL_POOL = "io.hal9000.pool"
 LABEL_SPEC = "io.hal9000.spec-digest"
+# When the parent whose network a worker joined had started; differs after a parent restart.
+LABEL_PARENT_STARTED = "io.hal9000.parent-started"
+# The name a warm worker was created with; a claim renames it, so name != warm-name means claimed.
+LABEL_WARM_NAME = "io.hal9000.warm-name"
 
 ROLE_PARENT = "parent"
 ROLE_WORKER = "worker"
@@ -35,7 +39,9 @@ def worker_summary(summary, parent_ids=None):
     network_mode = (summary.get("HostConfig") or {}).get("NetworkMode", "")
     network_ok = True
     if network_mode.startswith("container:") and parent_ids is not None:
-        network_ok = network_mode.split(":", 1)[1] in parent_ids
+        target = network_mode.split(":", 1)[1]
+        recorded = labels.get(LABEL_PARENT_STARTED)
+        network_ok = target in parent_ids and recorded in (None, parent_ids[target])
     return {
         "name": _name(summary),
         "id": summary["Id"][:12],
@@ -44,6 +50,7 @@ def worker_summary(summary, parent_ids=None):
         "image": summary.get("Image", ""),
         "project": labels.get(LABEL_PROJECT, ""),
         "pool": labels.get(LABEL_POOL, ""),
+        "warm": bool(labels.get(LABEL_POOL)) and labels.get(LABEL_WARM_NAME) == _name(summary),
         "parent": labels.get(LABEL_PARENT, ""),
         "created": summary.get("Created", 0),
         "network_mode": network_mode,
@@ -52,25 +59,41 @@ def worker_summary(summary, parent_ids=None):
 
 
 def running_parent_ids(client):
-    """IDs and names that a worker's `container:` network mode may point at."""
-    ids = set()
+    """Running parents' IDs and names (what a worker's `container:` mode may point at) -> start time."""
+    started = {}
     for summary in client.api.containers(filters={"label": f"{LABEL_ROLE}={ROLE_PARENT}"}):
-        ids.update((summary["Id"], _name(summary)))
-    return ids
+        started_at = client.api.inspect_container(summary["Id"])["State"]["StartedAt"]
+        started.update({summary["Id"]: started_at, _name(summary): started_at})
+    return started
 
 
-def list_workers(client, include_stopped=True, parent=None):
-    """Every HAL-9000 worker, newest first."""
-    filters = {"label": [f"{LABEL_ROLE}={ROLE_WORKER}"]}
+def list_workers(client, include_stopped=True, parent=None, with_limits=False):
+    """HAL-9000 workers, newest first: all, or those of one parent plus the parent-less legacy ones."""
+    summaries = client.api.containers(all=include_stopped, filters={"label": f"{LABEL_ROLE}={ROLE_WORKER}"})
     if parent:
-        filters["label"].append(f"{LABEL_PARENT}={parent}")
-    summaries = client.api.containers(all=include_stopped, filters=filters)
+        summaries = [s for s in summaries if (s.get("Labels") or {}).get(LABEL_PARENT, "") in (parent, "")]
     parents = running_parent_ids(client)
-    return [worker_summary(s, parents) for s in summaries]
+    workers = [worker_summary(s, parents) for s in summaries]
+    if with_limits:  # one inspect per worker: only for the detailed views
+        for worker in workers:
+            worker["limits"] = limits_of(client.api.inspect_container(worker["id"])["HostConfig"])
+    return workers
 
 
-def get_worker(client, name):
-    """The inspected worker called ``name``; anything else with that name is refused."""
+def limits_of(host_config):
+    """Memory bytes, CPUs and process limit of a container (None where unlimited)."""
+    if not host_config.get("Memory"):
+        return {"memory": None, "cpus": None, "pids_limit": None}
+    period = host_config.get("CpuPeriod")
+    return {
+        "memory": host_config["Memory"],
+        "cpus": round(host_config["CpuQuota"] / period, 3) if period else None,
+        "pids_limit": host_config.get("PidsLimit") or None,
+    }
+
+
+def get_worker(client, name, parent=None):
+    """The inspected worker called ``name`` (of ``parent`` when given); anything else with that name is refused."""
     validate_name(name, "worker")
     try:
         inspected = client.api.inspect_container(name)
@@ -79,6 +102,8 @@ def get_worker(client, name):
     labels = inspected["Config"].get("Labels") or {}
     if labels.get(LABEL_ROLE) != ROLE_WORKER:
         raise Hal9000Error(f"{name} is not a HAL-9000 worker (it has no {LABEL_ROLE}={ROLE_WORKER} label); not touching it.")
+    if parent and labels.get(LABEL_PARENT) != parent:
+        raise Hal9000Error(f"{name} is not a worker of {parent} (it has no {LABEL_PARENT}={parent} label); not touching it.")
     return inspected
 
 

@@ -21,7 +21,9 @@ from ansible_collections.hal9000.dind.plugins.module_utils.volumes import DEFAUL
 def installation_status(client, parent_name=PARENT_NAME, volume_prefix=DEFAULT_VOLUME_PREFIX):
     inspected = inspect_container(client, parent_name)
     parent = parent_summary(client, inspected) if inspected else {"name": parent_name, "state": "absent"}
-    workers = list_workers(client)
+    # Only this parent's workers: other installations on the host (and containers that merely
+    # inherit the worker image's role label) are not part of it.
+    workers = list_workers(client, parent=parent_name, with_limits=True)
     running = [w for w in workers if w["state"] == "running"]
     return {
         "parent": parent,

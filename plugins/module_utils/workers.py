@@ -21,11 +21,14 @@ from ansible_collections.hal9000.dind.plugins.module_utils.errors import Hal9000
 from ansible_collections.hal9000.dind.plugins.module_utils.fleet import (
     LABEL_MANAGED,
     LABEL_PARENT,
+    LABEL_PARENT_STARTED,
     LABEL_POOL,
     LABEL_PROJECT,
     LABEL_ROLE,
     LABEL_SPEC,
+    LABEL_WARM_NAME,
     ROLE_WORKER,
+    limits_of,
 )
 from ansible_collections.hal9000.dind.plugins.module_utils.parent import PARENT_NAME, inspect_container
 from ansible_collections.hal9000.dind.plugins.module_utils.validate import (
@@ -153,7 +156,7 @@ def worker_spec(
             f"env {', '.join(leaked)} would put a secret in the container's environment (visible to docker inspect): "
             "use api_key_file instead."
         )
-    environment.update(WORKER_NAME=name, HOME="/home/claude", CLAUDE_HOME="/home/claude/.claude")
+    environment.update(HOME="/home/claude", CLAUDE_HOME="/home/claude/.claude")
     if api_key_file and check_host_paths:
         check_api_key_file(api_key_file, int(user.split(":")[0]))
     if claude_config_dir and check_host_paths and not os.path.isdir(claude_config_dir):
@@ -176,8 +179,10 @@ def worker_spec(
         "no_new_privileges": bool(no_new_privileges),
         "no_limits": bool(no_limits),
     }
-    # Limits are left out of the digest: they change in place (docker update), not by recreating.
-    spec["digest"] = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+    # Left out of the digest: the name and pool (a claimed warm worker is renamed but otherwise the
+    # same worker) and the limits (they change in place with docker update, not by recreating).
+    decisive = {k: v for k, v in spec.items() if k not in ("name", "pool")}
+    spec["digest"] = hashlib.sha256(json.dumps(decisive, sort_keys=True).encode()).hexdigest()
     spec["limits"] = limits
     return spec
 
@@ -209,25 +214,38 @@ def limit_settings(limits):
     }
 
 
+def home_tmpfs_options(user):
+    """The home tmpfs belongs to the worker's user: runc resets a tmpfs's mode to the image directory's
+    (0755), so ``mode=1777`` alone leaves it root's and unwritable (no settings.json, no ~/.claude.json)."""
+    uid, _sep, gid = str(user).partition(":")
+    gid = gid or uid
+    owner = f"uid={uid},gid={gid},mode=0700" if uid.isdigit() and gid.isdigit() else "mode=1777"
+    return f"rw,nosuid,nodev,{owner},size=256m"
+
+
 def parent_network(client, spec):
-    """`container:<id>` of the running parent, or a one-line error."""
+    """(`container:<id>`, start time) of the running parent, or a one-line error.
+
+    A parent restart gives it a new network namespace: workers joined to the old one keep only
+    their loopback. The start time recorded on each worker tells which ones are stale.
+    """
     if spec["mode"] == "legacy":
-        return "bridge"
+        return "bridge", ""
     parent = inspect_container(client, spec["parent"])
     if parent is None or not parent["State"]["Running"]:
         raise Hal9000Error(
             f"Parent {spec['parent']} is not running: start the daemon first (ansible-playbook playbooks/daemon.yml)."
         )
-    return f"container:{parent['Id']}"
+    return f"container:{parent['Id']}", parent["State"]["StartedAt"]
 
 
-def create_worker(client, spec, network_mode=None):
+def create_worker(client, spec, network=None):
     """Create (not start) a worker from ``spec``; returns its ID."""
-    network_mode = network_mode or parent_network(client, spec)
+    network_mode, parent_started = network or parent_network(client, spec)
     host_config = client.api.create_host_config(
         network_mode=network_mode,
         mounts=_mounts(spec),
-        tmpfs={"/tmp": "rw,nosuid,nodev,size=512m", "/home/claude": "rw,nosuid,nodev,mode=1777,size=256m"},
+        tmpfs={"/tmp": "rw,nosuid,nodev,size=512m", "/home/claude": home_tmpfs_options(spec["user"])},
         auto_remove=spec["auto_remove"],
         read_only=spec["read_only"],
         cap_drop=["ALL"] if spec["drop_capabilities"] else None,
@@ -237,7 +255,10 @@ def create_worker(client, spec, network_mode=None):
     labels = {
         LABEL_MANAGED: "true", LABEL_ROLE: ROLE_WORKER, LABEL_PARENT: spec["parent"],
         LABEL_PROJECT: spec["project"], LABEL_POOL: spec["pool"], LABEL_SPEC: spec["digest"],
+        LABEL_PARENT_STARTED: parent_started,
     }
+    if spec["pool"]:
+        labels[LABEL_WARM_NAME] = spec["name"]
     created = client.api.create_container(
         image=spec["image"], name=spec["name"], command=spec["command"], user=spec["user"],
         environment=spec["environment"], working_dir="/workspace", labels=labels,
@@ -246,14 +267,14 @@ def create_worker(client, spec, network_mode=None):
     return created["Id"]
 
 
-def spawn_worker(client, spec):
+def spawn_worker(client, spec, network=None):
     """Create and start a worker; returns (id, milliseconds)."""
     started = time.monotonic()
-    container_id = create_worker(client, spec)
+    container_id = create_worker(client, spec, network)
     try:
         client.api.start(container_id)
     except Exception:
-        client.api.remove_container(container_id, force=True)  # never leave a half-made worker
+        client.api.remove_container(container_id, force=True, v=True)  # never leave a half-made worker
         raise
     return container_id, round((time.monotonic() - started) * 1000, 1)
 
@@ -268,14 +289,7 @@ def update_limits(client, container_id, limits):
 
 
 def current_limits(inspected):
-    host = inspected["HostConfig"]
-    if not host.get("Memory"):
-        return {"memory": None, "cpus": None, "pids_limit": None}
-    return {
-        "memory": host["Memory"],
-        "cpus": round(host["CpuQuota"] / host["CpuPeriod"], 3) if host.get("CpuPeriod") else None,
-        "pids_limit": host.get("PidsLimit") or None,
-    }
+    return limits_of(inspected["HostConfig"])
 
 
 def attach_command(name):

@@ -197,7 +197,13 @@ actions:
 
 from ansible_collections.hal9000.dind.plugins.module_utils.ansible_docker import build_module, run_module
 from ansible_collections.hal9000.dind.plugins.module_utils.errors import Hal9000Error
-from ansible_collections.hal9000.dind.plugins.module_utils.fleet import LABEL_ROLE, LABEL_SPEC, ROLE_WORKER
+from ansible_collections.hal9000.dind.plugins.module_utils.fleet import (
+    LABEL_MANAGED,
+    LABEL_PARENT_STARTED,
+    LABEL_ROLE,
+    LABEL_SPEC,
+    ROLE_WORKER,
+)
 from ansible_collections.hal9000.dind.plugins.module_utils.images import inspect_image
 from ansible_collections.hal9000.dind.plugins.module_utils.parent import inspect_container
 from ansible_collections.hal9000.dind.plugins.module_utils.validate import validate_name
@@ -261,10 +267,15 @@ def manage_worker(module, client):
         )
     name = spec["name"]
     current = inspect_container(client, name)
-    if current is not None and (current["Config"].get("Labels") or {}).get(LABEL_ROLE) != ROLE_WORKER:
+    labels = (current or {}).get("Config", {}).get("Labels") or {}
+    # The worker image itself carries io.hal9000.role=worker, so any container started from it has that label:
+    # only containers this collection made (io.hal9000.managed=true) are workers it may replace or remove.
+    if current is not None and (labels.get(LABEL_ROLE) != ROLE_WORKER or labels.get(LABEL_MANAGED) != "true"):
         raise Hal9000Error(f"A container named {name} exists and is not a HAL-9000 worker: choose another name.")
     actions, spawn_ms = [], None
     state = params["state"]
+    # Taken now: a recreate forgets `current`, and the diff must still show the worker that was there.
+    before = describe(current, spec) if current else {"name": name, "state": "absent"}
 
     if state == "started":
         image = inspect_image(client, spec["image"])
@@ -277,17 +288,18 @@ def manage_worker(module, client):
                 reasons.append("options changed")
             if current["Image"] != image["Id"]:
                 reasons.append("image changed")
-            if current["HostConfig"]["NetworkMode"] != network:
+            labels = current["Config"].get("Labels") or {}
+            if (current["HostConfig"]["NetworkMode"], labels.get(LABEL_PARENT_STARTED, "")) != network:
                 reasons.append("parent network is stale")
             if reasons:
                 actions.append(f"recreated {name} ({', '.join(reasons)})")
                 if not module.check_mode:
-                    client.api.remove_container(current["Id"], force=True)
+                    client.api.remove_container(current["Id"], force=True, v=True)
                 current = None
         if current is None:
             actions.append(f"started {name}")
             if not module.check_mode:
-                spawn_ms = spawn_worker(client, spec)[1]
+                spawn_ms = spawn_worker(client, spec, network)[1]
         else:
             if current_limits(current) != spec["limits"]:
                 actions.append(f"updated limits of {name} in place")
@@ -304,9 +316,8 @@ def manage_worker(module, client):
     elif current is not None and state == "absent":
         actions.append(f"removed {name}")
         if not module.check_mode:
-            client.api.remove_container(current["Id"], force=True)
+            client.api.remove_container(current["Id"], force=True, v=True)
 
-    before = describe(current, spec) if current else {"name": name, "state": "absent"}
     after = describe(inspect_container(client, name), spec, spawn_ms) if not module.check_mode else before
     result = dict(changed=bool(actions), worker=after, actions=actions)
     if module._diff:

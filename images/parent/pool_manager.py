@@ -1,0 +1,104 @@
+"""The warm-pool manager of the hal9000 parent (`pool_manager.py run`).
+
+Keeps every pool declared in ~/.hal9000/config/pools.json (or the seed's
+MIN_WARM_WORKERS/MAX_WARM_WORKERS) between its minimum and maximum. It reacts
+to Docker events (a claim or a death refills within a second or two) and
+reconciles every CHECK_INTERVAL seconds as a safety net. Logs to
+~/.hal9000/logs/pool-manager.log.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+import time
+
+from ansible_collections.hal9000.dind.plugins.module_utils.docker_api import connect
+from ansible_collections.hal9000.dind.plugins.module_utils.errors import Hal9000Error
+from ansible_collections.hal9000.dind.plugins.module_utils.fleet import LABEL_PARENT, LABEL_POOL, LABEL_ROLE, ROLE_WORKER
+from ansible_collections.hal9000.dind.plugins.module_utils.parent import HOME_IN_PARENT, SETTINGS_DEFAULTS, read_config_file, validate_settings
+from ansible_collections.hal9000.dind.plugins.module_utils.pool import Reconciler, load_pools
+
+PARENT_NAME = os.environ.get("HAL9000_PARENT_NAME", "hal9000-parent")
+PID_FILE = "/run/hal9000/pool-manager.pid"
+SCALE_FILE = "/run/hal9000/pool-scale.json"
+STATUS_FILE = "/run/hal9000/pool-status.json"
+CHECK_INTERVAL = float(os.environ.get("POOL_CHECK_INTERVAL", "10"))
+
+
+def settings():
+    conf = read_config_file(os.path.join(HOME_IN_PARENT, "config", "hal9000.conf"))
+    return validate_settings({key: os.environ.get(key, conf.get(key)) for key in SETTINGS_DEFAULTS})
+
+
+class Manager:
+    def __init__(self):
+        self.log_file = open(os.path.join(HOME_IN_PARENT, "logs", "pool-manager.log"), "a", encoding="utf-8")
+        self.client = connect("unix:///var/run/docker.sock", timeout=60)
+        self.wake = threading.Event()
+        self.stopping = threading.Event()
+        self.reconciler = Reconciler(self.client, PARENT_NAME, self.log)
+
+    def log(self, message):
+        self.log_file.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {message}\n")
+        self.log_file.flush()
+
+    def watch_events(self):
+        """Wake the loop on every worker event; a rename of a warm worker is a claim."""
+        filters = {"type": "container", "label": [f"{LABEL_ROLE}={ROLE_WORKER}", f"{LABEL_PARENT}={PARENT_NAME}"]}
+        while not self.stopping.is_set():
+            try:
+                for event in self.client.events(decode=True, filters=filters):
+                    if event.get("Action") == "rename":
+                        self.reconciler.note_claim(event["Actor"]["Attributes"].get(LABEL_POOL, ""))
+                    if event.get("Action") in ("rename", "die", "destroy", "stop", "kill"):
+                        self.wake.set()
+            except Exception as exc:  # the stream breaks when the daemon restarts; reconnect
+                self.log(f"event stream interrupted ({exc}); reconnecting")
+                time.sleep(1)
+
+    def parent_started(self):
+        return self.client.api.inspect_container(PARENT_NAME)["State"]["StartedAt"]
+
+    def read_scale(self):
+        if os.path.exists(SCALE_FILE):
+            with open(SCALE_FILE, encoding="utf-8") as handle:
+                self.reconciler.targets.update(json.load(handle))
+            os.remove(SCALE_FILE)
+
+    def run(self):
+        with open(PID_FILE, "w", encoding="utf-8") as handle:
+            handle.write(str(os.getpid()))
+        signal.signal(signal.SIGTERM, lambda *_args: (self.stopping.set(), self.wake.set()))
+        threading.Thread(target=self.watch_events, daemon=True).start()
+        self.log(f"pool manager started for parent {PARENT_NAME}")
+        while not self.stopping.is_set():
+            try:
+                config = load_pools(HOME_IN_PARENT, settings())
+                self.read_scale()
+                counts = self.reconciler.reconcile(config, self.parent_started())
+                with open(STATUS_FILE + ".tmp", "w", encoding="utf-8") as handle:
+                    json.dump({"pid": os.getpid(), "warm": counts, "at": time.time()}, handle)
+                os.replace(STATUS_FILE + ".tmp", STATUS_FILE)
+            except Hal9000Error as exc:
+                self.log(f"ERROR: {exc}")
+            except Exception as exc:  # keep managing the pool; the log says what went wrong
+                self.log(f"ERROR: reconcile failed: {exc}")
+            self.wake.wait(CHECK_INTERVAL)
+            self.wake.clear()
+            time.sleep(0.2)  # coalesce a burst of events into one pass
+        self.log("pool manager stopped (warm and claimed workers left as they are)")
+        for path in (PID_FILE, STATUS_FILE):
+            if os.path.exists(path):
+                os.remove(path)
+        return 0
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["run"]:
+        print("usage: pool_manager.py run   (start it with `coordinator pool start`)", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(Manager().run())

@@ -1,0 +1,220 @@
+# -*- coding: utf-8 -*-
+# Copyright: HAL-9000 DinD maintainers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The warm pool: its settings, claiming a warm worker, and keeping each pool between min and max.
+
+A warm worker is an ordinary worker made by ``workers.create_worker`` from the
+pool's spec, labelled with its pool and the name it was created with. Claiming
+renames it *by that name*: Docker resolves the old name atomically, so of two
+concurrent claimers exactly one succeeds and the other moves on to the next.
+Pure: standard library and the docker SDK only, never ``ansible.*``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from ansible_collections.hal9000.dind.plugins.module_utils.docker_api import APIError, NotFound
+from ansible_collections.hal9000.dind.plugins.module_utils.errors import Hal9000Error
+from ansible_collections.hal9000.dind.plugins.module_utils.fleet import (
+    LABEL_PARENT,
+    LABEL_PARENT_STARTED,
+    LABEL_POOL,
+    LABEL_ROLE,
+    LABEL_SPEC,
+    LABEL_WARM_NAME,
+    ROLE_WORKER,
+)
+from ansible_collections.hal9000.dind.plugins.module_utils.validate import validate_name
+from ansible_collections.hal9000.dind.plugins.module_utils.workers import generate_name, spawn_worker, worker_spec
+
+GENERIC_POOL = "generic"
+WARM_PREFIX = "hal9000-warm"
+POOLS_FILE = os.path.join("config", "pools.json")
+
+
+def _count(value, what):
+    if isinstance(value, bool) or not isinstance(value, int) and not str(value).strip().isdigit():
+        raise Hal9000Error(f"{what}={value!r} must be a whole number, 0 or more.")
+    return int(value)
+
+
+def validate_pools(config):
+    """The pool settings typed and checked: min <= max, non-negative integers, unique names."""
+    pools, seen = [], set()
+    for pool in config.get("pools") or []:
+        name = validate_name(str(pool.get("name", "")), "pool")
+        if name in seen:
+            raise Hal9000Error(f"Pool {name} is declared twice: give each pool its own name.")
+        seen.add(name)
+        low = _count(pool.get("min", 2), f"pool {name} min")
+        high = _count(pool.get("max", 5), f"pool {name} max")
+        if low > high:
+            raise Hal9000Error(f"Pool {name}: min {low} is more than max {high}; the minimum must not exceed the maximum.")
+        project = str(pool.get("project") or "")
+        if project and not os.path.isabs(project):
+            raise Hal9000Error(f"Pool {name}: project {project!r} must be an absolute path on the Docker host.")
+        pools.append({
+            "name": name, "project": project, "min": low, "max": high,
+            "user": str(pool.get("user") or "1001:1001"), "image": str(pool.get("image") or "hal9000/worker:latest"),
+        })
+    return {
+        "enabled": bool(config.get("enabled", False)),
+        "idle_timeout": _count(config.get("idle_timeout", 300), "idle_timeout"),
+        "pools": pools,
+    }
+
+
+def default_pools(settings):
+    """The seed's single pool from MIN_WARM_WORKERS / MAX_WARM_WORKERS / IDLE_TIMEOUT."""
+    return validate_pools({
+        "enabled": settings["enable_pool_manager"],
+        "idle_timeout": settings["idle_timeout"],
+        "pools": [{"name": GENERIC_POOL, "min": settings["min_warm_workers"], "max": settings["max_warm_workers"],
+                   "image": settings["worker_image"]}],
+    })
+
+
+def load_pools(home, settings):
+    path = os.path.join(home, POOLS_FILE)
+    if not os.path.exists(path):
+        return default_pools(settings)
+    with open(path, encoding="utf-8") as handle:
+        return validate_pools(json.load(handle))
+
+
+def save_pools(home, config):
+    path = os.path.join(home, POOLS_FILE)
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(validate_pools(config), handle, indent=2, sort_keys=True)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
+def pool_spec(pool, parent):
+    """The spec every warm worker of ``pool`` is made from (host paths were checked when the pool was declared)."""
+    return worker_spec(
+        name=generate_name(WARM_PREFIX), image=pool["image"], project_dir=pool["project"] or None,
+        parent=parent, pool=pool["name"], user=pool["user"], check_host_paths=False,
+    )
+
+
+def warm_workers(client, parent, digest=None, pool=None):
+    """Running, unclaimed warm workers of ``parent`` (optionally of one spec digest or pool), oldest first."""
+    filters = [f"{LABEL_ROLE}={ROLE_WORKER}", f"{LABEL_PARENT}={parent}"]
+    if digest:
+        filters.append(f"{LABEL_SPEC}={digest}")
+    if pool:
+        filters.append(f"{LABEL_POOL}={pool}")
+    summaries = client.api.containers(filters={"label": filters, "status": "running"})
+    warm = []
+    for summary in summaries:
+        labels = summary.get("Labels") or {}
+        name = summary["Names"][0].lstrip("/")
+        if labels.get(LABEL_POOL) and labels.get(LABEL_WARM_NAME) == name:
+            warm.append({"id": summary["Id"], "name": name, "pool": labels[LABEL_POOL], "created": summary["Created"],
+                         "parent_started": labels.get(LABEL_PARENT_STARTED, "")})
+    return sorted(warm, key=lambda w: w["created"])
+
+
+def claim(client, spec, new_name):
+    """Rename a warm worker made from exactly ``spec`` to ``new_name``; returns its ID or None.
+
+    One container list and one rename per attempt; a lost race moves on to the next candidate.
+    """
+    validate_name(new_name, "worker")
+    for candidate in warm_workers(client, spec["parent"], digest=spec["digest"]):
+        try:
+            client.api.rename(candidate["name"], new_name)
+        except NotFound:
+            continue  # another claimer renamed it first
+        except APIError as exc:
+            if exc.status_code == 409 and new_name in str(exc):
+                raise Hal9000Error(f"A container named {new_name} already exists: choose another name.") from None
+            continue
+        return candidate["id"]
+    return None
+
+
+class Reconciler:
+    """Keeps every pool between its minimum and maximum warm workers.
+
+    Idle time is measured per pool from its last claim (or from when the pool
+    last grew), so a busy pool keeps its extra workers and a quiet one is trimmed
+    to its minimum after idle_timeout, never below it.
+    """
+
+    def __init__(self, client, parent, log, clock=time.monotonic):
+        self.client = client
+        self.parent = parent
+        self.log = log
+        self.clock = clock
+        self.last_activity = {}
+        self.backoff = {}  # pool -> (failures, next attempt time)
+        self.targets = {}  # pool -> temporary target set by `pool scale`
+
+    def note_claim(self, pool):
+        self.last_activity[pool] = self.clock()
+
+    def reconcile(self, config, parent_started):
+        """One pass over every pool; returns {pool: warm count after the pass}."""
+        counts = {}
+        for pool in config["pools"]:
+            counts[pool["name"]] = self._reconcile_pool(pool, config["idle_timeout"], parent_started)
+        return counts
+
+    def _reconcile_pool(self, pool, idle_timeout, parent_started):
+        name = pool["name"]
+        now = self.clock()
+        self.last_activity.setdefault(name, now)
+        warm = warm_workers(self.client, self.parent, pool=name)
+        stale = [w for w in warm if w["parent_started"] != parent_started]
+        for worker in stale:  # joined a previous network namespace of the parent: useless
+            self._remove(worker, "its network belongs to a previous start of the parent")
+        warm = [w for w in warm if w not in stale]
+        target = min(max(self.targets.get(name, pool["min"]), pool["min"]), pool["max"])
+        if len(warm) > pool["max"]:
+            for worker in warm[pool["max"]:]:
+                self._remove(worker, f"above the maximum of {pool['max']}")
+            warm = warm[:pool["max"]]
+        elif len(warm) > target and now - self.last_activity[name] >= idle_timeout:
+            for worker in warm[target:]:
+                self._remove(worker, f"idle for {idle_timeout} s above the minimum of {target}")
+            warm = warm[:target]
+            self.targets.pop(name, None)
+        missing = target - len(warm)
+        failures, next_try = self.backoff.get(name, (0, 0))
+        if missing > 0 and now >= next_try:
+            made = self._create(pool, missing)
+            if made < missing:
+                failures += 1
+                delay = min(2 ** failures, 60)
+                self.backoff[name] = (failures, now + delay)
+                self.log(f"pool {name}: created {made} of {missing} warm workers; retrying in {delay} s")
+            else:
+                self.backoff.pop(name, None)
+            return len(warm) + made
+        return len(warm)
+
+    def _create(self, pool, count):
+        made = 0
+        for _attempt in range(count):
+            spec = pool_spec(pool, self.parent)
+            try:
+                spawn_worker(self.client, spec)
+            except (Hal9000Error, APIError) as exc:
+                self.log(f"pool {pool['name']}: creating a warm worker failed: {str(exc).splitlines()[0]}")
+                break
+            made += 1
+            self.log(f"pool {pool['name']}: warm worker {spec['name']} ready")
+        return made
+
+    def _remove(self, worker, why):
+        try:
+            self.client.api.remove_container(worker["id"], force=True)
+            self.log(f"pool {worker['pool']}: removed warm worker {worker['name']} ({why})")
+        except NotFound:
+            pass
