@@ -10,7 +10,7 @@
     coordinator top                  CPU, memory and processes of the running workers
     coordinator spawn [-n NAME] [--project DIR] [--memory 4g --cpus 2 --pids-limit 100 | --no-limits] [--no-rm]
     coordinator claim NAME [--project DIR | --pool POOL] [--json]   a warm worker, or a cold spawn
-    coordinator pool start|stop|status [--json]|scale N|warm|cleanup [--pool POOL]
+    coordinator pool start|stop|status [--json]|reload|scale N|warm|cleanup [--pool POOL]
 
 Workers are found by their labels, never by name: io.hal9000.role=worker and
 io.hal9000.parent=$HAL9000_PARENT_NAME (this parent's workers only).
@@ -182,6 +182,11 @@ def command_pool(client, args):
             print(f"Pool manager started (pid {process.pid})")
         else:
             print(f"Pool manager already running (pid {manager_pid()})")
+    elif action == "reload":
+        pid = manager_pid()
+        if pid:
+            os.kill(pid, signal.SIGHUP)
+        print("Pool manager reloading its settings" if pid else "Pool manager not running")
     elif action == "stop":
         set_enabled(False)
         pid = manager_pid()
@@ -262,7 +267,7 @@ def parser():
     claim_parser.add_argument("--json", action="store_true")
     pool = sub.add_parser("pool", help="the warm pool: start, stop, status, scale N, warm, cleanup")
     pool.set_defaults(handler=command_pool)
-    pool.add_argument("action", choices=["start", "stop", "status", "scale", "warm", "cleanup"])
+    pool.add_argument("action", choices=["start", "stop", "status", "reload", "scale", "warm", "cleanup"])
     pool.add_argument("count", nargs="?", default="0")
     pool.add_argument("--pool", default="generic")
     pool.add_argument("--json", action="store_true")

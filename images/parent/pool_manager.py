@@ -73,6 +73,7 @@ class Manager:
         with open(PID_FILE, "w", encoding="utf-8") as handle:
             handle.write(str(os.getpid()))
         signal.signal(signal.SIGTERM, lambda *_args: (self.stopping.set(), self.wake.set()))
+        signal.signal(signal.SIGHUP, lambda *_args: self.wake.set())  # `coordinator pool reload`: settings changed
         threading.Thread(target=self.watch_events, daemon=True).start()
         self.log(f"pool manager started for parent {PARENT_NAME}")
         while not self.stopping.is_set():

@@ -108,10 +108,15 @@ def get_worker(client, name, parent=None):
 
 
 def workers_sharing_network(client, parent_id):
-    """Names of containers (running or not) whose network namespace is the parent's."""
+    """Names of running containers in the parent's network namespace, except unclaimed warm workers.
+
+    Warm workers are the pool's to replace: the pool manager swaps out those a parent restart left stale.
+    """
     names = []
-    for summary in client.api.containers(all=True):
+    for summary in client.api.containers():
         mode = (summary.get("HostConfig") or {}).get("NetworkMode", "")
-        if mode == f"container:{parent_id}":
+        labels = summary.get("Labels") or {}
+        warm = bool(labels.get(LABEL_POOL)) and labels.get(LABEL_WARM_NAME) == _name(summary)
+        if mode == f"container:{parent_id}" and not warm:
             names.append(_name(summary))
     return sorted(names)

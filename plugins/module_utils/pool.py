@@ -36,7 +36,7 @@ POOLS_FILE = os.path.join("config", "pools.json")
 
 
 def _count(value, what):
-    if isinstance(value, bool) or not isinstance(value, int) and not str(value).strip().isdigit():
+    if isinstance(value, bool) or not str(value).strip().isdigit():  # also refuses "-1" and "1.5"
         raise Hal9000Error(f"{what}={value!r} must be a whole number, 0 or more.")
     return int(value)
 
@@ -59,6 +59,7 @@ def validate_pools(config):
         pools.append({
             "name": name, "project": project, "min": low, "max": high,
             "user": str(pool.get("user") or "1001:1001"), "image": str(pool.get("image") or "hal9000/worker:latest"),
+            "api_key_file": str(pool.get("api_key_file") or ""),
         })
     return {
         "enabled": bool(config.get("enabled", False)),
@@ -98,7 +99,8 @@ def pool_spec(pool, parent):
     """The spec every warm worker of ``pool`` is made from (host paths were checked when the pool was declared)."""
     return worker_spec(
         name=generate_name(WARM_PREFIX), image=pool["image"], project_dir=pool["project"] or None,
-        parent=parent, pool=pool["name"], user=pool["user"], check_host_paths=False,
+        parent=parent, pool=pool["name"], user=pool["user"], api_key_file=pool["api_key_file"] or None,
+        check_host_paths=False,
     )
 
 

@@ -212,14 +212,23 @@ from ansible_collections.hal9000.dind.plugins.module_utils.parent import (
 )
 
 
-def comparable(spec, inspected):
-    """What --diff shows: the parent's state, image and settings."""
-    if inspected is None and spec is None:
-        return {}
-    if spec is None:
-        return {"state": inspected["State"]["Status"], "spec_digest": inspected["Config"]["Labels"].get(LABEL_SPEC, "")}
-    return {"state": "running", "image": spec["image"], "environment": spec["environment"],
-            "memory": spec["memory"], "nano_cpus": spec["nano_cpus"], "spec_digest": spec["digest"]}
+def comparable(spec, inspected=None):
+    """What --diff shows: the parent's state, image and settings, as ``spec`` wants them or as ``inspected`` has them.
+
+    Both sides have the same keys, so an unchanged parent shows no difference and a recreate shows what changed.
+    """
+    if inspected is None:
+        return {"state": "running", "image": spec["image"], "environment": spec["environment"],
+                "memory": spec["memory"], "nano_cpus": spec["nano_cpus"], "spec_digest": spec["digest"]}
+    env = dict(item.split("=", 1) for item in inspected["Config"].get("Env") or [] if "=" in item)
+    return {
+        "state": inspected["State"]["Status"],
+        "image": inspected["Config"]["Image"],
+        "environment": {key: env[key] for key in spec["environment"] if key in env},
+        "memory": inspected["HostConfig"].get("Memory", 0),
+        "nano_cpus": inspected["HostConfig"].get("NanoCpus", 0),
+        "spec_digest": (inspected["Config"].get("Labels") or {}).get(LABEL_SPEC, ""),
+    }
 
 
 def spec_from_params(params):
@@ -247,8 +256,7 @@ def manage_parent(module, client):
 
     def cutting_workers(doing):
         """Refuse (or, with force, record) an action that cuts the attached workers' network."""
-        attached = workers_sharing_network(client, current["Id"]) if current else []
-        running_attached = [w for w in attached if inspect_container(client, w)["State"]["Running"]]
+        running_attached = workers_sharing_network(client, current["Id"]) if current else []
         if running_attached and not params["force"]:
             raise Hal9000Error(
                 f"Not going to {doing} {name}: workers {', '.join(running_attached)} share its network and would lose it. "
@@ -313,13 +321,13 @@ def manage_parent(module, client):
             "recreate them with hal9000.dind.worker."
         )
     if module._diff:
-        before = comparable(None, current) if current else {}
+        before = comparable(spec, current) if current else {}
         if state == "absent":
             wanted = {}
         elif state == "stopped":
-            wanted = dict(before, state="exited") if before else {}
+            wanted = dict(before, state="exited") if before.get("state") == "running" else before
         else:
-            wanted = comparable(spec, None)
+            wanted = comparable(spec)
         result["diff"] = dict(before=before, after=wanted)
     return result
 

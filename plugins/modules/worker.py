@@ -104,6 +104,13 @@ options:
     type: str
     choices: [dind, legacy]
     default: dind
+  from_pool:
+    description:
+      - Take a warm worker made from exactly these options (same image, project, user, API key file, ...) from the
+        parent's pool and give it O(name), instead of creating one. Limits are then applied in place.
+      - When no warm worker fits, a worker is created as usual and RV(claimed) is false.
+    type: bool
+    default: false
   command:
     description: Command to run instead of idling (the default idles, ready for C(docker exec -it NAME claude)).
     type: list
@@ -188,12 +195,22 @@ worker:
       description: How to open Claude Code in it.
       type: str
       sample: docker exec -it my-worker claude
+claimed:
+  description: Whether a warm worker was claimed from the pool (O(from_pool=true)).
+  returned: always
+  type: bool
+claim_ms:
+  description: Milliseconds the claim took (the pool lookup and the rename), when one was made.
+  returned: when O(from_pool=true) and a worker was created or claimed
+  type: float
 actions:
   description: What was done, or would be done in check mode.
   returned: always
   type: list
   elements: str
 """
+
+import time
 
 from ansible_collections.hal9000.dind.plugins.module_utils.ansible_docker import build_module, run_module
 from ansible_collections.hal9000.dind.plugins.module_utils.errors import Hal9000Error
@@ -206,6 +223,7 @@ from ansible_collections.hal9000.dind.plugins.module_utils.fleet import (
 )
 from ansible_collections.hal9000.dind.plugins.module_utils.images import inspect_image
 from ansible_collections.hal9000.dind.plugins.module_utils.parent import inspect_container
+from ansible_collections.hal9000.dind.plugins.module_utils.pool import claim
 from ansible_collections.hal9000.dind.plugins.module_utils.validate import validate_name
 from ansible_collections.hal9000.dind.plugins.module_utils.workers import (
     FLAVOUR_IMAGES,
@@ -272,7 +290,7 @@ def manage_worker(module, client):
     # only containers this collection made (io.hal9000.managed=true) are workers it may replace or remove.
     if current is not None and (labels.get(LABEL_ROLE) != ROLE_WORKER or labels.get(LABEL_MANAGED) != "true"):
         raise Hal9000Error(f"A container named {name} exists and is not a HAL-9000 worker: choose another name.")
-    actions, spawn_ms = [], None
+    actions, spawn_ms, claimed_id, claim_ms = [], None, None, None
     state = params["state"]
     # Taken now: a recreate forgets `current`, and the diff must still show the worker that was there.
     before = describe(current, spec) if current else {"name": name, "state": "absent"}
@@ -296,6 +314,15 @@ def manage_worker(module, client):
                 if not module.check_mode:
                     client.api.remove_container(current["Id"], force=True, v=True)
                 current = None
+        if current is None and params["from_pool"] and not module.check_mode:
+            began = time.monotonic()
+            claimed_id = claim(client, spec, name)
+            claim_ms = round((time.monotonic() - began) * 1000, 1)
+            if claimed_id:
+                actions.append(f"claimed a warm worker as {name}")
+                current = inspect_container(client, name)
+            else:
+                module.warn(f"No warm worker fits these options: {name} is a cold spawn.")
         if current is None:
             actions.append(f"started {name}")
             if not module.check_mode:
@@ -319,7 +346,9 @@ def manage_worker(module, client):
             client.api.remove_container(current["Id"], force=True, v=True)
 
     after = describe(inspect_container(client, name), spec, spawn_ms) if not module.check_mode else before
-    result = dict(changed=bool(actions), worker=after, actions=actions)
+    result = dict(changed=bool(actions), worker=after, actions=actions, claimed=claimed_id is not None)
+    if claim_ms is not None:
+        result["claim_ms"] = claim_ms
     if module._diff:
         result["diff"] = dict(before=comparable(before), after=comparable(after) if not module.check_mode else {"planned": actions})
     return result
@@ -349,6 +378,7 @@ def main():
             parent=dict(type="str", default="hal9000-parent"),
             mode=dict(type="str", default="dind", choices=["dind", "legacy"]),
             command=dict(type="list", elements="str"),
+            from_pool=dict(type="bool", default=False),
         ),
         supports_check_mode=True,
         mutually_exclusive=[("image", "flavour")],

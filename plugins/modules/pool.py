@@ -1,0 +1,276 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: HAL-9000 DinD maintainers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: pool
+short_description: Configure the warm-worker pools of a HAL-9000 parent
+version_added: 0.1.0
+description:
+  - Writes the pool settings (C(config/pools.json) under O(hal9000_home), read by the pool manager in the parent),
+    starts or stops the pool manager, and waits until every pool holds at least its minimum of warm workers.
+  - The generic pool's warm workers have no project (an empty per-worker volume at C(/workspace)); a per-project pool's
+    warm workers have the project bind-mounted and run as its owner, so a claimed worker is complete.
+  - Claim a warm worker with M(hal9000.dind.worker) and O(hal9000.dind.worker#module:from_pool=true), or
+    C(docker exec hal9000-parent coordinator claim NAME).
+author:
+  - HAL-9000 DinD maintainers (@hal9000-dind)
+options:
+  parent:
+    description: The parent whose pool manager is configured.
+    type: str
+    default: hal9000-parent
+  hal9000_home:
+    description: The HAL-9000 home on the Docker host (mounted in the parent).
+    type: path
+    default: ~/.hal9000
+  enabled:
+    description: Run the pool manager.
+    type: bool
+    default: true
+  generic:
+    description: Keep the generic pool (workers without a project).
+    type: bool
+    default: true
+  min_warm_workers:
+    description: Minimum warm workers of the generic pool.
+    type: int
+    default: 2
+  max_warm_workers:
+    description: Maximum warm workers of the generic pool.
+    type: int
+    default: 5
+  idle_timeout:
+    description: Seconds without a claim after which warm workers above a pool's minimum are removed.
+    type: int
+    default: 300
+  pools:
+    description: Per-project pools.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      name:
+        description: Pool name.
+        type: str
+        required: true
+      project_dir:
+        description: Project directory on the Docker host, bind-mounted into every warm worker of the pool.
+        type: path
+        required: true
+      min:
+        description: Minimum warm workers.
+        type: int
+        default: 1
+      max:
+        description: Maximum warm workers.
+        type: int
+        default: 3
+      flavour:
+        description: Worker image flavour.
+        type: str
+        choices: [minimal, ultramin]
+        default: minimal
+      api_key_file:
+        description: Host file with the Anthropic API key (mode 0600), mounted into the pool's workers.
+        type: path
+  wait:
+    description: Wait until every pool holds its minimum of warm workers.
+    type: bool
+    default: true
+  wait_timeout:
+    description: Seconds to wait.
+    type: int
+    default: 120
+extends_documentation_fragment:
+  - hal9000.dind.docker
+  - hal9000.dind.docker.attributes
+attributes:
+  check_mode:
+    description: Says whether the settings or the manager's state would change, and changes nothing.
+    support: full
+  diff_mode:
+    description: Shows the pool settings before and after.
+    support: full
+  idempotent:
+    description: The same settings change nothing.
+    support: full
+"""
+
+EXAMPLES = r"""
+- name: Keep three generic warm workers ready
+  hal9000.dind.pool:
+    min_warm_workers: 3
+
+- name: Add a pool for one project
+  hal9000.dind.pool:
+    pools:
+      - name: webapp
+        project_dir: /srv/projects/webapp
+        min: 2
+        max: 4
+
+- name: Turn the pool off (warm and claimed workers are left as they are)
+  hal9000.dind.pool:
+    enabled: false
+"""
+
+RETURN = r"""
+pools:
+  description: Every pool with its settings and how many warm workers it holds.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"name": "generic", "project": "", "min": 2, "max": 5, "warm": 2}]
+manager_running:
+  description: Whether the pool manager runs in the parent afterwards.
+  returned: always
+  type: bool
+actions:
+  description: What was done, or would be done in check mode.
+  returned: always
+  type: list
+  elements: str
+"""
+
+import json
+import os
+import time
+
+from ansible_collections.hal9000.dind.plugins.module_utils.ansible_docker import build_module, run_module
+from ansible_collections.hal9000.dind.plugins.module_utils.errors import Hal9000Error
+from ansible_collections.hal9000.dind.plugins.module_utils.parent import inspect_container
+from ansible_collections.hal9000.dind.plugins.module_utils.pool import (
+    GENERIC_POOL,
+    POOLS_FILE,
+    save_pools,
+    validate_pools,
+    warm_workers,
+)
+from ansible_collections.hal9000.dind.plugins.module_utils.workers import (
+    FLAVOUR_IMAGES,
+    check_api_key_file,
+    project_user,
+    resolve_project_dir,
+)
+
+
+def wanted_config(params):
+    """The pools.json the options describe, with host paths resolved and checked here on the Docker host."""
+    pools = []
+    if params["generic"]:
+        pools.append({"name": GENERIC_POOL, "min": params["min_warm_workers"], "max": params["max_warm_workers"]})
+    for pool in params["pools"]:
+        project = resolve_project_dir(pool["project_dir"])
+        user = project_user(project)
+        if pool["api_key_file"]:
+            check_api_key_file(pool["api_key_file"], int(user.split(":")[0]))
+        pools.append({"name": pool["name"], "project": project, "min": pool["min"], "max": pool["max"], "user": user,
+                      "image": FLAVOUR_IMAGES[pool["flavour"]], "api_key_file": pool["api_key_file"] or ""})
+    return validate_pools({"enabled": params["enabled"], "idle_timeout": params["idle_timeout"], "pools": pools})
+
+
+def current_config(home):
+    path = os.path.join(home, POOLS_FILE)
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as handle:
+        try:
+            return validate_pools(json.load(handle))
+        except (ValueError, Hal9000Error):
+            return {}
+
+
+def coordinator(client, parent_id, *args):
+    exec_id = client.api.exec_create(parent_id, ["coordinator", *args])["Id"]
+    output = client.api.exec_start(exec_id).decode("utf-8", "replace")
+    if client.api.exec_inspect(exec_id)["ExitCode"] != 0:
+        raise Hal9000Error(f"coordinator {' '.join(args)} failed in the parent: {output.strip()}")
+    return output
+
+
+def manage_pool(module, client):
+    params = module.params
+    home = params["hal9000_home"]
+    wanted = wanted_config(params)
+    before = current_config(home)
+    parent = inspect_container(client, params["parent"])
+    if parent is None or not parent["State"]["Running"]:
+        raise Hal9000Error(f"Parent {params['parent']} is not running: start the daemon first (ansible-playbook playbooks/daemon.yml).")
+    actions = []
+    if before != wanted:
+        actions.append("wrote the pool settings")
+        if not module.check_mode:
+            os.makedirs(os.path.join(home, "config"), mode=0o700, exist_ok=True)
+            save_pools(home, wanted)
+    running = json.loads(coordinator(client, parent["Id"], "pool", "status", "--json"))["running"]
+    if wanted["enabled"] and not running:
+        actions.append("started the pool manager")
+        if not module.check_mode:
+            coordinator(client, parent["Id"], "pool", "start")
+    elif not wanted["enabled"] and running:
+        actions.append("stopped the pool manager")
+        if not module.check_mode:
+            coordinator(client, parent["Id"], "pool", "stop")
+    elif running and actions and not module.check_mode:
+        coordinator(client, parent["Id"], "pool", "reload")
+
+    def counts():
+        return {p["name"]: len(warm_workers(client, params["parent"], pool=p["name"])) for p in wanted["pools"]}
+
+    warm = counts()
+    if params["wait"] and wanted["enabled"] and not module.check_mode:
+        deadline = time.monotonic() + params["wait_timeout"]
+        while any(warm[p["name"]] < p["min"] for p in wanted["pools"]) and time.monotonic() < deadline:
+            time.sleep(0.25)
+            warm = counts()
+        short = [f"{p['name']} has {warm[p['name']]} of {p['min']}" for p in wanted["pools"] if warm[p["name"]] < p["min"]]
+        if short:
+            raise Hal9000Error(
+                f"Pools not at their minimum after {params['wait_timeout']} s ({'; '.join(short)}): "
+                f"see {os.path.join(home, 'logs', 'pool-manager.log')}."
+            )
+    result = dict(
+        changed=bool(actions), actions=actions, manager_running=wanted["enabled"] if not module.check_mode else running,
+        pools=[dict(p, warm=warm[p["name"]]) for p in wanted["pools"]],
+    )
+    if module._diff:
+        result["diff"] = dict(before=before or {}, after=wanted)
+    return result
+
+
+def main():
+    module = build_module(
+        dict(
+            parent=dict(type="str", default="hal9000-parent"),
+            hal9000_home=dict(type="path", default="~/.hal9000"),
+            enabled=dict(type="bool", default=True),
+            generic=dict(type="bool", default=True),
+            min_warm_workers=dict(type="int", default=2),
+            max_warm_workers=dict(type="int", default=5),
+            idle_timeout=dict(type="int", default=300),
+            pools=dict(type="list", elements="dict", default=[], options=dict(
+                name=dict(type="str", required=True),
+                project_dir=dict(type="path", required=True),
+                min=dict(type="int", default=1),
+                max=dict(type="int", default=3),
+                flavour=dict(type="str", default="minimal", choices=list(FLAVOUR_IMAGES)),
+                api_key_file=dict(type="path", no_log=False),
+            )),
+            wait=dict(type="bool", default=True),
+            wait_timeout=dict(type="int", default=120),
+        ),
+        supports_check_mode=True,
+    )
+    try:
+        wanted_config(module.params)
+    except Hal9000Error as exc:
+        module.fail_json(msg=str(exc))
+    run_module(module, manage_pool)
+
+
+if __name__ == "__main__":
+    main()
