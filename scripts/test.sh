@@ -8,17 +8,14 @@ cd "$REPO_ROOT"
 ensure_venv
 use_working_tree_collection
 
-# Fails, never skips, without an engine; then makes the base image the tests start containers from.
-prepared=false
+# Fails, never skips, without an engine; then makes the images the tests start containers from
+# (the base image, the parent and both worker flavours; nothing is rebuilt when they are up to date).
 require_engine() {
   if ! docker_answers; then
     echo "FAIL: no Docker Engine answers on /var/run/docker.sock; run scripts/quickstart.sh --engine-only" >&2
     exit 1
   fi
-  if ! $prepared; then
-    ansible-playbook playbooks/base_image.yml >/dev/null
-    prepared=true
-  fi
+  ansible-playbook playbooks/build_images.yml -e '{"images_worker_flavours": ["minimal", "ultramin"]}' >/dev/null
 }
 
 run_unit() {
