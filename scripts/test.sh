@@ -15,7 +15,13 @@ require_engine() {
     echo "FAIL: no Docker Engine answers on /var/run/docker.sock; run scripts/quickstart.sh --engine-only" >&2
     exit 1
   fi
-  ansible-playbook playbooks/build_images.yml -e '{"images_worker_flavours": ["minimal", "ultramin"]}' >/dev/null
+  local log
+  log=$(mktemp)
+  if ! ansible-playbook playbooks/build_images.yml -e '{"images_worker_flavours": ["minimal", "ultramin"]}' >"$log" 2>&1; then
+    cat "$log"
+    exit 1
+  fi
+  rm -f "$log"
 }
 
 run_unit() {
