@@ -1,0 +1,125 @@
+# -*- coding: utf-8 -*-
+# Copyright: HAL-9000 DinD maintainers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Migration throughput: volume_data's import against a plain `cp -a` in a container.
+
+Generates a mixed tree (default 200 MB: two 50 MB files, ten 5 MB files and
+small files), imports it into a fresh volume with the library call the
+hal9000.dind.volume_data module makes (verification included), copies the same
+tree into another fresh volume with
+``docker run --rm -v SRC:/s:ro -v VOL:/d debian:bookworm-slim cp -a /s/. /d/``,
+and prints both times and their ratio (goal: <= 1.5). Every run uses fresh
+volumes and starts after a sync; the best of --runs is compared, and the
+median ratio of the paired runs is printed too. Everything it creates is removed.
+
+    .venv/bin/python benchmarks/volume_data_throughput.py [--mb 200] [--runs 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+# tests/conftest.py links this checkout as ansible_collections.hal9000.dind and puts it on sys.path.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+import conftest  # noqa: E402,F401  pylint: disable=wrong-import-position,unused-import
+
+import docker  # noqa: E402  pylint: disable=wrong-import-position
+
+from ansible_collections.hal9000.dind.plugins.module_utils.volume_data import (  # noqa: E402  pylint: disable=wrong-import-position
+    DEFAULT_HELPER_IMAGE,
+    transfer,
+)
+
+MB = 1000 * 1000
+
+
+def make_tree(root, total_mb):
+    """Two 50 MB files, ten 5 MB files, the rest as 20 kB files in 50 directories (scaled to total_mb)."""
+    scale = total_mb / 200
+    sizes = [50 * MB] * 2 + [5 * MB] * 10
+    sizes = [max(1, int(size * scale)) for size in sizes]
+    small = max(0, total_mb * MB - sum(sizes)) // (20 * 1000)
+    for index, size in enumerate(sizes):
+        with open(os.path.join(root, f"big-{index}.bin"), "wb") as handle:
+            for offset in range(0, size, MB):
+                handle.write(os.urandom(min(MB, size - offset)))
+    for index in range(small):
+        directory = os.path.join(root, f"dir-{index % 50:02d}")
+        os.makedirs(directory, exist_ok=True)
+        with open(os.path.join(directory, f"small-{index}.dat"), "wb") as handle:
+            handle.write(os.urandom(20 * 1000))
+    return sum(sizes) + small * 20 * 1000, len(sizes) + small
+
+
+def run_ours(client, source, volume):
+    started = time.monotonic()
+    result = transfer(client, "import", volume, source)
+    assert result["verified"] and result["source"]["digest"] == result["target"]["digest"], result
+    return time.monotonic() - started
+
+
+def run_cp(source, volume, image):
+    started = time.monotonic()
+    subprocess.run(
+        ["docker", "run", "--rm", "-v", f"{source}:/s:ro", "-v", f"{volume}:/d", image, "cp", "-a", "/s/.", "/d/"],
+        check=True,
+    )
+    return time.monotonic() - started
+
+
+def remove_volume(client, name):
+    try:
+        client.volumes.get(name).remove(force=True)
+    except docker.errors.NotFound:
+        pass
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mb", type=int, default=200, help="size of the generated tree in MB (default 200)")
+    parser.add_argument("--runs", type=int, default=3, help="runs of each copy; the best is kept (default 3)")
+    parser.add_argument("--image", default=DEFAULT_HELPER_IMAGE, help="image for cp -a (default %(default)s)")
+    args = parser.parse_args()
+
+    client = docker.from_env()
+    tag = f"h9bench-{uuid.uuid4().hex[:8]}"
+    source = tempfile.mkdtemp(prefix=f"{tag}-")
+    ours, cp = [], []
+    try:
+        size, files = make_tree(source, args.mb)
+        print(f"tree: {files} files, {size / MB:.0f} MB in {source}")
+        copies = [("ours", ours, lambda v: run_ours(client, source, v)), ("cp -a", cp, lambda v: run_cp(source, v, args.image))]
+        for run in range(args.runs):
+            # Alternate which copy goes first, so drifting load on the host hits both alike.
+            for label, times, copy in copies if run % 2 == 0 else copies[::-1]:
+                volume = f"{tag}-{label.replace(' ', '')}-{run}"
+                os.sync()  # earlier runs' write-back would otherwise land in this run's time
+                try:
+                    times.append(copy(volume))
+                finally:
+                    remove_volume(client, volume)
+                print(f"run {run + 1}: {label:6} {times[-1]:6.2f} s  {size / MB / times[-1]:7.1f} MB/s")
+        best_ours, best_cp = min(ours), min(cp)
+        paired = sorted(a / b for a, b in zip(ours, cp))
+        ratio = best_ours / best_cp
+        print(f"volume_data import (verified): {best_ours:.2f} s, {size / MB / best_ours:.1f} MB/s (best of {args.runs})")
+        print(f"docker run cp -a:              {best_cp:.2f} s, {size / MB / best_cp:.1f} MB/s (best of {args.runs})")
+        print(f"median ratio of paired runs: {paired[len(paired) // 2]:.2f}")
+        print(f"ratio ours/cp: {ratio:.2f} (goal <= 1.5: {'met' if ratio <= 1.5 else 'NOT met'})")
+    finally:
+        shutil.rmtree(source, ignore_errors=True)
+        for volume in client.volumes.list(filters={"name": tag}):
+            volume.remove(force=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

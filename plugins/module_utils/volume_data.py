@@ -1,0 +1,580 @@
+# -*- coding: utf-8 -*-
+# Copyright: HAL-9000 DinD maintainers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Copy a host directory into a named volume, or a volume into a host directory.
+
+Only Docker's archive API moves data: a helper container made from a local
+image (never pulled) mounts the volume at /hal9000-volume and is never started,
+except to empty a volume for ``mode=replace`` (the archive API cannot delete).
+Tar streams flow through a pipe, so no tree sits whole in memory. Every copy,
+including the copy of old content kept aside, is checked against a sha256 tree
+manifest (see manifest.py).
+
+Pure: standard library and the docker SDK only, never ``ansible.*``.
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import os
+import posixpath
+import shutil
+import tarfile
+import threading
+import time
+import uuid
+from contextlib import contextmanager
+
+from ansible_collections.hal9000.dind.plugins.module_utils.docker_api import (
+    DockerException,
+    NotFound,
+    RequestException,
+    api_error_message,
+)
+from ansible_collections.hal9000.dind.plugins.module_utils.errors import Hal9000Error
+from ansible_collections.hal9000.dind.plugins.module_utils.manifest import (
+    CHUNK,
+    ROOT,
+    HashingReader,
+    differences,
+    entry_from_tarinfo,
+    is_empty,
+    iter_directory,
+    manifest_of_directory,
+    manifest_of_tar,
+    summary,
+    tar_member_name,
+)
+from ansible_collections.hal9000.dind.plugins.module_utils.validate import validate_name
+from ansible_collections.hal9000.dind.plugins.module_utils.volumes import inspect_volume
+
+DIRECTIONS = ("import", "export")
+MODES = ("into_empty", "replace")
+DEFAULT_HELPER_IMAGE = "debian:bookworm-slim"
+VOLUME_DIR = "hal9000-volume"  # where helpers mount the volume (/hal9000-volume)
+ASIDE_DIR = "hal9000-aside"
+HELPER_LABELS = {"io.hal9000.managed": "true", "io.hal9000.type": "volume-data-helper"}
+REPLACED_FROM_LABEL = "io.hal9000.replaced-from"
+
+# Members are checked by _safe_members; tarfile's own 'tar'/'data' filters would
+# drop group/other write bits, and a copy must keep modes exactly.
+_TRUSTED = {"filter": "fully_trusted"} if hasattr(tarfile, "fully_trusted_filter") else {}
+
+
+def validate_request(direction, volume, path, mode="into_empty", keep_aside=None, helper_image=DEFAULT_HELPER_IMAGE):
+    """Every check that needs no daemon; returns the normalised ``(path, keep_aside)``."""
+    if direction not in DIRECTIONS:
+        raise Hal9000Error(f"Invalid direction {direction!r}: use import or export.")
+    if mode not in MODES:
+        raise Hal9000Error(f"Invalid mode {mode!r}: use into_empty or replace.")
+    validate_name(volume, "volume")
+    if not isinstance(helper_image, str) or not helper_image.strip():
+        raise Hal9000Error("helper_image is empty: give a local image such as debian:bookworm-slim.")
+    path = _absolute(path, "path")
+    if path == os.sep:
+        raise Hal9000Error("path / is not allowed: give a directory below it.")
+    if direction == "import":
+        if not os.path.lexists(path):
+            raise Hal9000Error(f"Source directory {path} does not exist. Nothing was written.")
+        if not os.path.isdir(path):
+            raise Hal9000Error(f"Source {path} is not a directory. Nothing was written.")
+    else:
+        if os.path.islink(path) or (os.path.lexists(path) and not os.path.isdir(path)):
+            raise Hal9000Error(f"Target {path} exists and is not a directory: give a directory path. Nothing was written.")
+        _require_parent(path, "path")
+    if keep_aside is not None:
+        keep_aside = _absolute(keep_aside, "keep_aside")
+        if keep_aside == path or keep_aside.startswith(path + os.sep) or path.startswith(keep_aside + os.sep):
+            raise Hal9000Error(f"keep_aside {keep_aside} must lie outside path {path}, and path outside it.")
+        if os.path.lexists(keep_aside):
+            raise Hal9000Error(f"keep_aside {keep_aside} already exists: give a new path, so nothing is merged or overwritten.")
+        _require_parent(keep_aside, "keep_aside")
+        if direction == "export" and os.path.isdir(path) and os.stat(path).st_dev != os.stat(os.path.dirname(keep_aside)).st_dev:
+            raise Hal9000Error(f"keep_aside {keep_aside} must be on the same file system as {path}: it is moved there, not copied.")
+    return path, keep_aside
+
+
+def _absolute(value, option):
+    if not isinstance(value, str) or not os.path.isabs(value):
+        raise Hal9000Error(f"{option} {value!r} is not an absolute path: give a path starting with /.")
+    return os.path.normpath(value)
+
+
+def _require_parent(path, option):
+    parent = os.path.dirname(path)
+    if not os.path.isdir(parent):
+        raise Hal9000Error(f"The parent directory {parent} of {option} does not exist: create it first.")
+
+
+def require_local_image(client, image):
+    """Fail in one line when the helper image is not on the Docker host; it is never pulled."""
+    try:
+        client.api.inspect_image(image)
+    except NotFound:
+        raise Hal9000Error(
+            f"Helper image {image} is not on this Docker host and is never pulled: build or load it "
+            "(ansible-playbook playbooks/base_image.yml, or docker load -i <file>), or set helper_image to a local image."
+        ) from None
+
+
+def running_users(client, volume):
+    containers = client.api.containers(filters={"volume": volume})
+    return sorted(c["Names"][0].lstrip("/") for c in containers)
+
+
+# --- helper containers and archive streams -------------------------------------------------
+
+
+@contextmanager
+def helper_container(client, image, mounts, volume, **extra):
+    """A helper container with ``mounts`` ({volume: (dir, read_only)}), removed on the way out."""
+    binds = {name: {"bind": "/" + where, "mode": "ro" if read_only else "rw"} for name, (where, read_only) in mounts.items()}
+    container = client.api.create_container(
+        image,
+        command=extra.pop("command", ["true"]),
+        name=f"hal9000-volume-data-{uuid.uuid4().hex[:12]}",
+        labels=dict(HELPER_LABELS, **{"io.hal9000.volume": volume}),
+        host_config=client.api.create_host_config(binds=binds),
+        network_disabled=True,
+        **extra,
+    )["Id"]
+    try:
+        yield container
+    finally:
+        try:
+            client.api.remove_container(container, force=True)
+        except NotFound:
+            pass
+
+
+class _ChunkReader(io.RawIOBase):
+    """A readable file over the SDK's iterator of archive chunks (tarfile's stream mode wants read())."""
+
+    def __init__(self, chunks):
+        super().__init__()
+        self._chunks = iter(chunks)
+        self._view = memoryview(b"")
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        while not self._view:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                return 0
+            self._view = memoryview(chunk)
+        count = min(len(buffer), len(self._view))
+        buffer[:count] = self._view[:count]
+        self._view = self._view[count:]
+        return count
+
+
+@contextmanager
+def open_archive(client, container, directory):
+    """get_archive of /<directory> as a file; drained afterwards so the daemon releases the container."""
+    chunks, _stat = client.api.get_archive(container, "/" + directory)
+    reader = io.BufferedReader(_ChunkReader(chunks), buffer_size=CHUNK)
+    yield reader
+    while reader.read(CHUNK):
+        pass
+
+
+def volume_manifest(client, container, directory=VOLUME_DIR):
+    """The manifest of a volume mounted at /<directory> of a helper container."""
+    with open_archive(client, container, directory) as reader:
+        return manifest_of_tar(reader, strip_prefix=directory)
+
+
+class _TarPipe:
+    """A tar writer in a thread, handed to put_archive as an iterator of chunks.
+
+    The SDK sends an iterator body chunk by chunk; the pipe keeps memory flat
+    for trees of any size, and the writer's errors come back on close().
+    """
+
+    def __init__(self, produce):
+        read_fd, write_fd = os.pipe()
+        try:  # a bigger pipe means fewer thread switches; optional (Linux only)
+            import fcntl  # pylint: disable=import-outside-toplevel
+
+            fcntl.fcntl(write_fd, fcntl.F_SETPIPE_SZ, CHUNK)
+        except (ImportError, AttributeError, OSError):
+            pass
+        self._reader = os.fdopen(read_fd, "rb", buffering=0)
+        self._error = None
+        self._thread = threading.Thread(target=self._write, args=(produce, write_fd), daemon=True)
+        self._thread.start()
+
+    def _write(self, produce, write_fd):
+        try:
+            with os.fdopen(write_fd, "wb", buffering=CHUNK) as sink:
+                with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as archive:
+                    produce(archive)
+        except BrokenPipeError:
+            pass  # the reading side stopped; it reports why
+        except BaseException as exc:  # pylint: disable=broad-exception-caught
+            self._error = exc  # re-raised in the caller's thread by close()
+
+    def chunks(self):
+        while True:
+            chunk = self._reader.read(CHUNK)
+            if not chunk:
+                return
+            yield chunk
+
+    def close(self):
+        self._reader.close()
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+
+def put_tar(client, container, produce):
+    """put_archive at / of the container, the tar written by ``produce(tarfile)``."""
+    pipe = _TarPipe(produce)
+    try:
+        client.api.put_archive(container, "/", pipe.chunks())
+    finally:
+        pipe.close()  # the writer's error, if any, explains more than the daemon's
+
+
+def send_directory(client, container, source_dir):
+    """Stream a host tree into the volume; return the manifest of exactly what was sent.
+
+    Files are hashed while they are sent, so the source is read once.
+    """
+    sent = {}
+
+    def produce(archive):
+        for relative, full, _st in iter_directory(source_dir):
+            info = archive.gettarinfo(full, VOLUME_DIR if relative == ROOT else f"{VOLUME_DIR}/{relative}")
+            if info is None:
+                continue  # a socket: tar cannot carry it
+            if info.islnk():
+                archive.addfile(info)
+                sent[relative] = dict(sent[tar_member_name(info.linkname, VOLUME_DIR)])
+            elif info.isreg():
+                with open(full, "rb") as handle:
+                    reader = HashingReader(handle)
+                    archive.addfile(info, reader)
+                sent[relative] = entry_from_tarinfo(info, reader.hexdigest())
+            else:
+                archive.addfile(info)
+                sent[relative] = entry_from_tarinfo(info)
+
+    put_tar(client, container, produce)
+    return sent
+
+
+def _rebase(member, old, new):
+    relative = tar_member_name(member.name, old)
+    member.name = new if relative == ROOT else f"{new}/{relative}"
+    if member.islnk():
+        member.linkname = f"{new}/{tar_member_name(member.linkname, old)}"
+    # Path headers read from the old archive would override the new names.
+    member.pax_headers = {k: v for k, v in member.pax_headers.items() if k not in ("path", "linkpath")}
+
+
+def _inside(top, relative, name, follow_last=True):
+    """Refuse a member path that leaves ``top``, also through symlinks already extracted."""
+    if posixpath.isabs(relative) or relative == ".." or relative.startswith("../"):
+        raise Hal9000Error(f"Refusing archive member {name!r}: it points outside the target directory.")
+    full = os.path.join(top, relative)
+    checked = os.path.realpath(full if follow_last else os.path.dirname(full))
+    if checked != top and not checked.startswith(top + os.sep):
+        raise Hal9000Error(f"Refusing archive member {name!r}: it resolves to {checked}, outside the target directory.")
+
+
+def _safe_members(archive, dest, strip_prefix):
+    """Members renamed below ``dest`` and checked: no absolute paths, no '..', nothing through symlinks."""
+    top = os.path.realpath(dest)
+    for member in archive:
+        relative = tar_member_name(member.name, strip_prefix)
+        _inside(top, relative, member.name, follow_last=not member.issym())
+        if member.islnk():
+            member.linkname = tar_member_name(member.linkname, strip_prefix)
+            _inside(top, member.linkname, member.name)
+        member.name = relative
+        yield member
+
+
+def extract_staged(client, container, final_path, expected, verify=True, ownership=False):
+    """Extract the volume beside ``final_path`` into a staging directory and verify it.
+
+    Returns the staging path (the caller renames it into place) and the manifest
+    written, or None when not verified. The staging directory is removed on failure.
+    """
+    staging = f"{final_path}.hal9000-partial-{uuid.uuid4().hex[:8]}"
+    os.mkdir(staging, 0o700)
+    try:
+        with open_archive(client, container, VOLUME_DIR) as reader:
+            with tarfile.open(fileobj=reader, mode="r|") as archive:
+                archive.extractall(staging, members=_safe_members(archive, staging, VOLUME_DIR), numeric_owner=True, **_TRUSTED)
+        written = None
+        if verify:
+            written = manifest_of_directory(staging)
+            problems = differences(expected, written, ownership=ownership, limit=3, names=("volume", "directory"))
+            if problems:
+                raise Hal9000Error(f"Verification of the copy in {final_path} failed: {'; '.join(problems)}. Nothing was written.")
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return staging, written
+
+
+def clear_volume(client, image, volume):
+    """Empty a volume for mode=replace; the archive API cannot delete, so a helper runs find."""
+    with helper_container(
+        client, image, {volume: (VOLUME_DIR, False)}, volume,
+        command=["/" + VOLUME_DIR, "-mindepth", "1", "-delete"], entrypoint=["find"], user="0:0",
+    ) as container:
+        client.api.start(container)
+        status = client.api.wait(container).get("StatusCode")
+        if status != 0:
+            logs = client.api.logs(container).decode("utf-8", "replace").strip().splitlines()
+            raise Hal9000Error(
+                f"Emptying volume {volume} with find in {image} failed (exit {status}: {logs[-1] if logs else 'no output'})."
+            )
+
+
+# --- the two directions ------------------------------------------------------------------------
+
+
+def _timestamp():
+    return time.strftime("%Y%m%d-%H%M%S")
+
+
+def _free_volume_name(client, base):
+    name, number = base, 1
+    while inspect_volume(client, name) is not None:
+        name, number = f"{base}-{number}", number + 1
+    return name
+
+
+def _free_path(base):
+    path, number = base, 1
+    while os.path.lexists(path):
+        path, number = f"{base}-{number}", number + 1
+    return path
+
+
+def _has_entries(directory):
+    with os.scandir(directory) as scan:
+        return next(scan, None) is not None
+
+
+def _counts(manifest):
+    info = summary(manifest)
+    return f"{info['files']} files, {info['bytes']} bytes"
+
+
+def _state(before, diffs, compared):
+    if before is None:
+        return "missing"
+    if compared and not diffs:
+        return "matching"
+    return "empty" if is_empty(before) else "different"
+
+
+def _one_line(exc):
+    if isinstance(exc, Hal9000Error):
+        return str(exc)
+    if isinstance(exc, (DockerException, RequestException)):
+        return api_error_message(exc)
+    return _os_message(exc)
+
+
+def _os_message(exc):
+    if isinstance(exc, OSError) and exc.filename:
+        return f"{exc.strerror or exc}: {exc.filename}"
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def _result(volume, path, state, source, before, after, actions, kept, verified, diffs, warnings):
+    return {
+        "changed": bool(actions),
+        "volume": volume,
+        "path": path,
+        "target_state": state,
+        "source": summary(source),
+        "target_before": summary(before) if before is not None else None,
+        "target": summary(after),
+        "verified": verified,
+        "kept_aside": kept,
+        "actions": actions,
+        "differences": diffs,
+        "warnings": warnings,
+    }
+
+
+def import_directory(client, volume, path, mode, keep_aside, image, verify, check_mode):
+    source_dir = os.path.realpath(path)
+    exists = inspect_volume(client, volume) is not None
+    before = None
+    if exists:
+        users = running_users(client, volume)
+        if users:
+            raise Hal9000Error(
+                f"Cannot import into volume {volume}: running container(s) {', '.join(users)} use it; stop them first. Nothing was written."
+            )
+        with helper_container(client, image, {volume: (VOLUME_DIR, True)}, volume) as container:
+            before = volume_manifest(client, container)
+    # Hash the source up front only when needed to compare; otherwise it is hashed while sent.
+    source = None
+    if check_mode or (before is not None and (not is_empty(before) or not _has_entries(source_dir))):
+        source = manifest_of_directory(source_dir)
+    compared = source is not None and before is not None
+    diffs = differences(source, before, ownership=True, names=("source", "target")) if compared else []
+    state = _state(before, diffs, compared)
+    if state == "matching":
+        return _result(volume, path, state, source, before, before, [], None, True, [], [])
+    if state == "different" and mode == "into_empty":
+        raise Hal9000Error(
+            f"Volume {volume} is not empty ({_counts(before)}) and differs from {path}: set mode=replace to keep its "
+            "content aside and import, or pick an empty volume. Nothing was written."
+        )
+
+    actions, aside, where = [], None, None
+    if state == "missing":
+        actions.append(f"create volume {volume}")
+    if state == "different":
+        if keep_aside:
+            aside, where = keep_aside, f"directory {keep_aside}"
+        else:
+            aside = _free_volume_name(client, f"{volume}-replaced-{_timestamp()}")
+            try:
+                validate_name(aside, "volume")
+            except Hal9000Error:
+                raise Hal9000Error(
+                    f"Volume name {volume} is too long to keep its old content in {volume}-replaced-<time>: "
+                    "give keep_aside (a new host directory). Nothing was written."
+                ) from None
+            where = f"volume {aside}"
+        actions += [f"keep the old content of volume {volume} ({_counts(before)}) in {where}", f"empty volume {volume}"]
+    if check_mode:
+        actions.append(f"import {_counts(source)} from {path} into volume {volume}")
+        return _result(volume, path, state, source, before, source, actions, aside, False, diffs, [])
+
+    created = False
+    try:
+        if state == "missing":
+            client.api.create_volume(name=volume)
+            created = True
+        if aside:
+            _keep_volume_aside(client, image, volume, before, aside, bool(keep_aside))
+            clear_volume(client, image, volume)
+        with helper_container(client, image, {volume: (VOLUME_DIR, False)}, volume) as container:
+            sent = send_directory(client, container, source_dir)
+            after = volume_manifest(client, container) if verify else None
+        if after is not None:
+            problems = differences(sent, after, ownership=True, limit=3, names=("source", "volume"))
+            if problems:
+                raise Hal9000Error(f"Verification of the import of {path} into volume {volume} failed: {'; '.join(problems)}.")
+    except BaseException as exc:
+        if created:
+            try:
+                client.api.remove_volume(volume)
+            except (DockerException, RequestException):
+                pass
+        if aside and not isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            raise Hal9000Error(f"{_one_line(exc)} (the old content of volume {volume} is kept in {where})") from exc
+        raise
+    actions.append(f"import {_counts(sent)} from {path} into volume {volume}")
+    return _result(volume, path, state, sent, before, after or sent, actions, aside, after is not None, diffs, [])
+
+
+def _keep_volume_aside(client, image, volume, old, aside, to_directory):
+    """Copy the volume's content to a new host directory or a new volume, verified, before it is emptied."""
+    if to_directory:
+        with helper_container(client, image, {volume: (VOLUME_DIR, True)}, volume) as container:
+            staging, _written = extract_staged(client, container, aside, old, verify=True, ownership=os.geteuid() == 0)
+        os.rename(staging, aside)
+        return
+    client.api.create_volume(name=aside, labels={"io.hal9000.managed": "true", REPLACED_FROM_LABEL: volume})
+    # Two helpers: the daemon locks a container for the whole of one archive call.
+    with helper_container(client, image, {volume: (VOLUME_DIR, True)}, volume) as reader_container:
+        with helper_container(client, image, {aside: (ASIDE_DIR, False)}, aside) as writer_container:
+            with open_archive(client, reader_container, VOLUME_DIR) as source:
+
+                def produce(archive):
+                    with tarfile.open(fileobj=source, mode="r|") as old_archive:
+                        for member in old_archive:
+                            _rebase(member, VOLUME_DIR, ASIDE_DIR)
+                            archive.addfile(member, old_archive.extractfile(member) if member.isreg() else None)
+
+                put_tar(client, writer_container, produce)
+            copied = volume_manifest(client, writer_container, ASIDE_DIR)
+    problems = differences(old, copied, ownership=True, limit=3, names=("volume", "copy"))
+    if problems:
+        raise Hal9000Error(
+            f"The copy of volume {volume} in volume {aside} failed verification: {'; '.join(problems)}. Volume {volume} was not changed."
+        )
+
+
+def export_volume(client, volume, path, mode, keep_aside, image, verify, check_mode):
+    if inspect_volume(client, volume) is None:
+        raise Hal9000Error(f"Volume {volume} does not exist: nothing to export. Nothing was written.")
+    warnings = []
+    users = running_users(client, volume)
+    if users:
+        warnings.append(
+            f"Volume {volume} is used by running container(s) {', '.join(users)}: the export copies content that may be changing."
+        )
+    ownership = os.geteuid() == 0  # only root can give files back their owners
+    before = manifest_of_directory(path) if os.path.isdir(path) else None
+    with helper_container(client, image, {volume: (VOLUME_DIR, True)}, volume) as container:
+        source = volume_manifest(client, container)
+        compared = before is not None
+        diffs = differences(source, before, ownership=ownership, names=("source", "target")) if compared else []
+        state = _state(before, diffs, compared)
+        if state == "matching":
+            return _result(volume, path, state, source, before, before, [], None, True, [], warnings)
+        if state == "different" and mode == "into_empty":
+            raise Hal9000Error(
+                f"Directory {path} is not empty ({_counts(before)}) and differs from volume {volume}: set mode=replace "
+                "to move it aside and export, or pick an empty or new directory. Nothing was written."
+            )
+        actions, aside = [], None
+        if state == "different":
+            aside = keep_aside or _free_path(f"{path}.replaced-{_timestamp()}")
+            actions.append(f"move {path} ({_counts(before)}) aside to {aside}")
+        actions.append(f"export {_counts(source)} from volume {volume} into {path}")
+        if check_mode:
+            return _result(volume, path, state, source, before, source, actions, aside, False, diffs, warnings)
+        staging, written = extract_staged(client, container, path, source, verify=verify, ownership=ownership)
+    try:
+        if aside:
+            os.rename(path, aside)
+        elif state == "empty":
+            os.rmdir(path)
+        os.rename(staging, path)
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        if exc.errno == errno.EXDEV:
+            raise Hal9000Error(f"Cannot move {path} aside to {aside}: another file system; give keep_aside on the same one.") from None
+        raise
+    return _result(volume, path, state, source, before, written or source, actions, aside, written is not None, diffs, warnings)
+
+
+def transfer(client, direction, volume, path, mode="into_empty", keep_aside=None,
+             helper_image=DEFAULT_HELPER_IMAGE, verify=True, check_mode=False):
+    """Import ``path`` into ``volume`` or export ``volume`` into ``path``; returns the result dict.
+
+    Raises Hal9000Error (one line) for anything a user can cause.
+    """
+    started = time.monotonic()
+    path, keep_aside = validate_request(direction, volume, path, mode, keep_aside, helper_image)
+    require_local_image(client, helper_image)
+    run = import_directory if direction == "import" else export_volume
+    try:
+        result = run(client, volume, path, mode, keep_aside, helper_image, verify, check_mode)
+    except (DockerException, RequestException, Hal9000Error):
+        raise
+    except (OSError, tarfile.TarError) as exc:
+        raise Hal9000Error(f"Copying between volume {volume} and {path} failed: {_os_message(exc)}.") from None
+    seconds = max(time.monotonic() - started, 1e-6)
+    result["seconds"] = round(seconds, 3)
+    result["throughput_mb_s"] = round(result["source"]["bytes"] / 1e6 / seconds, 1)
+    return result

@@ -1,0 +1,354 @@
+"""hal9000.dind.volume_data against the real Docker Engine: import, export, verify, keep aside."""
+
+from __future__ import annotations
+
+import filecmp
+import hashlib
+import os
+import random
+import shutil
+import subprocess
+
+import pytest
+
+from ansible_collections.hal9000.dind.plugins.module_utils.manifest import differences, manifest_of_directory, summary
+
+MODULE = "hal9000.dind.volume_data"
+IMAGE = "debian:bookworm-slim"
+HELPER_FILTER = {"label": "io.hal9000.type=volume-data-helper"}
+
+
+@pytest.fixture(autouse=True)
+def no_helper_left(docker_client):
+    yield
+    left = docker_client.containers.list(all=True, filters=HELPER_FILTER)
+    assert not left, f"helper containers left behind: {[c.name for c in left]}"
+
+
+def snapshot(client, prefix):
+    """This session's containers and volumes, and every volume_data helper (others' objects come and go)."""
+    containers = client.containers.list(all=True, filters={"name": prefix})
+    containers += client.containers.list(all=True, filters=HELPER_FILTER)
+    return (
+        sorted(c.name for c in containers),
+        sorted(v.name for v in client.volumes.list(filters={"name": prefix})),
+    )
+
+
+def write_random(path, size, rng):
+    with open(path, "wb") as handle:
+        handle.write(rng.randbytes(size))
+
+
+def make_tree(root, seed=7):
+    """Random binary files, odd names, every link kind, empty dirs, unusual modes and owners."""
+    rng = random.Random(seed)
+    root.mkdir()
+    names = ["plain.bin", "with space.bin", "données été.bin", "日本語 ファイル.dat", "tab\there.bin", "-leading-dash"]
+    for folder in ["", "dir with spaces", "dir with spaces/nested", "ünïcødé"]:
+        (root / folder).mkdir(exist_ok=True)
+        for name in rng.sample(names, 4):
+            write_random(root / folder / name, rng.randrange(0, 300_000), rng)
+    (root / "empty").mkdir()
+    (root / "empty" / "deeper" / "deepest").mkdir(parents=True)
+    (root / "zero-bytes").write_bytes(b"")
+    (root / "private").mkdir(mode=0o700)
+    write_random(root / "private" / "secret.key", 4096, rng)
+    (root / "private" / "secret.key").chmod(0o600)
+    (root / "bin").mkdir()
+    (root / "bin" / "tool").write_text("#!/bin/sh\nexit 0\n")
+    (root / "bin" / "tool").chmod(0o755)
+    (root / "bin" / "setuid").write_text("x")
+    (root / "bin" / "setuid").chmod(0o4755)
+    (root / "shared").mkdir()
+    (root / "shared").chmod(0o2775)
+    (root / "shared" / "group-writable").write_text("g")
+    (root / "shared" / "group-writable").chmod(0o664)
+    (root / "readonly").write_text("r")
+    (root / "readonly").chmod(0o444)
+    (root / "link-to-file").symlink_to("plain.bin" if (root / "plain.bin").exists() else "zero-bytes")
+    (root / "link-to-dir").symlink_to("dir with spaces")
+    (root / "dangling-absolute").symlink_to("/nonexistent/target")
+    (root / "dangling-relative").symlink_to("../outside/nothing")
+    (root / "loop").symlink_to("loop")
+    os.link(root / "bin" / "tool", root / "hard-link-to-tool")
+    os.chown(root / "private" / "secret.key", 1234, 5678)
+    os.chown(root / "shared", 1000, 1000)
+    os.lchown(root / "dangling-absolute", 4321, 4321)
+    root.chmod(0o750)
+    return root
+
+
+def volume_files(volume, *command):
+    """Run a command in a throwaway container over the volume: an independent look at its content."""
+    return subprocess.run(
+        ["docker", "run", "--rm", "--network", "none", "-v", f"{volume}:/v:ro", IMAGE, *command],
+        check=True, capture_output=True, text=True,
+    ).stdout
+
+
+def assert_same_tree(a, b):
+    left, right = manifest_of_directory(str(a)), manifest_of_directory(str(b))
+    assert differences(left, right, ownership=True) == []
+    assert left == right
+    sample = [p for p, e in left.items() if e["type"] == "file"]
+    match, mismatch, errors = filecmp.cmpfiles(a, b, sample, shallow=False)
+    assert (mismatch, errors) == ([], []) and len(match) == len(sample)
+    for path, entry in left.items():
+        if entry["type"] == "symlink":
+            assert os.readlink(b / path) == os.readlink(a / path)
+
+
+def one_line_failure(result, *words):
+    assert result["failed"] is True, result
+    assert "\n" not in result["msg"] and "Traceback" not in result["msg"], result["msg"]
+    for word in words:
+        assert word in result["msg"], result["msg"]
+
+
+def test_import_then_export_is_byte_for_byte(ansible, docker_client, prefix, tmp_path):
+    source = make_tree(tmp_path / "source")
+    volume = f"{prefix}-data-roundtrip"
+
+    first = ansible.task(MODULE, {"direction": "import", "volume": volume, "path": str(source)}, diff=True)
+    assert first["changed"] is True and first["verified"] is True, first
+    assert first["target_state"] == "missing"
+    assert first["actions"][0] == f"create volume {volume}"
+    assert first["source"] == first["target"] == summary(manifest_of_directory(str(source)))
+    assert first["diff"]["before"] == {} and first["diff"]["after"] == first["target"]
+    assert first["kept_aside"] is None and first["throughput_mb_s"] > 0
+
+    # An independent look: sha256sum and stat inside a plain container.
+    key = source / "private" / "secret.key"
+    listed = volume_files(volume, "sha256sum", "/v/private/secret.key")
+    assert listed.split()[0] == hashlib.sha256(key.read_bytes()).hexdigest()
+    modes = volume_files(volume, "stat", "-c", "%a %u %g %F", "/v", "/v/private/secret.key", "/v/shared", "/v/bin/setuid", "/v/loop")
+    assert modes.splitlines() == [
+        "750 0 0 directory", "600 1234 5678 regular file", "2775 1000 1000 directory", "4755 0 0 regular file", "777 0 0 symbolic link",
+    ]
+
+    again = ansible.task(MODULE, {"direction": "import", "volume": volume, "path": str(source)})
+    assert again["changed"] is False and again["target_state"] == "matching" and again["actions"] == [], again
+
+    exported = tmp_path / "exported"
+    out = ansible.task(MODULE, {"direction": "export", "volume": volume, "path": str(exported)})
+    assert out["changed"] is True and out["verified"] is True, out
+    assert out["source"]["digest"] == first["source"]["digest"]
+    assert_same_tree(source, exported)
+    assert not list(tmp_path.glob("exported.hal9000-partial-*"))
+
+    out_again = ansible.task(MODULE, {"direction": "export", "volume": volume, "path": str(exported)})
+    assert out_again["changed"] is False and out_again["target_state"] == "matching", out_again
+
+
+def test_check_mode_creates_and_writes_nothing(ansible, docker_client, prefix, tmp_path):
+    source = make_tree(tmp_path / "source")
+    volume = f"{prefix}-data-check"
+    before = snapshot(docker_client, prefix)
+    planned = ansible.task(MODULE, {"direction": "import", "volume": volume, "path": str(source)}, check_mode=True, diff=True)
+    assert planned["changed"] is True and planned["verified"] is False, planned
+    assert planned["target_state"] == "missing"
+    assert planned["actions"][0] == f"create volume {volume}" and planned["actions"][1].startswith("import ")
+    assert planned["target"] == planned["source"] == summary(manifest_of_directory(str(source)))
+    assert snapshot(docker_client, prefix) == before
+
+    # A volume with other content, mode=replace: the plan names where the old content would go.
+    docker_client.volumes.create(volume)
+    volume_files_rw(volume, "sh", "-c", "echo old > /v/old.txt")
+    before = snapshot(docker_client, prefix)
+    planned = ansible.task(
+        MODULE, {"direction": "import", "volume": volume, "path": str(source), "mode": "replace"}, check_mode=True, diff=True,
+    )
+    assert planned["changed"] is True and planned["target_state"] == "different", planned
+    assert planned["kept_aside"].startswith(f"{volume}-replaced-")
+    assert planned["diff"]["before"]["files"] == 1
+    assert planned["differences"][1] == ".: mode 0750 vs 0755" and planned["differences"][-1].startswith("... and ")
+    assert snapshot(docker_client, prefix) == before
+    assert volume_files(volume, "ls", "-A", "/v") == "old.txt\n"
+
+    target = tmp_path / "not-created"
+    planned = ansible.task(MODULE, {"direction": "export", "volume": volume, "path": str(target)}, check_mode=True)
+    assert planned["changed"] is True and planned["source"]["files"] == 1, planned
+    assert not list(tmp_path.glob("not-created*")), "neither the target nor a staging directory"
+    assert snapshot(docker_client, prefix) == before
+
+
+def volume_files_rw(volume, *command):
+    subprocess.run(["docker", "run", "--rm", "--network", "none", "-v", f"{volume}:/v", IMAGE, *command], check=True)
+
+
+def test_into_empty_refuses_and_writes_nothing(ansible, docker_client, prefix, tmp_path):
+    first = make_tree(tmp_path / "first")
+    second = tmp_path / "second"
+    second.mkdir()
+    (second / "other.txt").write_text("other")
+    volume = f"{prefix}-data-refuse"
+    assert ansible.task(MODULE, {"direction": "import", "volume": volume, "path": str(first)})["changed"] is True
+    before = snapshot(docker_client, prefix)
+    refused = ansible.task(MODULE, {"direction": "import", "volume": volume, "path": str(second)})
+    one_line_failure(refused, volume, "not empty", "mode=replace", "Nothing was written")
+    assert snapshot(docker_client, prefix) == before
+    copy = tmp_path / "copy"
+    ansible.task(MODULE, {"direction": "export", "volume": volume, "path": str(copy)})
+    assert_same_tree(first, copy)
+
+    # Export into a directory holding something else.
+    refused = ansible.task(MODULE, {"direction": "export", "volume": volume, "path": str(second)})
+    one_line_failure(refused, str(second), "not empty", "Nothing was written")
+    assert sorted(os.listdir(second)) == ["other.txt"]
+    assert not list(tmp_path.glob("second.*"))
+
+
+def test_import_replace_keeps_old_content_in_a_volume(ansible, docker_client, prefix, tmp_path):
+    old = make_tree(tmp_path / "old", seed=1)
+    new = make_tree(tmp_path / "new", seed=2)
+    volume = f"{prefix}-data-replace"
+    ansible.task(MODULE, {"direction": "import", "volume": volume, "path": str(old)})
+    result = ansible.task(MODULE, {"direction": "import", "volume": volume, "path": str(new), "mode": "replace"}, diff=True)
+    assert result["changed"] is True and result["verified"] is True, result
+    aside = result["kept_aside"]
+    assert aside.startswith(f"{volume}-replaced-")
+    assert docker_client.volumes.get(aside).attrs["Labels"]["io.hal9000.replaced-from"] == volume
+    assert result["actions"][:2] == [
+        f"keep the old content of volume {volume} ({result['diff']['before']['files']} files, "
+        f"{result['diff']['before']['bytes']} bytes) in volume {aside}",
+        f"empty volume {volume}",
+    ]
+    for name, tree in ((volume, new), (aside, old)):
+        copy = tmp_path / f"copy-{name}"
+        ansible.task(MODULE, {"direction": "export", "volume": name, "path": str(copy)})
+        assert_same_tree(tree, copy)
+
+
+def test_import_replace_keeps_old_content_in_a_directory(ansible, docker_client, prefix, tmp_path):
+    old = make_tree(tmp_path / "old", seed=3)
+    new = tmp_path / "new"
+    new.mkdir()
+    (new / "only.txt").write_text("new")
+    volume = f"{prefix}-data-replace-dir"
+    keep = tmp_path / "kept" / "old content"
+    keep.parent.mkdir()
+    ansible.task(MODULE, {"direction": "import", "volume": volume, "path": str(old)})
+    before = snapshot(docker_client, prefix)
+    result = ansible.task(
+        MODULE, {"direction": "import", "volume": volume, "path": str(new), "mode": "replace", "keep_aside": str(keep)},
+    )
+    assert result["changed"] is True and result["kept_aside"] == str(keep), result
+    assert snapshot(docker_client, prefix) == before, "no aside volume when keep_aside is given"
+    assert_same_tree(old, keep)
+    assert volume_files(volume, "ls", "-A", "/v") == "only.txt\n"
+
+
+def test_export_replace_moves_the_old_directory_aside(ansible, docker_client, prefix, tmp_path):
+    tree = make_tree(tmp_path / "tree", seed=4)
+    volume = f"{prefix}-data-export-replace"
+    ansible.task(MODULE, {"direction": "import", "volume": volume, "path": str(tree)})
+    target = tmp_path / "target"
+    target.mkdir()
+    (target / "precious.txt").write_text("keep me")
+    result = ansible.task(MODULE, {"direction": "export", "volume": volume, "path": str(target), "mode": "replace"})
+    assert result["changed"] is True and result["verified"] is True, result
+    aside = result["kept_aside"]
+    assert aside.startswith(f"{target}.replaced-")
+    assert os.listdir(aside) == ["precious.txt"] and open(os.path.join(aside, "precious.txt")).read() == "keep me"
+    assert_same_tree(tree, target)
+
+
+def test_import_refuses_a_volume_used_by_a_running_container(ansible, docker_client, prefix, tmp_path):
+    volume = f"{prefix}-data-busy"
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "f").write_text("x")
+    docker_client.volumes.create(volume)
+    user = docker_client.containers.run(
+        IMAGE, ["sleep", "60"], name=f"{prefix}-busy-user", volumes={volume: {"bind": "/data"}}, detach=True, network_mode="none",
+    )
+    try:
+        refused = ansible.task(MODULE, {"direction": "import", "volume": volume, "path": str(source)})
+        one_line_failure(refused, f"{prefix}-busy-user", "stop them first", "Nothing was written")
+    finally:
+        user.remove(force=True)
+    assert volume_files(volume, "ls", "-A", "/v") == ""
+
+
+@pytest.mark.parametrize("args, words", [
+    ({"volume": "../x"}, ["Invalid volume name"]),
+    ({"volume": "a b"}, ["Invalid volume name"]),
+    ({"volume": "x"}, ["Invalid volume name"]),
+    ({"volume": "$(id)"}, ["Invalid volume name"]),
+    ({"path": "relative/dir"}, ["not an absolute path"]),
+    ({"direction": "export", "path": "relative"}, ["not an absolute path"]),
+    ({"keep_aside": "kept", "mode": "replace"}, ["keep_aside", "not an absolute path"]),
+])
+def test_bad_input_is_refused_before_any_api_call(ansible, docker_client, prefix, tmp_path, args, words):
+    source = tmp_path / "src"
+    source.mkdir()
+    task = {"direction": "import", "volume": f"{prefix}-data-never", "path": str(source),
+            # No daemon answers here: a message about the input proves no API call was tried.
+            "docker_host": f"unix://{tmp_path}/no-daemon.sock"}
+    task.update(args)
+    before = snapshot(docker_client, prefix)
+    one_line_failure(ansible.task(MODULE, task), *words)
+    assert snapshot(docker_client, prefix) == before
+
+
+def test_missing_helper_image_is_refused_in_one_line(ansible, docker_client, prefix, tmp_path):
+    source = tmp_path / "src"
+    source.mkdir()
+    before = snapshot(docker_client, prefix)
+    result = ansible.task(MODULE, {
+        "direction": "import", "volume": f"{prefix}-data-noimage", "path": str(source), "helper_image": "hal9000/not-built:never",
+    })
+    one_line_failure(result, "hal9000/not-built:never", "never pulled")
+    assert snapshot(docker_client, prefix) == before
+    assert "hal9000/not-built:never" not in [tag for image in docker_client.images.list() for tag in image.tags]
+
+
+def test_missing_or_wrong_paths_and_volumes_create_nothing(ansible, docker_client, prefix, tmp_path):
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    before = snapshot(docker_client, prefix)
+    one_line_failure(
+        ansible.task(MODULE, {"direction": "import", "volume": f"{prefix}-data-x", "path": str(tmp_path / "missing")}),
+        "does not exist",
+    )
+    one_line_failure(ansible.task(MODULE, {"direction": "import", "volume": f"{prefix}-data-x", "path": str(a_file)}), "not a directory")
+    one_line_failure(
+        ansible.task(MODULE, {"direction": "export", "volume": f"{prefix}-data-missing", "path": str(tmp_path / "out")}),
+        f"Volume {prefix}-data-missing does not exist",
+    )
+    docker_client.volumes.create(f"{prefix}-data-exists")
+    before = snapshot(docker_client, prefix)
+    one_line_failure(
+        ansible.task(MODULE, {"direction": "export", "volume": f"{prefix}-data-exists", "path": str(a_file)}),
+        "not a directory",
+    )
+    one_line_failure(
+        ansible.task(MODULE, {"direction": "export", "volume": f"{prefix}-data-exists", "path": str(tmp_path / "no" / "parent")}),
+        "does not exist",
+    )
+    assert snapshot(docker_client, prefix) == before
+    assert a_file.read_text() == "x" and not (tmp_path / "out").exists() and not (tmp_path / "no").exists()
+
+
+# The large test: one 50 MB file and 5,000 small files, through the module both ways.
+def test_large_tree_50_mb_file_and_5000_small_files(ansible, docker_client, prefix, tmp_path):
+    rng = random.Random(50)
+    source = tmp_path / "large"
+    source.mkdir()
+    write_random(source / "fifty-mb.bin", 50 * 1000 * 1000, rng)
+    for index in range(5000):
+        folder = source / f"batch {index // 500:02d}"
+        folder.mkdir(exist_ok=True)
+        (folder / f"small-{index}.txt").write_bytes(rng.randbytes(rng.randrange(1, 2048)))
+    volume = f"{prefix}-data-large"
+    result = ansible.task(MODULE, {"direction": "import", "volume": volume, "path": str(source)})
+    assert result["changed"] is True and result["verified"] is True, result
+    assert result["source"]["files"] == 5001 and result["source"]["bytes"] > 50 * 1000 * 1000
+    assert result["seconds"] > 0 and result["throughput_mb_s"] > 0
+    exported = tmp_path / "large-copy"
+    out = ansible.task(MODULE, {"direction": "export", "volume": volume, "path": str(exported)})
+    assert out["verified"] is True and out["target"]["digest"] == result["source"]["digest"], out
+    assert filecmp.cmp(source / "fifty-mb.bin", exported / "fifty-mb.bin", shallow=False)
+    assert_same_tree(source, exported)
+    shutil.rmtree(exported)
