@@ -26,7 +26,7 @@ import subprocess
 import sys
 import time
 
-from ansible_collections.hal9000.dind.plugins.module_utils.docker_api import DockerException, api_error_message, connect
+from ansible_collections.hal9000.dind.plugins.module_utils.docker_api import DockerException, NotFound, api_error_message, connect
 from ansible_collections.hal9000.dind.plugins.module_utils.errors import Hal9000Error
 from ansible_collections.hal9000.dind.plugins.module_utils.fleet import get_worker, list_workers
 from ansible_collections.hal9000.dind.plugins.module_utils.parent import (
@@ -35,7 +35,14 @@ from ansible_collections.hal9000.dind.plugins.module_utils.parent import (
     read_config_file,
     validate_settings,
 )
-from ansible_collections.hal9000.dind.plugins.module_utils.pool import claim, load_pools, pool_spec, save_pools, warm_workers
+from ansible_collections.hal9000.dind.plugins.module_utils.pool import (
+    claim,
+    load_pools,
+    pool_spec,
+    save_pools,
+    spawn_warm,
+    warm_workers,
+)
 from ansible_collections.hal9000.dind.plugins.module_utils.status import format_status, installation_status
 from ansible_collections.hal9000.dind.plugins.module_utils.validate import validate_name
 from ansible_collections.hal9000.dind.plugins.module_utils.workers import spawn_worker, worker_spec
@@ -77,7 +84,9 @@ def command_stop(client, args):
 
 
 def command_stop_all(client, _args):
-    workers = list_workers(client, include_stopped=False, parent=PARENT_NAME)
+    # Only workers labelled with this parent: parent-less ones (any container of the worker image) are
+    # listed, but, as with `stop NAME`, never stopped from here; they may belong to another installation.
+    workers = [w for w in list_workers(client, include_stopped=False, parent=PARENT_NAME) if w["parent"] == PARENT_NAME]
     for worker in workers:
         client.api.stop(worker["id"], timeout=10)
         print(f"Stopped {worker['name']}")
@@ -147,7 +156,9 @@ def command_claim(client, args):
     started = time.monotonic()
     claimed_id = claim(client, spec, args.name)
     if claimed_id is None:
-        spec["name"] = validate_name(args.name, "worker")
+        # A cold spawn is no warm worker: without the pool label it carries no warm-name either,
+        # so the pool manager never counts, trims or hands it out.
+        spec.update(name=validate_name(args.name, "worker"), pool="")
         spawn_worker(client, spec)
     milliseconds = round((time.monotonic() - started) * 1000, 1)
     result = {"name": args.name, "claimed": claimed_id is not None, "pool": pool["name"], "ms": milliseconds}
@@ -192,6 +203,9 @@ def command_pool(client, args):
         pid = manager_pid()
         if pid:
             os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + 30  # gone before we return: a `pool start` right after never finds it
+            while manager_pid() == pid and time.monotonic() < deadline:
+                time.sleep(0.1)
         print("Pool manager stopped; warm and claimed workers are left as they are" if pid else "Pool manager not running")
     elif action == "status":
         warm = {p["name"]: len(warm_workers(client, PARENT_NAME, pool=p["name"])) for p in config["pools"]}
@@ -211,21 +225,27 @@ def command_pool(client, args):
         if target > pool["max"]:
             print(f"Target {target} exceeds max ({pool['max']}), capping")
             target = pool["max"]
-        with open(POOL_SCALE_FILE, "w", encoding="utf-8") as handle:
+        with open(POOL_SCALE_FILE + ".tmp", "w", encoding="utf-8") as handle:
             json.dump({pool["name"]: target}, handle)
+        os.replace(POOL_SCALE_FILE + ".tmp", POOL_SCALE_FILE)  # the manager never reads half a file
+        pid = manager_pid()
+        if pid:
+            os.kill(pid, signal.SIGHUP)  # act now, not at the next periodic check
         print(f"Pool {pool['name']}: scaling to {target} warm workers")
     elif action == "warm":
         pool = find_pool(config, args.pool)
         if len(warm_workers(client, PARENT_NAME, pool=pool["name"])) >= pool["max"]:
             raise Hal9000Error(f"Pool {pool['name']} already has its maximum of {pool['max']} warm workers.")
-        spec = pool_spec(pool, PARENT_NAME)
-        spawn_worker(client, spec)
+        spec = spawn_warm(client, pool, PARENT_NAME)  # started and paused, like the manager's
         print(f"Warm worker {spec['name']} ready in pool {pool['name']}")
     elif action == "cleanup":
         removed = 0
         for pool in config["pools"]:
             for worker in warm_workers(client, PARENT_NAME, pool=pool["name"]):
-                client.api.remove_container(worker["id"], force=True)
+                try:  # by its warm name: one claimed meanwhile has another name and is spared
+                    client.api.remove_container(worker["name"], force=True, v=True)
+                except NotFound:
+                    continue
                 removed += 1
         print(f"Cleanup: removed {removed} warm worker(s); claimed workers untouched")
 

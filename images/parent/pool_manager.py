@@ -66,7 +66,8 @@ class Manager:
     def read_scale(self):
         if os.path.exists(SCALE_FILE):
             with open(SCALE_FILE, encoding="utf-8") as handle:
-                self.reconciler.targets.update(json.load(handle))
+                for pool, target in json.load(handle).items():
+                    self.reconciler.scale(pool, target)
             os.remove(SCALE_FILE)
 
     def run(self):

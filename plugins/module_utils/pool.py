@@ -4,9 +4,9 @@
 """The warm pool: its settings, claiming a warm worker, and keeping each pool between min and max.
 
 A warm worker is an ordinary worker made by ``workers.create_worker`` from the
-pool's spec, labelled with its pool and the name it was created with. Claiming
-renames it *by that name*: Docker resolves the old name atomically, so of two
-concurrent claimers exactly one succeeds and the other moves on to the next.
+pool's spec, labelled with its pool and the name it was created with, and then
+paused: it waits frozen (no CPU) until a claim unpauses and renames it, so
+name != warm-name means claimed. See ``claim`` for why the pause.
 Pure: standard library and the docker SDK only, never ``ansible.*``.
 """
 
@@ -33,6 +33,7 @@ from ansible_collections.hal9000.dind.plugins.module_utils.workers import genera
 GENERIC_POOL = "generic"
 WARM_PREFIX = "hal9000-warm"
 POOLS_FILE = os.path.join("config", "pools.json")
+HALF_CLAIMED_GRACE = 60  # seconds before the manager removes a warm worker left unpaused but unclaimed
 
 
 def _count(value, what):
@@ -104,36 +105,58 @@ def pool_spec(pool, parent):
     )
 
 
+def spawn_warm(client, pool, parent):
+    """Create, start and pause one warm worker of ``pool``; returns its spec."""
+    spec = pool_spec(pool, parent)
+    container_id = spawn_worker(client, spec)[0]
+    try:
+        client.api.pause(container_id)
+    except Exception:
+        client.api.remove_container(container_id, force=True, v=True)  # an unpaused warm worker is never claimed
+        raise
+    return spec
+
+
 def warm_workers(client, parent, digest=None, pool=None):
-    """Running, unclaimed warm workers of ``parent`` (optionally of one spec digest or pool), oldest first."""
+    """Paused, unclaimed warm workers of ``parent`` (optionally of one spec digest or pool), oldest first."""
     filters = [f"{LABEL_ROLE}={ROLE_WORKER}", f"{LABEL_PARENT}={parent}"]
     if digest:
         filters.append(f"{LABEL_SPEC}={digest}")
     if pool:
         filters.append(f"{LABEL_POOL}={pool}")
-    summaries = client.api.containers(filters={"label": filters, "status": "running"})
+    summaries = client.api.containers(filters={"label": filters, "status": "paused"})
     warm = []
     for summary in summaries:
         labels = summary.get("Labels") or {}
         name = summary["Names"][0].lstrip("/")
         if labels.get(LABEL_POOL) and labels.get(LABEL_WARM_NAME) == name:
             warm.append({"id": summary["Id"], "name": name, "pool": labels[LABEL_POOL], "created": summary["Created"],
-                         "parent_started": labels.get(LABEL_PARENT_STARTED, "")})
+                         "parent_started": labels.get(LABEL_PARENT_STARTED, ""), "digest": labels.get(LABEL_SPEC, "")})
     return sorted(warm, key=lambda w: w["created"])
 
 
 def claim(client, spec, new_name):
     """Rename a warm worker made from exactly ``spec`` to ``new_name``; returns its ID or None.
 
-    One container list and one rename per attempt; a lost race moves on to the next candidate.
+    One container list, one unpause and one rename. A rename alone cannot decide a race: Docker looks
+    the old name up *before* it locks the container, so two claimers renaming the same warm worker can
+    both succeed (the later one renames the first one's worker again; seen with 10 concurrent claims).
+    Unpause checks the state under the container's lock: of concurrent claimers exactly one unpauses
+    it, the others get 409 and move on to the next candidate. The winner then renames it.
     """
     validate_name(new_name, "worker")
     for candidate in warm_workers(client, spec["parent"], digest=spec["digest"]):
         try:
-            client.api.rename(candidate["name"], new_name)
-        except NotFound:
-            continue  # another claimer renamed it first
+            client.api.unpause(candidate["id"])
+        except APIError:
+            continue  # 409: another claimer took it first; 404: removed meanwhile
+        try:
+            client.api.rename(candidate["id"], new_name)
         except APIError as exc:
+            try:
+                client.api.pause(candidate["id"])  # back to the pool
+            except APIError:
+                pass  # gone, or the manager removes it after HALF_CLAIMED_GRACE
             if exc.status_code == 409 and new_name in str(exc):
                 raise Hal9000Error(f"A container named {new_name} already exists: choose another name.") from None
             continue
@@ -157,12 +180,24 @@ class Reconciler:
         self.last_activity = {}
         self.backoff = {}  # pool -> (failures, next attempt time)
         self.targets = {}  # pool -> temporary target set by `pool scale`
+        self.scaled = set()  # pools scaled since the last pass: trimmed down to the new target at once
+        self.half_claimed = {}  # warm name -> when first seen running but neither paused nor claimed
+
+    def scale(self, pool, target):
+        """`coordinator pool scale`: keep ``target`` warm (within min and max) until the pool is idle."""
+        self.targets[pool] = int(target)
+        self.scaled.add(pool)
 
     def note_claim(self, pool):
         self.last_activity[pool] = self.clock()
 
     def reconcile(self, config, parent_started):
         """One pass over every pool; returns {pool: warm count after the pass}."""
+        self._sweep_half_claimed()
+        configured = {pool["name"] for pool in config["pools"]}
+        for worker in warm_workers(self.client, self.parent):
+            if worker["pool"] not in configured:  # its pool was removed from the settings
+                self._remove(worker, "its pool is no longer configured")
         counts = {}
         for pool in config["pools"]:
             counts[pool["name"]] = self._reconcile_pool(pool, config["idle_timeout"], parent_started)
@@ -173,20 +208,29 @@ class Reconciler:
         now = self.clock()
         self.last_activity.setdefault(name, now)
         warm = warm_workers(self.client, self.parent, pool=name)
-        stale = [w for w in warm if w["parent_started"] != parent_started]
-        for worker in stale:  # joined a previous network namespace of the parent: useless
-            self._remove(worker, "its network belongs to a previous start of the parent")
+        digest = pool_spec(pool, self.parent)["digest"]
+        stale = [w for w in warm if w["parent_started"] != parent_started or w["digest"] != digest]
+        for worker in stale:  # joined a previous network namespace of the parent, or the pool's settings changed
+            self._remove(worker, "its network belongs to a previous start of the parent"
+                         if worker["parent_started"] != parent_started else "the pool's settings changed")
         warm = [w for w in warm if w not in stale]
         target = min(max(self.targets.get(name, pool["min"]), pool["min"]), pool["max"])
         if len(warm) > pool["max"]:
             for worker in warm[pool["max"]:]:
                 self._remove(worker, f"above the maximum of {pool['max']}")
             warm = warm[:pool["max"]]
-        elif len(warm) > target and now - self.last_activity[name] >= idle_timeout:
+        elif name in self.scaled and len(warm) > target:  # `pool scale` to fewer: at once
+            for worker in warm[target:]:
+                self._remove(worker, f"scaled down to {target}")
+            warm = warm[:target]
+        elif len(warm) > pool["min"] and now - self.last_activity[name] >= idle_timeout:
+            # A scale target holds only while the pool is busy: idle, it goes back to its minimum.
+            target = pool["min"]
             for worker in warm[target:]:
                 self._remove(worker, f"idle for {idle_timeout} s above the minimum of {target}")
             warm = warm[:target]
             self.targets.pop(name, None)
+        self.scaled.discard(name)
         missing = target - len(warm)
         failures, next_try = self.backoff.get(name, (0, 0))
         if missing > 0 and now >= next_try:
@@ -198,15 +242,34 @@ class Reconciler:
                 self.log(f"pool {name}: created {made} of {missing} warm workers; retrying in {delay} s")
             else:
                 self.backoff.pop(name, None)
+            if made:
+                self.last_activity[name] = now  # the pool grew: idle time counts from here
             return len(warm) + made
         return len(warm)
+
+    def _sweep_half_claimed(self):
+        """Remove warm workers left running under their warm name a while after first seen.
+
+        A claimer that died between its unpause and its rename leaves one; so does a creation
+        interrupted before the pause. Neither is ever claimed.
+        """
+        now = self.clock()
+        filters = {"label": [f"{LABEL_ROLE}={ROLE_WORKER}", f"{LABEL_PARENT}={self.parent}"], "status": "running"}
+        current = {}
+        for summary in self.client.api.containers(filters=filters):
+            labels = summary.get("Labels") or {}
+            name = summary["Names"][0].lstrip("/")
+            if labels.get(LABEL_POOL) and name == labels.get(LABEL_WARM_NAME):
+                current[name] = self.half_claimed.get(name, now)
+                if now - current[name] >= HALF_CLAIMED_GRACE:
+                    self._remove({"name": name, "pool": labels[LABEL_POOL]}, "left unpaused, neither warm nor claimed")
+        self.half_claimed = current
 
     def _create(self, pool, count):
         made = 0
         for _attempt in range(count):
-            spec = pool_spec(pool, self.parent)
             try:
-                spawn_worker(self.client, spec)
+                spec = spawn_warm(self.client, pool, self.parent)
             except (Hal9000Error, APIError) as exc:
                 self.log(f"pool {pool['name']}: creating a warm worker failed: {str(exc).splitlines()[0]}")
                 break
@@ -215,8 +278,11 @@ class Reconciler:
         return made
 
     def _remove(self, worker, why):
+        # By its warm name, like a claim: a worker claimed since the listing has another name now and is spared.
         try:
-            self.client.api.remove_container(worker["id"], force=True)
+            self.client.api.remove_container(worker["name"], force=True, v=True)  # and its /workspace volume
             self.log(f"pool {worker['pool']}: removed warm worker {worker['name']} ({why})")
         except NotFound:
             pass
+        except APIError as exc:  # e.g. 409: its removal is already in progress
+            self.log(f"pool {worker['pool']}: could not remove warm worker {worker['name']}: {str(exc).splitlines()[0]}")

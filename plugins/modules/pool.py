@@ -167,7 +167,7 @@ def wanted_config(params):
         project = resolve_project_dir(pool["project_dir"])
         user = project_user(project)
         if pool["api_key_file"]:
-            check_api_key_file(pool["api_key_file"], int(user.split(":")[0]))
+            check_api_key_file(pool["api_key_file"], int(user.split(":", maxsplit=1)[0]))
         pools.append({"name": pool["name"], "project": project, "min": pool["min"], "max": pool["max"], "user": user,
                       "image": FLAVOUR_IMAGES[pool["flavour"]], "api_key_file": pool["api_key_file"] or ""})
     return validate_pools({"enabled": params["enabled"], "idle_timeout": params["idle_timeout"], "pools": pools})
