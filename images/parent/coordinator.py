@@ -153,8 +153,9 @@ def command_claim(client, args):
     config = load_pools(HOME_IN_PARENT, pool_settings())
     pool = find_pool(config, args.pool, args.project)
     spec = pool_spec(pool, PARENT_NAME)
+    parent_started = client.api.inspect_container(PARENT_NAME)["State"]["StartedAt"]
     started = time.monotonic()
-    claimed_id = claim(client, spec, args.name)
+    claimed_id = claim(client, spec, args.name, parent_started)
     if claimed_id is None:
         # A cold spawn is no warm worker: without the pool label it carries no warm-name either,
         # so the pool manager never counts, trims or hands it out.

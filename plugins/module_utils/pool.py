@@ -135,7 +135,7 @@ def warm_workers(client, parent, digest=None, pool=None):
     return sorted(warm, key=lambda w: w["created"])
 
 
-def claim(client, spec, new_name):
+def claim(client, spec, new_name, parent_started=None):
     """Rename a warm worker made from exactly ``spec`` to ``new_name``; returns its ID or None.
 
     One container list, one unpause and one rename. A rename alone cannot decide a race: Docker looks
@@ -143,9 +143,12 @@ def claim(client, spec, new_name):
     both succeed (the later one renames the first one's worker again; seen with 10 concurrent claims).
     Unpause checks the state under the container's lock: of concurrent claimers exactly one unpauses
     it, the others get 409 and move on to the next candidate. The winner then renames it.
+    With ``parent_started``, warm workers from an earlier start of the parent (a dead network) are skipped.
     """
     validate_name(new_name, "worker")
     for candidate in warm_workers(client, spec["parent"], digest=spec["digest"]):
+        if parent_started is not None and candidate["parent_started"] != parent_started:
+            continue
         try:
             client.api.unpause(candidate["id"])
         except APIError:

@@ -10,7 +10,8 @@ module: info
 short_description: Report on a HAL-9000 installation (parent, workers, volumes)
 version_added: 0.1.0
 description:
-  - Reads the parent, every worker (found by the label C(io.hal9000.role=worker)), the counts and the shared volumes.
+  - Reads the parent, its workers (found by the labels C(io.hal9000.role=worker) and C(io.hal9000.parent=<parent>),
+    plus parent-less legacy workers), the counts and the shared volumes.
   - It is the data behind every status, list and count of the playbooks and of the coordinator in the parent.
   - Never changes anything.
 author:

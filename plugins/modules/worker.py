@@ -316,7 +316,7 @@ def manage_worker(module, client):
                 current = None
         if current is None and params["from_pool"] and not module.check_mode:
             began = time.monotonic()
-            claimed_id = claim(client, spec, name)
+            claimed_id = claim(client, spec, name, parent_started=network[1])
             claim_ms = round((time.monotonic() - began) * 1000, 1)
             if claimed_id:
                 actions.append(f"claimed a warm worker as {name}")
