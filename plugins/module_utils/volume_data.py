@@ -20,6 +20,7 @@ import io
 import os
 import posixpath
 import shutil
+import socket
 import tarfile
 import threading
 import time
@@ -56,6 +57,8 @@ VOLUME_DIR = "hal9000-volume"  # where helpers mount the volume (/hal9000-volume
 ASIDE_DIR = "hal9000-aside"
 HELPER_LABELS = {"io.hal9000.managed": "true", "io.hal9000.type": "volume-data-helper"}
 REPLACED_FROM_LABEL = "io.hal9000.replaced-from"
+# "<host>:<pid>" of the process that created a helper, so a helper left by a killed run can be recognised.
+HELPER_OWNER_LABEL = "io.hal9000.helper-owner"
 
 # Members are checked by _safe_members; tarfile's own 'tar'/'data' filters would
 # drop group/other write bits, and a copy must keep modes exactly.
@@ -118,6 +121,37 @@ def require_local_image(client, image):
         ) from None
 
 
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_helpers(client, volume):
+    """Remove the helpers of ``volume`` left by a run that was killed (created on this host by a process now gone).
+
+    A killed run leaves its helper (never started) holding the volume, which would
+    block removing the volume later. Helpers of live processes are left alone.
+    """
+    removed = []
+    host = socket.gethostname()
+    filters = {"label": [f"io.hal9000.type={HELPER_LABELS['io.hal9000.type']}", f"io.hal9000.volume={volume}"]}
+    for found in client.api.containers(all=True, filters=filters):
+        owner_host, _sep, pid = (found.get("Labels") or {}).get(HELPER_OWNER_LABEL, "").rpartition(":")
+        if owner_host != host or not pid.isdigit() or _alive(int(pid)):
+            continue
+        try:
+            client.api.remove_container(found["Id"], force=True)
+        except NotFound:
+            continue
+        removed.append(found["Names"][0].lstrip("/"))
+    return removed
+
+
 def running_users(client, volume):
     containers = client.api.containers(filters={"volume": volume})
     return sorted(c["Names"][0].lstrip("/") for c in containers)
@@ -134,7 +168,7 @@ def helper_container(client, image, mounts, volume, **extra):
         image,
         command=extra.pop("command", ["true"]),
         name=f"hal9000-volume-data-{uuid.uuid4().hex[:12]}",
-        labels=dict(HELPER_LABELS, **{"io.hal9000.volume": volume}),
+        labels=dict(HELPER_LABELS, **{"io.hal9000.volume": volume, HELPER_OWNER_LABEL: f"{socket.gethostname()}:{os.getpid()}"}),
         host_config=client.api.create_host_config(binds=binds),
         network_disabled=True,
         **extra,
@@ -567,6 +601,7 @@ def transfer(client, direction, volume, path, mode="into_empty", keep_aside=None
     started = time.monotonic()
     path, keep_aside = validate_request(direction, volume, path, mode, keep_aside, helper_image)
     require_local_image(client, helper_image)
+    stale = [] if check_mode else remove_stale_helpers(client, volume)
     run = import_directory if direction == "import" else export_volume
     try:
         result = run(client, volume, path, mode, keep_aside, helper_image, verify, check_mode)
@@ -574,6 +609,8 @@ def transfer(client, direction, volume, path, mode="into_empty", keep_aside=None
         raise
     except (OSError, tarfile.TarError) as exc:
         raise Hal9000Error(f"Copying between volume {volume} and {path} failed: {_os_message(exc)}.") from None
+    if stale:
+        result["warnings"].append(f"Removed helper container(s) {', '.join(stale)} of volume {volume}, left by an interrupted run.")
     seconds = max(time.monotonic() - started, 1e-6)
     result["seconds"] = round(seconds, 3)
     result["throughput_mb_s"] = round(result["source"]["bytes"] / 1e6 / seconds, 1)

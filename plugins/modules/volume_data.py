@@ -14,7 +14,8 @@ description:
     for example to migrate the data of a v0.5.x installation into the C(hal9000-*) volumes, or to back a volume up.
   - Data moves only through the Docker Engine archive API, so it works with remote engines too. A helper container
     is created from a local image with the volume mounted at C(/hal9000-volume); it is never started (except to
-    empty a volume for O(mode=replace)) and always removed. The helper image is never pulled.
+    empty a volume for O(mode=replace)) and always removed. The helper image is never pulled. A helper left behind by
+    a run that was killed (its process on this host is gone) is removed by the next run on the same volume.
   - Contents, permission bits (including setuid, setgid and sticky), symlinks (kept as symlinks, never followed,
     dangling ones too), hard links, empty directories and numeric owners are kept. The top directory's mode and owner
     are copied too, like C(cp -a src/. dest/). Sockets are skipped (tar cannot carry them).

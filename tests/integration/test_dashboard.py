@@ -14,18 +14,9 @@ import uuid
 
 import pytest
 
+from helpers import remove_installation, started_parent
+
 WORKER_IMAGE = "hal9000/worker:latest"
-
-
-def remove_everything(client, base, parent_name=None):
-    """Containers named after ``base`` or labelled as ``parent_name``'s workers (workers first), then volumes."""
-    found = {c.id: c for c in client.containers.list(all=True, filters={"name": base})}
-    if parent_name:
-        found.update({c.id: c for c in client.containers.list(all=True, filters={"label": f"io.hal9000.parent={parent_name}"})})
-    for container in sorted(found.values(), key=lambda c: not c.attrs["HostConfig"]["NetworkMode"].startswith("container:")):
-        container.remove(force=True)
-    for volume in client.volumes.list(filters={"name": base}):
-        volume.remove(force=True)
 
 
 @pytest.fixture(scope="module")
@@ -33,16 +24,10 @@ def parent(docker_client, prefix, tmp_path_factory):
     """A parent of this module's own (name, volumes and home), removed with its workers at the end."""
     from conftest import AnsibleRunner
 
-    base = f"{prefix}-dash"
-    name = f"{base}-parent"
     runner = AnsibleRunner(tmp_path_factory.mktemp("dashboard"))
     home = tmp_path_factory.mktemp("dashboard-home") / "home"
-    try:
-        result = runner.task("hal9000.dind.parent", {"name": name, "volume_prefix": base, "hal9000_home": str(home)})
-        assert result.get("failed") is not True and result["parent"]["chromadb_ready"] is True, result
+    with started_parent(docker_client, runner, f"{prefix}-dash", home) as name:
         yield name
-    finally:
-        remove_everything(docker_client, base, name)
 
 
 def in_parent(parent, *argv, env=None):
@@ -138,7 +123,7 @@ def workers(docker_client, parent):
     try:
         yield start
     finally:
-        remove_everything(docker_client, base)
+        remove_installation(docker_client, base)
 
 
 def status_of(container):
