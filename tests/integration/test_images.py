@@ -42,7 +42,8 @@ def test_second_build_changes_nothing(built_images):
 @pytest.mark.parametrize("flavour,tag", FLAVOURS.items())
 def test_worker_labels_user_and_claude(built_images, docker_client, flavour, tag):
     image = docker_client.images.get(tag)
-    assert image.labels["io.hal9000.role"] == "worker"
+    assert image.labels["io.hal9000.image"] == "worker"
+    assert "io.hal9000.role" not in image.labels  # else every container of the image would pass for a worker
     assert image.labels["io.hal9000.flavour"] == flavour
     assert len(image.labels["io.hal9000.build-digest"]) == 64
     assert run_in(docker_client, tag, ["id", "-u"]) == "1001"
@@ -91,7 +92,7 @@ def test_worker_runs_a_given_command(built_images, docker_client):
 
 def test_parent_image_contents(built_images, docker_client):
     tag = "hal9000/parent:latest"
-    assert docker_client.images.get(tag).labels["io.hal9000.role"] == "parent"
+    assert docker_client.images.get(tag).labels["io.hal9000.image"] == "parent"
     out = run_in(
         docker_client, tag,
         ["sh", "-c", "tmux -V && docker --version && python3 -c 'import docker, "
