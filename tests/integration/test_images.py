@@ -116,7 +116,8 @@ def test_parent_chromadb_answers_and_keeps_data(built_images, docker_client, pre
     volume = f"{prefix}-chroma-data"
     container = docker_client.containers.run(
         "hal9000/parent:latest", detach=True, name=f"{prefix}-parent-img",
-        volumes={volume: {"bind": "/data/chromadb"}},
+        volumes={volume: {"bind": "/data/chromadb"}, "/var/run/docker.sock": {"bind": "/var/run/docker.sock"}},
+        environment={"HAL9000_PARENT_NAME": f"{prefix}-parent-img", "SKIP_IMAGE_PULL": "true"},
     )
     create = (
         "import json, urllib.request; "
