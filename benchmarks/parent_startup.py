@@ -49,9 +49,9 @@ HEARTBEAT = (
 
 
 def remove_everything(client):
-    for container in client.containers.list(all=True, filters={"name": BASE}):
+    for container in client.containers.list(ignore_removed=True, all=True, filters={"name": BASE}):
         container.remove(force=True, v=True)
-    for container in client.containers.list(all=True, filters={"label": f"io.hal9000.parent={PARENT}"}):
+    for container in client.containers.list(ignore_removed=True, all=True, filters={"label": f"io.hal9000.parent={PARENT}"}):
         container.remove(force=True, v=True)
     for volume in client.volumes.list(filters={"name": BASE}):
         volume.remove(force=True)

@@ -158,7 +158,7 @@ def main():
         for name, used, rss in idle_memory(client):
             print(f"    {name:<30} {used:8.1f} MB         {rss:6.1f} MB  {'meets goal' if used <= 10 else 'MISSES goal'}")
     finally:
-        for container in client.containers.list(all=True, filters={"name": BASE}):
+        for container in client.containers.list(ignore_removed=True, all=True, filters={"name": BASE}):
             container.remove(force=True, v=True)
         for volume in client.volumes.list(filters={"name": BASE}):
             volume.remove(force=True)

@@ -31,6 +31,21 @@ notes:
   - When the daemon cannot be reached, the module fails with one line naming the address and what to check.
 """
 
+    # For modules that only read: the same three attributes everywhere.
+    READ_ONLY = r"""
+options: {}
+attributes:
+  check_mode:
+    description: Read-only; runs normally in check mode.
+    support: full
+  diff_mode:
+    description: Nothing changes, so there is no diff.
+    support: none
+  idempotent:
+    description: Read-only.
+    support: full
+"""
+
     ATTRIBUTES = r"""
 options: {}
 attributes:

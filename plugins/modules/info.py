@@ -28,16 +28,7 @@ options:
 extends_documentation_fragment:
   - hal9000.dind.docker
   - hal9000.dind.docker.attributes
-attributes:
-  check_mode:
-    description: Read-only; runs normally in check mode.
-    support: full
-  diff_mode:
-    description: Nothing changes, so there is no diff.
-    support: none
-  idempotent:
-    description: Read-only.
-    support: full
+  - hal9000.dind.docker.read_only
 """
 
 EXAMPLES = r"""

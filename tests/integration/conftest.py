@@ -37,7 +37,7 @@ def prefix(docker_client):
     """A unique name prefix; everything left with it is removed at the end."""
     value = f"h9test-{uuid.uuid4().hex[:8]}"
     yield value
-    for container in docker_client.containers.list(all=True, filters={"name": value}):
+    for container in docker_client.containers.list(ignore_removed=True, all=True, filters={"name": value}):
         container.remove(force=True)
     for volume in docker_client.volumes.list(filters={"name": value}):
         volume.remove(force=True)

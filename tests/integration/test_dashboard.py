@@ -192,10 +192,10 @@ def test_prefix_w_spawns_a_worker(docker_client, parent, client):
     help_text = in_parent(parent, "coordinator", "spawn", "--help")
     assert help_text.returncode == 0, help_text.stderr
     label = {"label": [f"io.hal9000.parent={parent}", "io.hal9000.role=worker"]}
-    before = {c.id for c in docker_client.containers.list(all=True, filters=label)}
+    before = {c.id for c in docker_client.containers.list(ignore_removed=True, all=True, filters=label)}
 
     client.press("C-b", "w")
-    spawned = until(lambda: [c for c in docker_client.containers.list(filters=label) if c.id not in before], 30,
+    spawned = until(lambda: [c for c in docker_client.containers.list(ignore_removed=True, filters=label) if c.id not in before], 30,
                     "a spawned worker")
     assert len(spawned) == 1
     worker = spawned[0]

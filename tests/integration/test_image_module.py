@@ -23,7 +23,7 @@ def small_context(tmp_path, docker_client, prefix):
     tag = f"{prefix}-img:small"
     yield context, tag
     for image in docker_client.images.list(name=f"{prefix}-img"):
-        for container in docker_client.containers.list(all=True, filters={"ancestor": image.id}):
+        for container in docker_client.containers.list(ignore_removed=True, all=True, filters={"ancestor": image.id}):
             container.remove(force=True)
         docker_client.images.remove(image.id, force=True)
 

@@ -58,10 +58,10 @@ class Installation:
         return sorted(v.name for v in self.client.volumes.list(filters={"name": self.tag}))
 
     def containers(self):
-        return sorted(c.name for c in self.client.containers.list(all=True, filters={"name": self.tag}))
+        return sorted(c.name for c in self.client.containers.list(ignore_removed=True, all=True, filters={"name": self.tag}))
 
     def helpers(self):
-        found = self.client.containers.list(all=True, filters={"label": "io.hal9000.type=volume-data-helper"})
+        found = self.client.containers.list(ignore_removed=True, all=True, filters={"label": "io.hal9000.type=volume-data-helper"})
         return [c for c in found if c.labels.get("io.hal9000.volume", "").startswith(self.tag)]
 
     def volume_manifest(self, volume):
@@ -79,7 +79,7 @@ class Installation:
     def cleanup(self):
         for container in self.helpers():
             container.remove(force=True)
-        for container in self.client.containers.list(all=True, filters={"name": self.tag}):
+        for container in self.client.containers.list(ignore_removed=True, all=True, filters={"name": self.tag}):
             container.remove(force=True)
         for volume in self.client.volumes.list(filters={"name": self.tag}):
             volume.remove(force=True)

@@ -15,6 +15,8 @@ import uuid
 import docker
 import pytest
 
+from helpers import wait_for
+
 MODULE = "hal9000.dind.parent"
 WORKER_IMAGE = "hal9000/worker:latest"
 PHASES = {"critical_init", "parallel_init", "service_ready", "background_services"}
@@ -32,7 +34,7 @@ LIST_COLLECTIONS = (
 
 def remove_everything(client, base):
     """Every container and volume whose name holds ``base``: workers first, they hold the parent's network."""
-    containers = client.containers.list(all=True, filters={"name": base})
+    containers = client.containers.list(ignore_removed=True, all=True, filters={"name": base})
     containers.sort(key=lambda c: not c.attrs["HostConfig"]["NetworkMode"].startswith("container:"))
     for container in containers:
         container.remove(force=True)
@@ -53,7 +55,7 @@ def own(docker_client, prefix, tmp_path):
 def mine(client, base):
     """Names of the containers and volumes named after ``base`` (other test sessions may run meanwhile)."""
     return (
-        sorted(c.name for c in client.containers.list(all=True, filters={"name": base})),
+        sorted(c.name for c in client.containers.list(ignore_removed=True, all=True, filters={"name": base})),
         sorted(v.name for v in client.volumes.list(filters={"name": base})),
     )
 
@@ -96,16 +98,6 @@ def docker_exec(container, *argv, stdin=None):
     return subprocess.run(
         ["docker", "exec", "-i", container, *argv], input=stdin, capture_output=True, text=True, timeout=60, check=False,
     )
-
-
-def wait_for(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def assert_refused(result, *words):
@@ -241,7 +233,7 @@ def test_invalid_settings_are_refused_before_anything_is_created(ansible, docker
     for check_mode in (True, False):
         assert_refused(ansible.task(MODULE, parent_args(base, home, **extra), check_mode=check_mode), *words)
     assert mine(docker_client, base) == ([], [])
-    assert not [c for c in docker_client.containers.list(all=True) if c.name == extra.get("name")]
+    assert not [c for c in docker_client.containers.list(ignore_removed=True, all=True) if c.name == extra.get("name")]
     assert not home.exists()
 
 

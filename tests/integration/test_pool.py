@@ -24,7 +24,7 @@ import docker
 import pytest
 import yaml
 
-from helpers import REPO_ROOT
+from helpers import REPO_ROOT, exec_in, one_line_refusal, remove_containers, wait_for
 
 from ansible_collections.hal9000.dind.plugins.module_utils.docker_api import connect
 from ansible_collections.hal9000.dind.plugins.module_utils.pool import claim
@@ -63,44 +63,6 @@ def run_tasks(workdir, tasks, check_mode=False):
 def ok(result):
     assert result.get("failed") is not True, result
     return result
-
-
-def one_line_refusal(result, *words):
-    assert result.get("failed") is True, result
-    msg = result["msg"]
-    assert "\n" not in msg and "Traceback" not in msg, msg
-    for word in words:
-        assert word in msg, (word, msg)
-
-
-def wait_for(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    value = None
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what} (last value {value!r})")
-
-
-def remove(client, *names):
-    for name in names:
-        try:
-            client.api.remove_container(name, force=True, v=True)
-        except docker.errors.NotFound:
-            pass
-        except docker.errors.APIError as exc:  # removal already in progress
-            if exc.status_code != 409:
-                raise
-
-
-def run_in(client, container, argv, user=""):
-    """Exec ``argv`` in a container: (exit code, stdout, stderr)."""
-    exec_id = client.api.exec_create(container, argv, user=user)
-    out, err = client.api.exec_start(exec_id, demux=True)
-    code = client.api.exec_inspect(exec_id)["ExitCode"]
-    return code, (out or b"").decode("utf-8", "replace"), (err or b"").decode("utf-8", "replace")
 
 
 class Pool:
@@ -142,7 +104,7 @@ class Pool:
         return {w["id"] for w in self.warm(pool)}
 
     def coordinator(self, *args):
-        return run_in(self.client, self.name, ["coordinator", *args])
+        return exec_in(self.client, self.name, ["coordinator", *args])
 
     def coordinator_ok(self, *args):
         code, out, err = self.coordinator(*args)
@@ -154,7 +116,7 @@ class Pool:
 
     def manager_status(self):
         """The manager's own record of its last pass (pid, counts, time), or {}."""
-        code, out, _err = run_in(self.client, self.name, ["cat", "/run/hal9000/pool-status.json"])
+        code, out, _err = exec_in(self.client, self.name, ["cat", "/run/hal9000/pool-status.json"])
         return json.loads(out) if code == 0 and out.strip() else {}
 
     def one_more_pass(self, timeout=15):
@@ -177,7 +139,7 @@ class Pool:
 
 
 def remove_fleet(client, parent_name):
-    for container in client.containers.list(all=True, filters={"label": f"io.hal9000.parent={parent_name}"}):
+    for container in client.containers.list(ignore_removed=True, all=True, filters={"label": f"io.hal9000.parent={parent_name}"}):
         try:
             container.remove(force=True, v=True)
         except docker.errors.NotFound:
@@ -203,7 +165,7 @@ def pool(docker_client, prefix, tmp_path_factory):
         assert started["parent"]["chromadb_ready"] is True, started
         yield Pool(docker_client, name, home, args, base)
     finally:
-        remove(docker_client, name)  # first: its pool manager goes with it and creates nothing more
+        remove_containers(docker_client, name)  # first: its pool manager goes with it and creates nothing more
         remove_fleet(docker_client, name)
         time.sleep(1)
         remove_fleet(docker_client, name)  # a create the manager had in flight
@@ -219,7 +181,7 @@ def pool(docker_client, prefix, tmp_path_factory):
 def fleet(pool, docker_client):
     """The pool parent; the claimed and cold workers a test made are removed afterwards."""
     yield pool
-    remove(docker_client, *pool.made)
+    remove_containers(docker_client, *pool.made)
     pool.made.clear()
 
 
@@ -364,11 +326,11 @@ def test_per_project_pool_gives_a_complete_worker(fleet, prefix, project):
     name = f"{prefix}-webapp-1"
     claimed = ok(pool.worker(name, project_dir=project, from_pool=True))
     assert claimed["claimed"] is True and claimed["worker"]["id"] == warm["id"], claimed
-    code, out, err = run_in(pool.client, name, ["cat", "/workspace/README.md"])
+    code, out, err = exec_in(pool.client, name, ["cat", "/workspace/README.md"])
     assert (code, out) == (0, "hello from the host\n"), err
-    code, out, err = run_in(pool.client, name, ["id", "-u"])
+    code, out, err = exec_in(pool.client, name, ["id", "-u"])
     assert (code, out.strip()) == (0, str(OWNER)), err
-    code, out, err = run_in(pool.client, name, ["sh", "-c", "echo from the worker > /workspace/written.txt"])
+    code, out, err = exec_in(pool.client, name, ["sh", "-c", "echo from the worker > /workspace/written.txt"])
     assert code == 0, (out, err)
     written = Path(project) / "written.txt"
     assert written.read_text() == "from the worker\n" and written.stat().st_uid == OWNER

@@ -21,14 +21,14 @@ HELPER_FILTER = {"label": "io.hal9000.type=volume-data-helper"}
 @pytest.fixture(autouse=True)
 def no_helper_left(docker_client):
     yield
-    left = docker_client.containers.list(all=True, filters=HELPER_FILTER)
+    left = docker_client.containers.list(ignore_removed=True, all=True, filters=HELPER_FILTER)
     assert not left, f"helper containers left behind: {[c.name for c in left]}"
 
 
 def snapshot(client, prefix):
     """This session's containers and volumes, and every volume_data helper (others' objects come and go)."""
-    containers = client.containers.list(all=True, filters={"name": prefix})
-    containers += client.containers.list(all=True, filters=HELPER_FILTER)
+    containers = client.containers.list(ignore_removed=True, all=True, filters={"name": prefix})
+    containers += client.containers.list(ignore_removed=True, all=True, filters=HELPER_FILTER)
     return (
         sorted(c.name for c in containers),
         sorted(v.name for v in client.volumes.list(filters={"name": prefix})),

@@ -15,7 +15,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import docker
 import pytest
 import yaml
 
-from helpers import REPO_ROOT
+from helpers import REPO_ROOT, exec_in, one_line_refusal, remove_containers, wait_for
 
 MODULE = "hal9000.dind.worker"
 GIB = 1024 ** 3
@@ -74,40 +73,6 @@ def stable(inspected):
     return result
 
 
-def remove(client, *names):
-    for name in names:
-        try:
-            client.api.remove_container(name, force=True, v=True)
-        except docker.errors.NotFound:
-            pass
-
-
-def run_in(client, name, argv, user=""):
-    """Exec ``argv`` in a container: (exit code, stdout, stderr)."""
-    exec_id = client.api.exec_create(name, argv, user=user)
-    out, err = client.api.exec_start(exec_id, demux=True)
-    code = client.api.exec_inspect(exec_id)["ExitCode"]
-    return code, (out or b"").decode("utf-8", "replace"), (err or b"").decode("utf-8", "replace")
-
-
-def wait_for(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
-def one_line_refusal(result, *words):
-    assert result.get("failed") is True, result
-    msg = result["msg"]
-    assert "\n" not in msg and "Traceback" not in msg, msg
-    for word in words:
-        assert word in msg, (word, msg)
-
-
 def snapshot(client):
     """Names of every container and volume, like helpers.snapshot, in two list calls.
 
@@ -139,7 +104,7 @@ def created_since(client, before, prefix, parent):
 
 
 def heartbeat(client, name):
-    code, out, err = run_in(client, name, ["bash", "-c", HEARTBEAT])
+    code, out, err = exec_in(client, name, ["bash", "-c", HEARTBEAT])
     assert code == 0, (out, err)
     return out.strip()
 
@@ -160,7 +125,7 @@ class ParentHandle:
 
 
 def remove_fleet(client, parent_name):
-    for container in client.containers.list(all=True, filters={"label": f"io.hal9000.parent={parent_name}"}):
+    for container in client.containers.list(ignore_removed=True, all=True, filters={"label": f"io.hal9000.parent={parent_name}"}):
         container.remove(force=True, v=True)
 
 
@@ -179,7 +144,7 @@ def parent(docker_client, prefix, tmp_path_factory):
     finally:
         remove_fleet(docker_client, name)
         run_tasks(workdir, [("hal9000.dind.parent", dict(args, state="absent", force=True))])
-        remove(docker_client, name)
+        remove_containers(docker_client, name)
         for suffix in ("chromadb", "memorybank", "plugins"):
             try:
                 docker_client.volumes.get(f"{prefix}-{suffix}").remove(force=True)
@@ -193,7 +158,7 @@ def made(docker_client):
     """Names of workers a test makes; removed (with their anonymous volumes) afterwards."""
     names = []
     yield names
-    remove(docker_client, *names)
+    remove_containers(docker_client, *names)
 
 
 @pytest.fixture
@@ -376,7 +341,7 @@ def test_hardening_is_visible_in_inspect_and_inside(ansible, docker_client, pare
         assert mount["Destination"] not in SOCKETS, mount
     assert host["ReadonlyRootfs"] is False
 
-    code, status, err = run_in(docker_client, name, ["cat", "/proc/1/status"])
+    code, status, err = exec_in(docker_client, name, ["cat", "/proc/1/status"])
     assert code == 0, err
     fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
     for cap in ("CapEff", "CapPrm", "CapBnd", "CapAmb"):
@@ -385,7 +350,7 @@ def test_hardening_is_visible_in_inspect_and_inside(ansible, docker_client, pare
     assert fields["Uid"].split()[0] == str(OWNER)
     assert fields["Seccomp"].strip() == "2", "Docker's default seccomp profile is in force"
 
-    code, out, err = run_in(docker_client, name, ["bash", "-c", "ls /var/run/docker.sock /run/docker.sock"])
+    code, out, err = exec_in(docker_client, name, ["bash", "-c", "ls /var/run/docker.sock /run/docker.sock"])
     assert code != 0 and "docker.sock" in err
 
 
@@ -393,11 +358,11 @@ def test_read_only_root_keeps_tmp_and_home_writable(ansible, docker_client, pare
     name = f"{prefix}-w-ro"
     started_ok(spawn(ansible, parent, made, name, read_only=True))
     assert docker_client.api.inspect_container(name)["HostConfig"]["ReadonlyRootfs"] is True
-    code, out, err = run_in(docker_client, name, ["bash", "-c", "echo x > /tmp/probe && cat /tmp/probe"])
+    code, out, err = exec_in(docker_client, name, ["bash", "-c", "echo x > /tmp/probe && cat /tmp/probe"])
     assert (code, out.strip()) == (0, "x"), err
-    code, out, err = run_in(docker_client, name, ["bash", "-c", "echo x > $HOME/probe && cat $HOME/probe"])
+    code, out, err = exec_in(docker_client, name, ["bash", "-c", "echo x > $HOME/probe && cat $HOME/probe"])
     assert (code, out.strip()) == (0, "x"), err
-    code, out, err = run_in(docker_client, name, ["bash", "-c", "echo x > /usr/local/probe"])
+    code, out, err = exec_in(docker_client, name, ["bash", "-c", "echo x > /usr/local/probe"])
     assert code != 0 and "Read-only file system" in err
 
 
@@ -422,19 +387,19 @@ def test_api_key_is_mounted_never_in_the_environment(ansible, docker_client, par
     secret = [m for m in info["Mounts"] if m["Destination"] == "/run/secrets/anthropic_key"]
     assert len(secret) == 1 and secret[0]["RW"] is False and secret[0]["Source"] == str(key_file)
 
-    code, out, err = run_in(docker_client, name, ["cat", "/run/secrets/anthropic_key"])
+    code, out, err = exec_in(docker_client, name, ["cat", "/run/secrets/anthropic_key"])
     assert (code, out) == (0, key), err
-    code, out, err = run_in(docker_client, name, ["bash", "-c", "echo x > /run/secrets/anthropic_key"])
+    code, out, err = exec_in(docker_client, name, ["bash", "-c", "echo x > /run/secrets/anthropic_key"])
     assert code != 0 and "Read-only file system" in err
 
     def read_settings():
-        status, text, _err = run_in(docker_client, name, ["bash", "-c", "cat $CLAUDE_HOME/settings.json"])
+        status, text, _err = exec_in(docker_client, name, ["bash", "-c", "cat $CLAUDE_HOME/settings.json"])
         return text if status == 0 else None
 
     settings = wait_for(read_settings, 10, "settings.json in $CLAUDE_HOME (the entrypoint writes it)")
     assert json.loads(settings)["apiKeyHelper"] == "cat /run/secrets/anthropic_key"
     for argv in (["env"], ["cat", "/proc/1/environ"]):
-        code, out, err = run_in(docker_client, name, argv)
+        code, out, err = exec_in(docker_client, name, argv)
         assert code == 0 and "HOME=" in out and key not in out, (argv, err)
     assert key.encode() not in docker_client.api.logs(name)
     assert key_file.read_text() == key and (key_file.stat().st_mode & 0o777) == 0o600
@@ -463,16 +428,16 @@ def test_inside_a_worker_chromadb_workspace_owner_and_claude(ansible, docker_cli
     started_ok(spawn(ansible, parent, made, name, project_dir=project["real"]))
     assert heartbeat(docker_client, name) == "HTTP/1.0 200 OK"
 
-    code, out, err = run_in(docker_client, name, ["cat", "/workspace/README.md"])
+    code, out, err = exec_in(docker_client, name, ["cat", "/workspace/README.md"])
     assert (code, out) == (0, "hello from the host\n"), err
-    code, out, err = run_in(docker_client, name, ["bash", "-c", "id -u; id -g; echo written-inside > /workspace/from-worker.txt"])
+    code, out, err = exec_in(docker_client, name, ["bash", "-c", "id -u; id -g; echo written-inside > /workspace/from-worker.txt"])
     assert code == 0, err
     assert out.split() == [str(OWNER), str(OWNER)], "runs as the project's owner, not root and not the image's 1001"
     written = Path(project["real"]) / "from-worker.txt"
     assert written.read_text() == "written-inside\n"
     assert (written.stat().st_uid, written.stat().st_gid) == (OWNER, OWNER)
 
-    code, out, err = run_in(docker_client, name, ["claude", "--version"])
+    code, out, err = exec_in(docker_client, name, ["claude", "--version"])
     assert code == 0 and "(Claude Code)" in out, (out, err)
 
 
@@ -481,7 +446,7 @@ def test_fork_bomb_stops_at_the_pids_limit(ansible, docker_client, parent, made,
     started_ok(spawn(ansible, parent, made, name, pids_limit="50"))
     assert docker_client.api.inspect_container(name)["HostConfig"]["PidsLimit"] == 50
     bomb = "for i in $(seq 200); do sleep 60 & done; wait"
-    code, out, err = run_in(docker_client, name, ["timeout", "90", "bash", "-c", bomb])
+    code, out, err = exec_in(docker_client, name, ["timeout", "90", "bash", "-c", bomb])
     assert code != 0
     assert "Resource temporarily unavailable" in err, err[-500:]
     # The sleeps that did start still run: the container holds at most the limit, and the bomb reached it.
@@ -497,9 +462,9 @@ def test_memory_hog_is_killed_and_the_parent_stays_healthy(ansible, docker_clien
     started_ok(spawn(ansible, parent, made, name, memory="64m"))
     host = docker_client.api.inspect_container(name)["HostConfig"]
     assert host["Memory"] == 64 * 1024 ** 2 == host["MemorySwap"]
-    code, out, err = run_in(docker_client, name, ["bash", "-c", "head -c 300m /dev/zero | tail; echo tail=$?"])
+    code, out, err = exec_in(docker_client, name, ["bash", "-c", "head -c 300m /dev/zero | tail; echo tail=$?"])
     assert "tail=137" in out, (code, out, err)
-    code, out, err = run_in(docker_client, name, ["bash", "-c", "s=x; while :; do s=$s$s; done"])
+    code, out, err = exec_in(docker_client, name, ["bash", "-c", "s=x; while :; do s=$s$s; done"])
     assert code == 137, (code, err)
     assert docker_client.api.inspect_container(name)["State"]["Running"] is True, "only the hog died"
 
@@ -615,7 +580,7 @@ def stopped_parent(docker_client, prefix, tmp_path_factory):
         assert docker_client.api.inspect_container(args["name"])["State"]["Running"] is False
         yield args["name"]
     finally:
-        remove(docker_client, args["name"])
+        remove_containers(docker_client, args["name"])
         for volume in docker_client.volumes.list(filters={"name": f"{prefix}-stopped-"}):
             volume.remove(force=True)
 
@@ -687,4 +652,4 @@ def test_a_name_used_by_a_non_worker_container_is_refused(ansible, docker_client
             assert docker_client.api.inspect_container(name)["Id"] == other
             assert created_since(docker_client, before, prefix, parent.name) == ([], [])
     finally:
-        remove(docker_client, other)
+        remove_containers(docker_client, other)
