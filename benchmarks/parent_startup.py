@@ -23,6 +23,7 @@ import json
 import os
 import re
 import shutil
+import site
 import statistics
 import subprocess
 import sys
@@ -118,6 +119,7 @@ def community_docker_available():
     """Whether Ansible could import community.docker from any collection path it searches."""
     roots = [str(_setup.COLLECTIONS_ROOT), os.path.expanduser("~/.ansible/collections"), "/usr/share/ansible/collections"]
     roots += os.environ.get("ANSIBLE_COLLECTIONS_PATH", "").split(os.pathsep)
+    roots += site.getsitepackages()  # the `ansible` package (benchmarks/requirements.txt) installs collections there
     for root in filter(None, roots):
         if os.path.isfile(os.path.join(root, "ansible_collections", "community", "docker", "MANIFEST.json")):
             return True
