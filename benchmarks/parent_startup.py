@@ -80,7 +80,7 @@ def one_start(client, spec, timeout=30):
             break
         time.sleep(0.05)
         startup = read_startup(client, container_id)
-    client.api.remove_container(container_id, force=True)
+    client.api.remove_container(container_id, force=True, v=True)
     return started - began, answered - began, startup.get("ready_ms")
 
 

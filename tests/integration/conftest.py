@@ -38,7 +38,7 @@ def prefix(docker_client):
     value = f"h9test-{uuid.uuid4().hex[:8]}"
     yield value
     for container in docker_client.containers.list(ignore_removed=True, all=True, filters={"name": value}):
-        container.remove(force=True)
+        container.remove(force=True, v=True)
     for volume in docker_client.volumes.list(filters={"name": value}):
         volume.remove(force=True)
 

@@ -201,4 +201,4 @@ def test_prefix_w_spawns_a_worker(docker_client, parent, client):
     worker = spawned[0]
     assert worker.attrs["HostConfig"]["NetworkMode"] == f"container:{docker_client.api.inspect_container(parent)['Id']}"
     assert until(lambda: f"Worker spawned in background: {worker.name}" in client.screen(), 10, "spawn's report")
-    worker.remove(force=True)
+    worker.remove(force=True, v=True)

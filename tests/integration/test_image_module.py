@@ -24,7 +24,7 @@ def small_context(tmp_path, docker_client, prefix):
     yield context, tag
     for image in docker_client.images.list(name=f"{prefix}-img"):
         for container in docker_client.containers.list(ignore_removed=True, all=True, filters={"ancestor": image.id}):
-            container.remove(force=True)
+            container.remove(force=True, v=True)
         docker_client.images.remove(image.id, force=True)
 
 

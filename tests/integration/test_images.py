@@ -83,7 +83,7 @@ def test_worker_idles_under_tini_and_stops_cleanly(built_images, docker_client, 
         container.stop(timeout=5)
         assert container.wait()["StatusCode"] == 0
     finally:
-        container.remove(force=True)
+        container.remove(force=True, v=True)
 
 
 def test_worker_runs_a_given_command(built_images, docker_client):
@@ -138,5 +138,5 @@ def test_parent_chromadb_answers_and_keeps_data(built_images, docker_client, pre
         container.stop(timeout=10)
         assert container.wait()["StatusCode"] == 0
     finally:
-        container.remove(force=True)
+        container.remove(force=True, v=True)
         docker_client.volumes.get(volume).remove()

@@ -78,9 +78,9 @@ class Installation:
 
     def cleanup(self):
         for container in self.helpers():
-            container.remove(force=True)
+            container.remove(force=True, v=True)
         for container in self.client.containers.list(ignore_removed=True, all=True, filters={"name": self.tag}):
-            container.remove(force=True)
+            container.remove(force=True, v=True)
         for volume in self.client.volumes.list(filters={"name": self.tag}):
             volume.remove(force=True)
         shutil.rmtree(self.home, ignore_errors=True)
@@ -271,7 +271,7 @@ def make_v05_chromadb(client, inst):
         assert json.loads(exec_python(server, READ_COLLECTIONS)) == {"notes": 3, "code-index": 0}
         server.stop(timeout=20)
     finally:
-        server.remove(force=True)
+        server.remove(force=True, v=True)
     assert (data / "chroma.sqlite3").is_file()
 
 

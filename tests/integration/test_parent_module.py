@@ -37,7 +37,7 @@ def remove_everything(client, base):
     containers = client.containers.list(ignore_removed=True, all=True, filters={"name": base})
     containers.sort(key=lambda c: not c.attrs["HostConfig"]["NetworkMode"].startswith("container:"))
     for container in containers:
-        container.remove(force=True)
+        container.remove(force=True, v=True)
     for volume in client.volumes.list(filters={"name": base}):
         volume.remove(force=True)
 
