@@ -41,14 +41,16 @@ def require_sdk(module):
         module.fail_json(msg=missing_required_lib("docker"), exception=DOCKER_IMPORT_ERROR)
 
 
-def run_module(module, handler, connect_to_daemon=True):
+def run_module(module, handler, validate=None, connect_to_daemon=True):
     """Validate, connect and call ``handler(module, client)``, failing in one line.
 
-    ``handler`` returns the result dict for exit_json. Validation that needs no
-    daemon should happen before this is called, so bad input never touches Docker.
+    ``validate(params)`` runs before the daemon is contacted, so bad input never
+    touches Docker; ``handler`` returns the result dict for exit_json.
     """
     require_sdk(module)
     try:
+        if validate:
+            validate(module.params)
         client = connect(module.params["docker_host"], module.params["timeout"]) if connect_to_daemon else None
         result = handler(module, client)
     except Hal9000Error as exc:

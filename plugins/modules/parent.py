@@ -357,11 +357,7 @@ def main():
         ),
         supports_check_mode=True,
     )
-    try:
-        spec_from_params(module.params)
-    except Hal9000Error as exc:
-        module.fail_json(msg=str(exc))
-    run_module(module, manage_parent)
+    run_module(module, manage_parent, validate=spec_from_params)
 
 
 if __name__ == "__main__":

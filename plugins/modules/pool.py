@@ -265,11 +265,7 @@ def main():
         ),
         supports_check_mode=True,
     )
-    try:
-        wanted_config(module.params)
-    except Hal9000Error as exc:
-        module.fail_json(msg=str(exc))
-    run_module(module, manage_pool)
+    run_module(module, manage_pool, validate=wanted_config)
 
 
 if __name__ == "__main__":

@@ -140,6 +140,11 @@ def refuse_if_used(client, name, doing):
         )
 
 
+def validate_params(params):
+    validate_name(params["name"], "volume")
+    validate_labels(params["labels"])
+
+
 def manage_volume(module, client):
     params = module.params
     name = params["name"]
@@ -200,12 +205,7 @@ def main():
         ),
         supports_check_mode=True,
     )
-    try:
-        validate_name(module.params["name"], "volume")
-        validate_labels(module.params["labels"])
-    except Hal9000Error as exc:
-        module.fail_json(msg=str(exc))
-    run_module(module, manage_volume)
+    run_module(module, manage_volume, validate=validate_params)
 
 
 if __name__ == "__main__":

@@ -230,7 +230,6 @@ throughput_mb_s:
 """
 
 from ansible_collections.hal9000.dind.plugins.module_utils.ansible_docker import build_module, run_module
-from ansible_collections.hal9000.dind.plugins.module_utils.errors import Hal9000Error
 from ansible_collections.hal9000.dind.plugins.module_utils.volume_data import (
     DEFAULT_HELPER_IMAGE,
     DIRECTIONS,
@@ -267,14 +266,8 @@ def main():
         ),
         supports_check_mode=True,
     )
-    params = module.params
-    try:
-        validate_request(
-            params["direction"], params["volume"], params["path"], params["mode"], params["keep_aside"], params["helper_image"]
-        )
-    except Hal9000Error as exc:
-        module.fail_json(msg=str(exc))
-    run_module(module, copy_data)
+    run_module(module, copy_data, validate=lambda p: validate_request(
+        p["direction"], p["volume"], p["path"], p["mode"], p["keep_aside"], p["helper_image"]))
 
 
 if __name__ == "__main__":

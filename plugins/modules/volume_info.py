@@ -92,7 +92,6 @@ volumes:
 from ansible.module_utils.common.text.formatters import bytes_to_human
 
 from ansible_collections.hal9000.dind.plugins.module_utils.ansible_docker import build_module, run_module
-from ansible_collections.hal9000.dind.plugins.module_utils.errors import Hal9000Error
 from ansible_collections.hal9000.dind.plugins.module_utils.validate import validate_name
 from ansible_collections.hal9000.dind.plugins.module_utils.volumes import (
     shared_volumes,
@@ -133,12 +132,7 @@ def main():
         ),
         supports_check_mode=True,
     )
-    try:
-        for name in module.params["names"] or []:
-            validate_name(name, "volume")
-    except Hal9000Error as exc:
-        module.fail_json(msg=str(exc))
-    run_module(module, describe_volumes)
+    run_module(module, describe_volumes, validate=lambda p: [validate_name(name, "volume") for name in p["names"] or []])
 
 
 if __name__ == "__main__":

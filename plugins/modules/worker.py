@@ -250,6 +250,12 @@ def spec_from_params(params):
     )
 
 
+def fix_name(params):
+    """Validate a start before Docker is touched, and keep a generated name for the whole run."""
+    if params["state"] == "started":
+        params["name"] = spec_from_params(params)["name"]
+
+
 def describe(inspected, spec, spawn_ms=None):
     if inspected is None:
         return {"name": spec["name"], "state": "absent"}
@@ -385,12 +391,7 @@ def main():
     )
     if module.params["state"] != "started" and not module.params["name"]:
         module.fail_json(msg=f"state={module.params['state']} needs the worker's name.")
-    try:
-        if module.params["state"] == "started":
-            module.params["name"] = spec_from_params(module.params)["name"]  # a generated name stays the same
-    except Hal9000Error as exc:
-        module.fail_json(msg=str(exc))
-    run_module(module, manage_worker)
+    run_module(module, manage_worker, validate=fix_name)
 
 
 if __name__ == "__main__":
