@@ -5,7 +5,7 @@ never touched), measures, and removes everything again, also on failure:
     .venv/bin/python benchmarks/pool_claims.py
 
 1. 100 claims at the library call the worker module and the coordinator use (``pool.claim``), each a
-   real unpause and rename of a real warm worker; the pool is kept fed in batches made with
+   real claim-locked rename of a real running warm worker; the pool is kept fed in batches made with
    ``pool.spawn_warm`` (what the pool manager calls) while the manager is off. Only the claim is timed.
 2. 20 cold spawns through ``workers.spawn_worker`` in the same run.
 3. The worker module with from_pool=true through ansible-playbook (a few runs; median), and cold.
@@ -121,7 +121,7 @@ class Bench:
                 name = f"{self.prefix}-claim-{index}"
                 spec = worker_spec(name=name, parent=self.parent)  # what the worker module builds
                 began = time.perf_counter()
-                container_id = claim(self.client, spec, name)
+                container_id = claim(self.client, spec, name, self.home)
                 timings.append((time.perf_counter() - began) * 1000)
                 if container_id is None:
                     raise RuntimeError(f"claim {index} found no warm worker")
@@ -165,7 +165,7 @@ class Bench:
         self.wait_warm(5, 60)
         names = [f"{self.prefix}-burst-{index}" for index in range(5)]
         for name in names:
-            if claim(self.client, worker_spec(name=name, parent=self.parent), name) is None:
+            if claim(self.client, worker_spec(name=name, parent=self.parent), name, self.home) is None:
                 raise RuntimeError("the burst found the pool empty")
         began = time.monotonic()
         while len(warm_workers(self.client, self.parent)) < 5:

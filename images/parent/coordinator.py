@@ -26,7 +26,7 @@ import subprocess
 import sys
 import time
 
-from ansible_collections.hal9000.dind.plugins.module_utils.docker_api import DockerException, NotFound, api_error_message, connect
+from ansible_collections.hal9000.dind.plugins.module_utils.docker_api import DockerException, api_error_message, connect
 from ansible_collections.hal9000.dind.plugins.module_utils.errors import Hal9000Error
 from ansible_collections.hal9000.dind.plugins.module_utils.fleet import get_worker, list_workers
 from ansible_collections.hal9000.dind.plugins.module_utils.parent import (
@@ -39,6 +39,7 @@ from ansible_collections.hal9000.dind.plugins.module_utils.pool import (
     claim,
     load_pools,
     pool_spec,
+    remove_warm,
     save_pools,
     spawn_warm,
     warm_workers,
@@ -155,7 +156,7 @@ def command_claim(client, args):
     spec = pool_spec(pool, PARENT_NAME)
     parent_started = client.api.inspect_container(PARENT_NAME)["State"]["StartedAt"]
     started = time.monotonic()
-    claimed_id = claim(client, spec, args.name, parent_started)
+    claimed_id = claim(client, spec, args.name, HOME_IN_PARENT, parent_started)
     if claimed_id is None:
         # A cold spawn is no warm worker: without the pool label it carries no warm-name either,
         # so the pool manager never counts, trims or hands it out.
@@ -237,17 +238,13 @@ def command_pool(client, args):
         pool = find_pool(config, args.pool)
         if len(warm_workers(client, PARENT_NAME, pool=pool["name"])) >= pool["max"]:
             raise Hal9000Error(f"Pool {pool['name']} already has its maximum of {pool['max']} warm workers.")
-        spec = spawn_warm(client, pool, PARENT_NAME)  # started and paused, like the manager's
+        spec = spawn_warm(client, pool, PARENT_NAME)  # as the manager makes them
         print(f"Warm worker {spec['name']} ready in pool {pool['name']}")
     elif action == "cleanup":
         removed = 0
         for pool in config["pools"]:
             for worker in warm_workers(client, PARENT_NAME, pool=pool["name"]):
-                try:  # by its warm name: one claimed meanwhile has another name and is spared
-                    client.api.remove_container(worker["name"], force=True, v=True)
-                except NotFound:
-                    continue
-                removed += 1
+                removed += remove_warm(client, HOME_IN_PARENT, worker["name"])
         print(f"Cleanup: removed {removed} warm worker(s); claimed workers untouched")
 
 

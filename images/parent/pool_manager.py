@@ -40,7 +40,7 @@ class Manager:
         self.client = connect("unix:///var/run/docker.sock", timeout=60)
         self.wake = threading.Event()
         self.stopping = threading.Event()
-        self.reconciler = Reconciler(self.client, PARENT_NAME, self.log)
+        self.reconciler = Reconciler(self.client, PARENT_NAME, HOME_IN_PARENT, self.log)
 
     def log(self, message):
         self.log_file.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {message}\n")

@@ -4,14 +4,16 @@
 """The warm pool: its settings, claiming a warm worker, and keeping each pool between min and max.
 
 A warm worker is an ordinary worker made by ``workers.create_worker`` from the
-pool's spec, labelled with its pool and the name it was created with, and then
-paused: it waits frozen (no CPU) until a claim unpauses and renames it, so
-name != warm-name means claimed. See ``claim`` for why the pause.
+pool's spec, labelled with its pool and the name it was created with; it runs
+idle until a claim renames it, so name != warm-name means claimed. Claims and
+removals of warm workers take the installation's claim lock (``claim_lock``).
 Pure: standard library and the docker SDK only, never ``ansible.*``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import time
@@ -27,13 +29,14 @@ from ansible_collections.hal9000.dind.plugins.module_utils.fleet import (
     LABEL_WARM_NAME,
     ROLE_WORKER,
 )
+from ansible_collections.hal9000.dind.plugins.module_utils.parent import HOME_IN_PARENT
 from ansible_collections.hal9000.dind.plugins.module_utils.validate import validate_name
 from ansible_collections.hal9000.dind.plugins.module_utils.workers import generate_name, spawn_worker, worker_spec
 
 GENERIC_POOL = "generic"
 WARM_PREFIX = "hal9000-warm"
 POOLS_FILE = os.path.join("config", "pools.json")
-HALF_CLAIMED_GRACE = 60  # seconds before the manager removes a warm worker left unpaused but unclaimed
+CLAIM_LOCK_FILE = os.path.join("run", "claim.lock")
 
 
 def _count(value, what):
@@ -106,25 +109,59 @@ def pool_spec(pool, parent):
 
 
 def spawn_warm(client, pool, parent):
-    """Create, start and pause one warm worker of ``pool``; returns its spec."""
+    """Create and start one warm worker of ``pool``; returns its spec."""
     spec = pool_spec(pool, parent)
-    container_id = spawn_worker(client, spec)[0]
-    try:
-        client.api.pause(container_id)
-    except Exception:
-        client.api.remove_container(container_id, force=True, v=True)  # an unpaused warm worker is never claimed
-        raise
+    spawn_worker(client, spec)
     return spec
 
 
+def installation_home(client, parent):
+    """The host directory the parent mounts as its home: where the claim lock of its pools lives."""
+    try:
+        mounts = client.api.inspect_container(parent)["Mounts"]
+    except NotFound:
+        raise Hal9000Error(f"Parent {parent} does not exist: start the daemon first (ansible-playbook playbooks/daemon.yml).") from None
+    for mount in mounts:
+        if mount.get("Destination") == HOME_IN_PARENT:
+            return mount["Source"]
+    raise Hal9000Error(f"Parent {parent} has no home mounted at {HOME_IN_PARENT}: recreate it with hal9000.dind.parent.")
+
+
+@contextlib.contextmanager
+def claim_lock(home):
+    """Exclusive lock over the warm workers of the installation whose home is ``home``.
+
+    Docker has no atomic "rename if still named X": it resolves a container's name before it locks
+    the container, so two claimers renaming the same warm worker can both succeed (seen with 10
+    concurrent claims). Every claimer (the worker module on the host, the coordinator in the parent)
+    and every remover of warm workers therefore takes this flock on a file in the shared home,
+    which the parent bind-mounts: one inode, one lock, for processes on the host and in the parent.
+    """
+    path = os.path.join(home, CLAIM_LOCK_FILE)
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise Hal9000Error(
+            f"Cannot open the warm pool's claim lock {path}: {exc.strerror}; run as the owner of {home}, or claim with from_pool=false."
+        ) from None
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)  # closing releases the flock
+
+
 def warm_workers(client, parent, digest=None, pool=None):
-    """Paused, unclaimed warm workers of ``parent`` (optionally of one spec digest or pool), oldest first."""
+    """Running, unclaimed warm workers of ``parent`` (optionally of one spec digest or pool), oldest first."""
     filters = [f"{LABEL_ROLE}={ROLE_WORKER}", f"{LABEL_PARENT}={parent}"]
     if digest:
         filters.append(f"{LABEL_SPEC}={digest}")
     if pool:
         filters.append(f"{LABEL_POOL}={pool}")
-    summaries = client.api.containers(filters={"label": filters, "status": "paused"})
+    # The name filter keeps claimed workers (renamed, same labels) out of the daemon's answer: its
+    # cost grows with every container it returns. The labels below still decide what is warm.
+    summaries = client.api.containers(filters={"label": filters, "status": "running", "name": f"^/{WARM_PREFIX}-"})
     warm = []
     for summary in summaries:
         labels = summary.get("Labels") or {}
@@ -135,36 +172,41 @@ def warm_workers(client, parent, digest=None, pool=None):
     return sorted(warm, key=lambda w: w["created"])
 
 
-def claim(client, spec, new_name, parent_started=None):
+def claim(client, spec, new_name, home, parent_started=None):
     """Rename a warm worker made from exactly ``spec`` to ``new_name``; returns its ID or None.
 
-    One container list, one unpause and one rename. A rename alone cannot decide a race: Docker looks
-    the old name up *before* it locks the container, so two claimers renaming the same warm worker can
-    both succeed (the later one renames the first one's worker again; seen with 10 concurrent claims).
-    Unpause checks the state under the container's lock: of concurrent claimers exactly one unpauses
-    it, the others get 409 and move on to the next candidate. The winner then renames it.
-    With ``parent_started``, warm workers from an earlier start of the parent (a dead network) are skipped.
+    Under the claim lock of the installation whose home is ``home``: one container list and one
+    rename. With ``parent_started``, warm workers from an earlier start of the parent (a dead network)
+    are skipped.
     """
     validate_name(new_name, "worker")
-    for candidate in warm_workers(client, spec["parent"], digest=spec["digest"]):
-        if parent_started is not None and candidate["parent_started"] != parent_started:
-            continue
-        try:
-            client.api.unpause(candidate["id"])
-        except APIError:
-            continue  # 409: another claimer took it first; 404: removed meanwhile
-        try:
-            client.api.rename(candidate["id"], new_name)
-        except APIError as exc:
+    with claim_lock(home):
+        for candidate in warm_workers(client, spec["parent"], digest=spec["digest"]):
+            if parent_started is not None and candidate["parent_started"] != parent_started:
+                continue
             try:
-                client.api.pause(candidate["id"])  # back to the pool
-            except APIError:
-                pass  # gone, or the manager removes it after HALF_CLAIMED_GRACE
-            if exc.status_code == 409 and new_name in str(exc):
-                raise Hal9000Error(f"A container named {new_name} already exists: choose another name.") from None
-            continue
-        return candidate["id"]
+                client.api.rename(candidate["id"], new_name)
+            except NotFound:
+                continue  # removed since the listing (by a remover that does not share this lock)
+            except APIError as exc:
+                if exc.status_code == 409 and new_name in str(exc):
+                    raise Hal9000Error(f"A container named {new_name} already exists: choose another name.") from None
+                continue  # e.g. its removal is in progress: the next candidate
+            return candidate["id"]
     return None
+
+
+def remove_warm(client, home, name):
+    """Remove the warm worker named ``name`` (and its /workspace volume) unless a claim took it; True if removed.
+
+    By its warm name and under the claim lock: a worker claimed meanwhile has another name and is spared.
+    """
+    with claim_lock(home):
+        try:
+            client.api.remove_container(name, force=True, v=True)
+        except NotFound:
+            return False
+    return True
 
 
 class Reconciler:
@@ -175,16 +217,16 @@ class Reconciler:
     to its minimum after idle_timeout, never below it.
     """
 
-    def __init__(self, client, parent, log, clock=time.monotonic):
+    def __init__(self, client, parent, home, log, clock=time.monotonic):
         self.client = client
         self.parent = parent
+        self.home = home
         self.log = log
         self.clock = clock
         self.last_activity = {}
         self.backoff = {}  # pool -> (failures, next attempt time)
         self.targets = {}  # pool -> temporary target set by `pool scale`
         self.scaled = set()  # pools scaled since the last pass: trimmed down to the new target at once
-        self.half_claimed = {}  # warm name -> when first seen running but neither paused nor claimed
 
     def scale(self, pool, target):
         """`coordinator pool scale`: keep ``target`` warm (within min and max) until the pool is idle."""
@@ -196,7 +238,6 @@ class Reconciler:
 
     def reconcile(self, config, parent_started):
         """One pass over every pool; returns {pool: warm count after the pass}."""
-        self._sweep_half_claimed()
         configured = {pool["name"] for pool in config["pools"]}
         for worker in warm_workers(self.client, self.parent):
             if worker["pool"] not in configured:  # its pool was removed from the settings
@@ -250,24 +291,6 @@ class Reconciler:
             return len(warm) + made
         return len(warm)
 
-    def _sweep_half_claimed(self):
-        """Remove warm workers left running under their warm name a while after first seen.
-
-        A claimer that died between its unpause and its rename leaves one; so does a creation
-        interrupted before the pause. Neither is ever claimed.
-        """
-        now = self.clock()
-        filters = {"label": [f"{LABEL_ROLE}={ROLE_WORKER}", f"{LABEL_PARENT}={self.parent}"], "status": "running"}
-        current = {}
-        for summary in self.client.api.containers(filters=filters):
-            labels = summary.get("Labels") or {}
-            name = summary["Names"][0].lstrip("/")
-            if labels.get(LABEL_POOL) and name == labels.get(LABEL_WARM_NAME):
-                current[name] = self.half_claimed.get(name, now)
-                if now - current[name] >= HALF_CLAIMED_GRACE:
-                    self._remove({"name": name, "pool": labels[LABEL_POOL]}, "left unpaused, neither warm nor claimed")
-        self.half_claimed = current
-
     def _create(self, pool, count):
         made = 0
         for _attempt in range(count):
@@ -281,11 +304,8 @@ class Reconciler:
         return made
 
     def _remove(self, worker, why):
-        # By its warm name, like a claim: a worker claimed since the listing has another name now and is spared.
         try:
-            self.client.api.remove_container(worker["name"], force=True, v=True)  # and its /workspace volume
-            self.log(f"pool {worker['pool']}: removed warm worker {worker['name']} ({why})")
-        except NotFound:
-            pass
+            if remove_warm(self.client, self.home, worker["name"]):
+                self.log(f"pool {worker['pool']}: removed warm worker {worker['name']} ({why})")
         except APIError as exc:  # e.g. 409: its removal is already in progress
             self.log(f"pool {worker['pool']}: could not remove warm worker {worker['name']}: {str(exc).splitlines()[0]}")

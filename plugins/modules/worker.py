@@ -109,6 +109,8 @@ options:
       - Take a warm worker made from exactly these options (same image, project, user, API key file, ...) from the
         parent's pool and give it O(name), instead of creating one. Limits are then applied in place.
       - When no warm worker fits, a worker is created as usual and RV(claimed) is false.
+      - Claims take a lock file in the parent's home (C(run/claim.lock) under its O(hal9000.dind.parent#module:hal9000_home)),
+        so two claimers never get the same worker; the module must run on the Docker host as a user who may write there.
     type: bool
     default: false
   command:
@@ -223,7 +225,7 @@ from ansible_collections.hal9000.dind.plugins.module_utils.fleet import (
 )
 from ansible_collections.hal9000.dind.plugins.module_utils.images import inspect_image
 from ansible_collections.hal9000.dind.plugins.module_utils.parent import inspect_container
-from ansible_collections.hal9000.dind.plugins.module_utils.pool import claim
+from ansible_collections.hal9000.dind.plugins.module_utils.pool import claim, installation_home
 from ansible_collections.hal9000.dind.plugins.module_utils.validate import validate_name
 from ansible_collections.hal9000.dind.plugins.module_utils.workers import (
     FLAVOUR_IMAGES,
@@ -321,8 +323,9 @@ def manage_worker(module, client):
                     client.api.remove_container(current["Id"], force=True, v=True)
                 current = None
         if current is None and params["from_pool"] and not module.check_mode:
+            home = installation_home(client, spec["parent"])
             began = time.monotonic()
-            claimed_id = claim(client, spec, name, parent_started=network[1])
+            claimed_id = claim(client, spec, name, home, parent_started=network[1])
             claim_ms = round((time.monotonic() - began) * 1000, 1)
             if claimed_id:
                 actions.append(f"claimed a warm worker as {name}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -88,9 +89,9 @@ class Pool:
         return self.client.api.inspect_container(self.name)
 
     def warm(self, pool=None):
-        """Warm workers of this parent: paused, unclaimed (name == warm-name), oldest first."""
+        """Warm workers of this parent: running, unclaimed (name == warm-name), oldest first."""
         summaries = self.client.api.containers(filters={
-            "label": ["io.hal9000.role=worker", f"io.hal9000.parent={self.name}"], "status": "paused"})
+            "label": ["io.hal9000.role=worker", f"io.hal9000.parent={self.name}"], "status": "running"})
         warm = []
         for summary in summaries:
             labels = summary.get("Labels") or {}
@@ -238,7 +239,7 @@ def test_enabling_the_pool_gives_warm_workers_idempotent_with_check_mode(fleet):
         assert labels["io.hal9000.role"] == "worker" and labels["io.hal9000.managed"] == "true"
         assert labels["io.hal9000.parent-started"] == parent["State"]["StartedAt"]
         info = pool.client.api.inspect_container(worker["id"])
-        assert info["State"]["Running"] is True and info["State"]["Paused"] is True  # waits frozen
+        assert info["State"]["Running"] is True and info["State"]["Paused"] is False  # runs idle, ready at once
         assert info["HostConfig"]["NetworkMode"] == f"container:{parent['Id']}"
         assert info["Config"]["User"] == "1001:1001"
     settings = json.loads(pool.pools_json.read_text())
@@ -407,6 +408,8 @@ def test_coordinator_claim_and_pool_commands(fleet, prefix):
 
 
 def test_concurrent_claims_against_a_pool_of_five(fleet, prefix):
+    """Ten claimers at once, half through the library on the host, half through the coordinator in the parent:
+    both take the claim lock in the same home (the parent's bind mount), so no warm worker goes twice."""
     pool = fleet
     ok(pool.configure(**generic(min_warm=5, max_warm=5)))
     settle(pool, 5)
@@ -419,17 +422,30 @@ def test_concurrent_claims_against_a_pool_of_five(fleet, prefix):
     results, errors = {}, []
     barrier = threading.Barrier(len(names))
 
-    def claimer(name):
+    def host_claimer(name):
         try:
             client = connect(timeout=60)
             spec = worker_spec(name=name, parent=pool.name)  # exactly what the worker module builds
             barrier.wait()
-            claimed_id = claim(client, spec, name)
+            time.sleep(random.uniform(0, 0.5))  # spread over the coordinators' start-up, so both kinds interleave
+            claimed_id = claim(client, spec, name, pool.home)
             results[name] = ("claimed", claimed_id) if claimed_id else ("cold", spawn_worker(client, spec)[0])
         except Exception as exc:  # reported below; a thread must not die silently
             errors.append(f"{name}: {exc!r}")
 
-    threads = [threading.Thread(target=claimer, args=(name,)) for name in names]
+    def parent_claimer(name):
+        try:
+            client = connect(timeout=60)
+            barrier.wait()
+            code, out, err = exec_in(client, pool.name, ["coordinator", "claim", name, "--pool", "generic", "--json"])
+            assert code == 0, (out, err)
+            how = "claimed" if json.loads(out)["claimed"] else "cold"
+            results[name] = (how, client.api.inspect_container(name)["Id"])
+        except Exception as exc:  # reported below
+            errors.append(f"{name}: {exc!r}")
+
+    threads = [threading.Thread(target=host_claimer if index % 2 else parent_claimer, args=(name,))
+               for index, name in enumerate(names)]
     for thread in threads:
         thread.start()
     for thread in threads:
