@@ -24,6 +24,7 @@ import urllib.request
 from ansible_collections.hal9000.dind.plugins.module_utils.docker_api import connect
 from ansible_collections.hal9000.dind.plugins.module_utils.errors import Hal9000Error
 from ansible_collections.hal9000.dind.plugins.module_utils.fleet import list_workers
+from ansible_collections.hal9000.dind.plugins.module_utils.home import LAYOUT as HOME_LAYOUT
 from ansible_collections.hal9000.dind.plugins.module_utils.pool import load_pools
 from ansible_collections.hal9000.dind.plugins.module_utils.parent import (
     HOME_IN_PARENT,
@@ -93,7 +94,7 @@ class Parent:
         began = time.monotonic()
         os.makedirs(os.path.dirname(STARTUP_FILE), exist_ok=True)
         self.record()  # replaces the record a previous run of this container left
-        for sub in ("sessions", "logs", "config", "workers"):
+        for sub in HOME_LAYOUT:
             os.makedirs(os.path.join(HOME_IN_PARENT, sub), mode=0o700, exist_ok=True)
         os.makedirs(CHROMADB_PATH, exist_ok=True)
         self.log_file = open(os.path.join(HOME_IN_PARENT, "logs", "parent.log"), "a", encoding="utf-8")

@@ -103,6 +103,21 @@ def resolve_dockerfile(context, flavour, dockerfile):
     return relative
 
 
+def read_ca_certificates(directory):
+    """The PEM text of every *.crt under ``directory`` (recursive, in path order), one per line; "" when there is none."""
+    paths = []
+    for root, _dirs, files in os.walk(directory):
+        paths += [os.path.join(root, name) for name in files if name.endswith(".crt")]
+    texts = []
+    for path in sorted(paths):
+        try:
+            with open(path, encoding="utf-8", errors="replace") as handle:
+                texts.append(handle.read())
+        except OSError as exc:
+            raise Hal9000Error(f"Cannot read the CA certificate {path}: {exc.strerror}; fix its permissions or leave it out of extra_ca_dir.") from None
+    return "\n".join(texts)
+
+
 def inspect_image(client, name):
     try:
         return client.api.inspect_image(name)
@@ -122,8 +137,10 @@ def image_summary(inspected, build_seconds=None):
     }
 
 
-def image_with_digest(client, digest):
-    """An existing image built from exactly these inputs, if any."""
+def image_with_digest(client, digest, current=None):
+    """An existing image built from exactly these inputs, if any; ``current`` (the tag's image) is tried first."""
+    if current and ((current.get("Config") or {}).get("Labels") or {}).get(DIGEST_LABEL) == digest:
+        return current  # the usual converged case: no image listing (it grows with every layer on the host)
     images = client.api.images(filters={"label": f"{DIGEST_LABEL}={digest}"})
     return inspect_image(client, images[0]["Id"]) if images else None
 

@@ -43,6 +43,13 @@ options:
       - Build arguments. Values are passed as strings.
     type: dict
     default: {}
+  extra_ca_dir:
+    description:
+      - A directory on the Docker host whose C(*.crt) files (PEM, searched recursively, in path order) become the build
+        argument C(EXTRA_CA_CERTS), trusted by the builder stages only (apt, pip and npm behind a TLS-intercepting
+        proxy); the final images never contain them. A missing directory means no extra certificates.
+      - A C(EXTRA_CA_CERTS) given in O(build_args) wins over this.
+    type: path
   base_image:
     description:
       - The image the Dockerfile starts from (build argument C(BASE_IMAGE)).
@@ -166,6 +173,7 @@ from ansible_collections.hal9000.dind.plugins.module_utils.images import (
     image_summary,
     image_with_digest,
     inspect_image,
+    read_ca_certificates,
     resolve_dockerfile,
     saved_image_id,
 )
@@ -198,10 +206,12 @@ def build(module, client, name, current):
             f"Base image {params['base_image']} is missing: run the hal9000.dind.base_image role (or docker pull it) first."
         )
     build_args = {key: str(value) for key, value in params["build_args"].items()}
+    if params["extra_ca_dir"] and "EXTRA_CA_CERTS" not in build_args:
+        build_args["EXTRA_CA_CERTS"] = read_ca_certificates(params["extra_ca_dir"])
     build_args["BASE_IMAGE"] = params["base_image"]
     digest = build_digest(context, dockerfile, build_args, base["Id"])
     result = dict(changed=False, actions=[], digest=digest)
-    existing = image_with_digest(client, digest)
+    existing = image_with_digest(client, digest, current)
     if existing and not params["force"]:
         if name not in (existing.get("RepoTags") or []):
             result["actions"].append(f"tagged {existing['Id'][:19]} as {name}")
@@ -274,6 +284,7 @@ def main():
             dockerfile=dict(type="str"),
             context=dict(type="path"),
             build_args=dict(type="dict", default={}),
+            extra_ca_dir=dict(type="path"),
             base_image=dict(type="str", default="debian:bookworm-slim"),
             source=dict(type="str", default="build", choices=["build", "pull", "load"]),
             load_path=dict(type="path"),

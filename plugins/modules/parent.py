@@ -194,6 +194,14 @@ affected_workers:
   type: list
   elements: str
   sample: []
+status_lines:
+  description:
+    - The installation's status after the change, as C(claudy daemon status) printed it (parent, ChromaDB, workers,
+      shared volumes of O(volume_prefix)); the same lines as RV(hal9000.dind.info#module:status_lines).
+  returned: always
+  type: list
+  elements: str
+  sample: ["HAL-9000 Orchestrator Status", "Parent container: Running (hal9000-parent, health healthy)"]
 """
 
 import os
@@ -207,9 +215,9 @@ from ansible_collections.hal9000.dind.plugins.module_utils.parent import (
     create_parent,
     inspect_container,
     parent_spec,
-    parent_summary,
     wait_until_ready,
 )
+from ansible_collections.hal9000.dind.plugins.module_utils.status import format_status, installation_status
 
 
 def comparable(spec, inspected=None):
@@ -312,9 +320,10 @@ def manage_parent(module, client):
         if not module.check_mode:
             client.api.remove_container(current["Id"], force=True)
 
-    after = inspect_container(client, name)
-    parent = parent_summary(client, after) if after else {"name": name, "state": "absent"}
-    result = dict(changed=bool(actions), parent=parent, actions=actions, affected_workers=affected)
+    # The status the daemon playbook prints, read once here instead of by a second task.
+    status = installation_status(client, name, params["volume_prefix"])
+    result = dict(changed=bool(actions), parent=status["parent"], actions=actions, affected_workers=affected,
+                  status_lines=format_status(status).splitlines())
     if affected:
         module.warn(
             f"Workers {', '.join(affected)} shared the old parent's network and have none now: "

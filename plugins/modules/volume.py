@@ -11,19 +11,25 @@ short_description: Manage the named Docker volumes of a HAL-9000 installation
 version_added: 0.1.0
 description:
   - Creates or removes a named Docker volume, such as the shared C(hal9000-chromadb),
-    C(hal9000-memorybank) and C(hal9000-plugins) volumes.
+    C(hal9000-memorybank) and C(hal9000-plugins) volumes, or several with the same settings in one task (O(names)).
   - The name is checked against Docker's naming rules before any call to the daemon.
   - A volume that already exists is compared on the requested labels and driver options only;
     it is never recreated (which would lose its data) unless O(recreate=options-changed).
-  - A volume still used by a container is never removed; the module names the containers instead.
+  - A volume still used by a container is never removed; the module names the containers instead. With O(names),
+    every volume is checked before the first one is removed or recreated, so a refusal leaves all of them as they were.
 author:
   - HAL-9000 DinD maintainers (@hal9000-dind)
 options:
   name:
     description:
       - Name of the volume. Docker allows 2 to 128 characters from C(a-z A-Z 0-9 _ . -), starting with a letter or digit.
+      - One of O(name) and O(names) is required.
     type: str
-    required: true
+  names:
+    description:
+      - Several volumes with the same settings, handled in this order in one task (one module run instead of a loop).
+    type: list
+    elements: str
   state:
     description:
       - V(present) creates the volume when it is missing.
@@ -76,6 +82,13 @@ EXAMPLES = r"""
       io.hal9000.managed: "true"
       io.hal9000.type: shared
 
+- name: Create the three shared volumes in one task
+  hal9000.dind.volume:
+    names: [hal9000-chromadb, hal9000-memorybank, hal9000-plugins]
+    labels:
+      io.hal9000.managed: "true"
+      io.hal9000.type: shared
+
 - name: Remove a volume that no container uses any more
   hal9000.dind.volume:
     name: hal9000-plugins
@@ -94,7 +107,7 @@ volume:
   description:
     - The volume as C(docker volume inspect) shows it, or what would be created in check mode.
     - Empty after O(state=absent).
-  returned: always
+  returned: when O(name) is given
   type: dict
   sample:
     Name: hal9000-chromadb
@@ -111,8 +124,17 @@ actions:
   elements: str
   sample:
     - created volume hal9000-chromadb
+volumes:
+  description: Each volume as RV(volume) describes it, in the order of O(names) (or just O(name)).
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"Name": "hal9000-chromadb", "Driver": "local", "Labels": {"io.hal9000.managed": "true"}}]
 differences:
-  description: Requested settings that differ on an existing volume, such as C(labels.io.hal9000.type).
+  description:
+    - Requested settings that differ on an existing volume, such as C(labels.io.hal9000.type).
+    - With O(names), each is prefixed with its volume name and a colon, such as C(hal9000-chromadb) followed by
+      C(labels.io.hal9000.type).
   returned: always
   type: list
   elements: str
@@ -141,13 +163,14 @@ def refuse_if_used(client, name, doing):
 
 
 def validate_params(params):
-    validate_name(params["name"], "volume")
+    for name in params["names"] or [params["name"]]:
+        validate_name(name, "volume")
     validate_labels(params["labels"])
 
 
-def manage_volume(module, client):
+def ensure_volume(module, client, name):
+    """One volume in the requested state: (volume, before, after, actions, differences)."""
     params = module.params
-    name = params["name"]
     wanted = wanted_volume(name, params["driver"], params["driver_options"], validate_labels(params["labels"]))
     inspected = inspect_volume(client, name)
     before = current_volume(inspected) if inspected else {}
@@ -168,7 +191,6 @@ def manage_volume(module, client):
 
     if params["state"] == "absent":
         if inspected:
-            refuse_if_used(client, name, "remove")
             remove()
         volume = {}
     elif not inspected:
@@ -177,7 +199,6 @@ def manage_volume(module, client):
         volume = inspected
         differences = volume_differences(before, wanted)
         if differences and params["recreate"] == "options-changed":
-            refuse_if_used(client, name, "recreate")
             remove()
             volume = create()
         elif differences:
@@ -185,18 +206,49 @@ def manage_volume(module, client):
                 f"Volume {name} differs in {', '.join(differences)} but is kept with its data; "
                 "set recreate=options-changed to recreate it (its content is lost)."
             )
+    return volume, before, (current_volume(volume) if volume else {}), actions, differences
 
-    after = current_volume(volume) if volume else {}
-    result = dict(changed=bool(actions), volume=volume, actions=actions, differences=differences)
+
+def refuse_removals_in_use(module, client, names):
+    """Before anything is removed: no volume that would be removed (or recreated) may be in use."""
+    params = module.params
+    if params["state"] == "present" and params["recreate"] == "never":
+        return  # nothing can be removed
+    for name in names:
+        inspected = inspect_volume(client, name)
+        if not inspected:
+            continue
+        if params["state"] == "absent":
+            refuse_if_used(client, name, "remove")
+        elif params["recreate"] == "options-changed":
+            wanted = wanted_volume(name, params["driver"], params["driver_options"], validate_labels(params["labels"]))
+            if volume_differences(current_volume(inspected), wanted):
+                refuse_if_used(client, name, "recreate")
+
+
+def manage_volume(module, client):
+    params = module.params
+    names = params["names"] or [params["name"]]
+    refuse_removals_in_use(module, client, names)
+    volumes, befores, afters, actions, differences = [], {}, {}, [], []
+    for name in names:
+        volume, befores[name], afters[name], done, differs = ensure_volume(module, client, name)
+        volumes.append(volume)
+        actions += done
+        differences += [f"{name}: {field}" for field in differs] if params["names"] else differs
+    result = dict(changed=bool(actions), volumes=volumes, actions=actions, differences=differences)
+    if params["name"]:
+        result["volume"] = volumes[0]
     if module._diff:
-        result["diff"] = dict(before=before, after=after)
+        result["diff"] = dict(before=befores, after=afters) if params["names"] else dict(before=befores[names[0]], after=afters[names[0]])
     return result
 
 
 def main():
     module = build_module(
         dict(
-            name=dict(type="str", required=True),
+            name=dict(type="str"),
+            names=dict(type="list", elements="str"),
             state=dict(type="str", default="present", choices=["present", "absent"]),
             labels=dict(type="dict"),
             driver=dict(type="str", default="local"),
@@ -204,6 +256,8 @@ def main():
             recreate=dict(type="str", default="never", choices=["never", "options-changed"]),
         ),
         supports_check_mode=True,
+        mutually_exclusive=[("name", "names")],
+        required_one_of=[("name", "names")],
     )
     run_module(module, manage_volume, validate=validate_params)
 

@@ -135,6 +135,10 @@ def test_every_state_transition_with_check_and_diff(ansible, docker_client, own)
     mounts = {m["Destination"]: m.get("Name") or m["Source"] for m in first["Mounts"]}
     assert mounts["/data/chromadb"] == f"{base}-chromadb" and mounts["/root/.hal9000"] == str(home)
     assert home.is_dir()
+    # What daemon.yml prints after a start, read by the same call.
+    assert started["status_lines"][:2] == ["HAL-9000 Orchestrator Status", f"Parent container: Running ({name}, health {parent['health']})"]
+    assert "ChromaDB server: Running on port 8000" in started["status_lines"]
+    assert f"  {base}-chromadb: exists" in started["status_lines"], started["status_lines"]
 
     # started again: no change, no restart.
     for check_mode in (True, False):

@@ -148,3 +148,39 @@ def test_volume_info_reports_existence_size_and_users(ansible, docker_client, pr
     assert first["exists"] is True and first["used_by"] == [f"{prefix}-info-writer"]
     assert first["size"] >= 100000
     assert second == {**second, "exists": False, "used_by": [], "size": -1}
+
+
+def test_names_handles_several_volumes_in_one_task(ansible, docker_client, prefix):
+    names = [f"{prefix}-vols-{kind}" for kind in ("a", "b", "c")]
+    docker_client.volumes.create(names[1], labels={"io.hal9000.test": "yes"})
+    check = ansible.task(MODULE, {"names": names, "labels": {"io.hal9000.test": "yes"}}, check_mode=True, diff=True)
+    assert check["actions"] == [f"created volume {names[0]}", f"created volume {names[2]}"], check
+    assert check["diff"]["before"][names[1]]["name"] == names[1] and check["diff"]["before"][names[0]] == {}
+    assert not {names[0], names[2]} & set(snapshot(docker_client)[1])
+
+    first = ansible.task(MODULE, {"names": names, "labels": {"io.hal9000.test": "yes"}})
+    assert first["changed"] is True and "volume" not in first
+    assert [v["Name"] for v in first["volumes"]] == names
+    for name in names:
+        assert docker_client.volumes.get(name).attrs["Labels"] == {"io.hal9000.test": "yes"}
+    again = ansible.task(MODULE, {"names": names, "labels": {"io.hal9000.test": "yes"}})
+    assert again["changed"] is False and again["actions"] == []
+
+    drift = ansible.task(MODULE, {"names": names, "labels": {"io.hal9000.test": "no"}})
+    assert drift["differences"] == [f"{name}: labels.io.hal9000.test" for name in names]
+
+
+def test_names_refuses_all_removals_when_one_volume_is_in_use(ansible, docker_client, prefix):
+    names = [f"{prefix}-volr-{kind}" for kind in ("a", "b")]
+    user = f"{prefix}-volr-user"
+    for name in names:
+        docker_client.volumes.create(name)
+    docker_client.containers.create("debian:bookworm-slim", name=user, volumes={names[1]: {"bind": "/data"}})
+    result = ansible.task(MODULE, {"names": names, "state": "absent"})
+    assert result["failed"] is True and user in result["msg"] and "\n" not in result["msg"]
+    assert set(names) <= set(snapshot(docker_client)[1]), "the unused volume went although the task was refused"
+
+
+def test_name_and_names_together_are_refused(ansible, prefix):
+    result = ansible.task(MODULE, {"name": f"{prefix}-x1", "names": [f"{prefix}-x2"]})
+    assert result["failed"] is True and "mutually exclusive" in result["msg"]

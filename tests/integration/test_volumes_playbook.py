@@ -31,7 +31,7 @@ def test_init_status_clean(ansible, docker_client, prefix, tmp_path):
     (home / "secrets" / "anthropic_key").write_text("sk-test")
 
     first = run(ansible, REPO_ROOT, prefix, home, "init")
-    assert recap_changed(first.stdout) == [4]  # volumes, layout, config (the home existed)
+    assert recap_changed(first.stdout) == [2]  # the volumes (one task), the home layout with its config (one task)
     for suffix in ("chromadb", "memorybank", "plugins"):
         labels = docker_client.volumes.get(f"{prefix}-{suffix}").attrs["Labels"]
         assert labels == {"io.hal9000.managed": "true", "io.hal9000.type": "shared"}

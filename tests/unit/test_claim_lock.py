@@ -31,7 +31,7 @@ def test_a_second_process_waits_until_the_first_releases(tmp_path):
     with claim_lock(home):
         taken = time.monotonic()
     first.join(10)
-    events = dict(log.get(timeout=5) for _ in range(2))
+    events = dict(log.get(timeout=5) for _event in range(2))
     assert taken >= events["out"], "the lock was taken while the other process still held it"
     assert os.path.isfile(tmp_path / CLAIM_LOCK_FILE)
 

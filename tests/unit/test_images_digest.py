@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from ansible_collections.hal9000.dind.plugins.module_utils.images import build_digest, copied_sources, input_files
+import pytest
+
+from ansible_collections.hal9000.dind.plugins.module_utils.errors import Hal9000Error
+from ansible_collections.hal9000.dind.plugins.module_utils.images import build_digest, copied_sources, input_files, read_ca_certificates
 
 
 def test_copied_sources_skip_other_stages_and_urls():
@@ -36,3 +39,21 @@ def test_dockerignore_still_applies(tmp_path):
     (tmp_path / "secret").write_text("1")
     (tmp_path / ".dockerignore").write_text("secret\n")
     assert input_files(str(tmp_path), "images/Dockerfile") == ["images/Dockerfile", ".dockerignore", "images/a"]
+
+
+def test_ca_certificates_are_read_recursively_in_path_order(tmp_path):
+    (tmp_path / "b.crt").write_text("B\n")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "a.crt").write_text("A\n")
+    (tmp_path / "a.crt").write_text("first\n")
+    (tmp_path / "notes.txt").write_text("not a certificate")
+    # The text the images role passed before the module read the files itself (find, sort, join): same digest.
+    assert read_ca_certificates(str(tmp_path)) == "first\n\nB\n\nA\n"
+    assert read_ca_certificates(str(tmp_path / "missing")) == ""
+
+
+def test_an_unreadable_ca_certificate_is_a_one_line_error(tmp_path):
+    (tmp_path / "broken.crt").symlink_to(tmp_path / "nowhere.crt")
+    with pytest.raises(Hal9000Error) as err:
+        read_ca_certificates(str(tmp_path))
+    assert "broken.crt" in str(err.value) and "\n" not in str(err.value)

@@ -1,0 +1,115 @@
+# -*- coding: utf-8 -*-
+# Copyright: HAL-9000 DinD maintainers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The HAL-9000 home on the Docker host (~/.hal9000): its directories and config/hal9000.conf.
+
+Used by the home module (what the volumes role runs) and by the parent's entrypoint, so the
+layout is written down once. Pure: standard library only, never ``ansible.*``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+
+from ansible_collections.hal9000.dind.plugins.module_utils.errors import Hal9000Error
+
+LAYOUT = ("sessions", "logs", "config", "workers")
+CONFIG_FILE = os.path.join("config", "hal9000.conf")
+CONFIG_HEADER = (
+    "# HAL-9000 settings, read by the parent container at start-up.\n"
+    "# Written by hal9000.dind.home: local changes are overwritten on the next run.\n"
+)
+_SETTING_KEY = re.compile(r"^[A-Z_][A-Z0-9_]*$")
+
+
+def validate_layout(directories):
+    """Relative directory names below the home; never absolute, never climbing out with '..'."""
+    for directory in directories:
+        parts = str(directory).split("/")
+        if not directory or os.path.isabs(directory) or ".." in parts or "" in parts:
+            raise Hal9000Error(f"Home directory entry {directory!r} must be a relative path below the home, without '..'.")
+    return list(directories)
+
+
+def config_text(settings):
+    """hal9000.conf as KEY=value lines in key order, after the header."""
+    lines = []
+    for key in sorted(settings):
+        value = "" if settings[key] is None else str(settings[key])
+        if isinstance(settings[key], bool):
+            value = value.lower()  # the seed's files say true/false
+        if not _SETTING_KEY.match(str(key)):
+            raise Hal9000Error(f"Setting name {key!r} must be upper case letters, digits and underscores, like WORKER_MEMORY.")
+        if "\n" in value or "\r" in value:
+            raise Hal9000Error(f"Setting {key} must be one line: remove the line break from its value.")
+        lines.append(f"{key}={value}\n")
+    return CONFIG_HEADER + "".join(lines)
+
+
+def ensure_directory(path, mode, check_mode):
+    """Create ``path`` (and missing parents) or fix its mode; returns the actions taken or planned."""
+    if not os.path.lexists(path):
+        if not check_mode:
+            os.makedirs(path, mode=mode, exist_ok=True)
+            os.chmod(path, mode)  # makedirs' mode is masked by the umask
+        return [f"created {path}"]
+    if not os.path.isdir(path):
+        raise Hal9000Error(f"{path} exists and is not a directory: move it away, then run again.")
+    current = os.stat(path).st_mode & 0o7777
+    if current != mode:
+        if not check_mode:
+            os.chmod(path, mode)
+        return [f"changed the mode of {path} from {current:04o} to {mode:04o}"]
+    return []
+
+
+def read_text(path):
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        return None
+
+
+def ensure_file(path, text, mode, check_mode):
+    """Write ``text`` to ``path`` atomically when it differs, and give it ``mode``; returns (actions, previous text)."""
+    previous = read_text(path)
+    if previous == text:
+        current = os.stat(path).st_mode & 0o7777
+        if current == mode:
+            return [], previous
+        if not check_mode:
+            os.chmod(path, mode)
+        return [f"changed the mode of {path} from {current:04o} to {mode:04o}"], previous
+    if not check_mode:
+        # A temporary file in the same directory and a rename: the parent never reads half a file.
+        descriptor, temporary = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".hal9000.conf.")
+        try:
+            with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+                handle.write(text)
+            os.chmod(temporary, mode)
+            os.replace(temporary, path)
+        except BaseException:
+            if os.path.exists(temporary):
+                os.remove(temporary)
+            raise
+    return [f"{'wrote' if previous is None else 'updated'} {path}"], previous
+
+
+def ensure_home(home, directories, settings, check_mode, mode=0o700):
+    """The home, its layout and hal9000.conf; returns (actions, previous config text, new config text).
+
+    Everything is validated before the first directory is made.
+    """
+    text = config_text(settings)
+    layout = validate_layout(directories)
+    if "config" not in layout:
+        layout.append("config")  # where hal9000.conf lives
+    actions = ensure_directory(home, mode, check_mode)
+    for directory in layout:
+        actions += ensure_directory(os.path.join(home, directory), mode, check_mode)
+    config = os.path.join(home, CONFIG_FILE)
+    written, previous = ensure_file(config, text, 0o600, check_mode)
+    return actions + written, previous, text

@@ -1,0 +1,133 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: HAL-9000 DinD maintainers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: home
+short_description: The HAL-9000 home on the Docker host, its directories and hal9000.conf
+version_added: 0.1.0
+description:
+  - Makes the HAL-9000 home (C(~/.hal9000), mounted into the parent at C(/root/.hal9000)), the directories below it
+    and C(config/hal9000.conf), the C(KEY=value) settings the parent reads at start-up, in one step.
+  - Directories get O(mode); the configuration file is written atomically with mode C(0600) and only when its content
+    differs. Other files in the home (backups, secrets, sessions) are never touched.
+  - Everything is validated before the first directory is made.
+author:
+  - HAL-9000 DinD maintainers (@hal9000-dind)
+options:
+  path:
+    description: The home directory on the Docker host.
+    type: path
+    default: ~/.hal9000
+  directories:
+    description:
+      - Directories to create below O(path), as relative paths. C(config) is always created (it holds C(hal9000.conf)).
+    type: list
+    elements: str
+    default: [sessions, logs, config, workers]
+  mode:
+    description: Mode of the home and of every directory listed, as an octal string.
+    type: str
+    default: "0700"
+  settings:
+    description:
+      - The settings written to C(config/hal9000.conf), one C(KEY=value) line each, in key order.
+      - Keys are upper case letters, digits and underscores; values are one line. Booleans are written C(true)/C(false).
+    type: dict
+    default: {}
+attributes:
+  check_mode:
+    description: Reports what would be created or written and changes nothing.
+    support: full
+  diff_mode:
+    description: Shows C(hal9000.conf) before and after.
+    support: full
+  idempotent:
+    description: A second run with the same options changes nothing.
+    support: full
+notes:
+  - Runs on the Docker host, as the user whose home it is (or root); the parent mounts the directory as it is.
+"""
+
+EXAMPLES = r"""
+- name: Lay out ~/.hal9000 and write its settings
+  hal9000.dind.home:
+    settings:
+      WORKER_MEMORY: 4g
+      ENABLE_POOL_MANAGER: false
+      MIN_WARM_WORKERS: 2
+
+- name: A second installation's home
+  hal9000.dind.home:
+    path: /srv/hal9000-team-b
+    mode: "0750"
+"""
+
+RETURN = r"""
+path:
+  description: The home directory, with C(~) expanded.
+  returned: always
+  type: str
+  sample: /root/.hal9000
+config_file:
+  description: The path of C(hal9000.conf).
+  returned: always
+  type: str
+  sample: /root/.hal9000/config/hal9000.conf
+actions:
+  description: What was done, or would be done in check mode.
+  returned: always
+  type: list
+  elements: str
+  sample: ["created /root/.hal9000/logs", "wrote /root/.hal9000/config/hal9000.conf"]
+"""
+
+import os
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.hal9000.dind.plugins.module_utils.errors import Hal9000Error
+from ansible_collections.hal9000.dind.plugins.module_utils.home import CONFIG_FILE, LAYOUT, ensure_home
+
+
+def parse_mode(text):
+    try:
+        mode = int(str(text), 8)
+    except ValueError:
+        mode = -1
+    if not 0 <= mode <= 0o7777:
+        raise Hal9000Error(f"mode {text!r} is not an octal file mode such as 0700.")
+    return mode
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            path=dict(type="path", default="~/.hal9000"),
+            directories=dict(type="list", elements="str", default=list(LAYOUT)),
+            mode=dict(type="str", default="0700"),
+            settings=dict(type="dict", default={}),
+        ),
+        supports_check_mode=True,
+    )
+    params = module.params
+    home = params["path"]
+    config = os.path.join(home, CONFIG_FILE)
+    try:
+        actions, previous, text = ensure_home(home, params["directories"], params["settings"], module.check_mode,
+                                              parse_mode(params["mode"]))
+    except Hal9000Error as exc:
+        module.fail_json(msg=str(exc))
+    except OSError as exc:
+        module.fail_json(msg=f"Cannot lay out {home}: {exc.strerror} ({exc.filename}); run as its owner or choose another path.")
+    result = dict(changed=bool(actions), path=home, config_file=config, actions=actions)
+    if module._diff:
+        result["diff"] = dict(before=previous or "", after=text, before_header=config, after_header=config)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
