@@ -140,3 +140,25 @@ def test_parent_chromadb_answers_and_keeps_data(built_images, docker_client, pre
     finally:
         container.remove(force=True, v=True)
         docker_client.volumes.get(volume).remove()
+
+
+def test_shipped_context_drops_what_the_collection_no_longer_has(built_images, tmp_path):
+    """The copy a remote Docker host gets (forced on localhost here): complete, stale files removed, then stable."""
+    from conftest import AnsibleRunner
+
+    runner = AnsibleRunner(tmp_path)
+    context = tmp_path / "build-context"
+    stale = [context / "plugins" / "module_utils" / "dropped.py", context / "images" / "parent" / "old.sh"]
+    for path in stale:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("from an older release\n")
+    extra = json.dumps({"images_ship_context": True, "images_context_dir": str(context)})
+    first = runner.playbook(REPO_ROOT / "playbooks" / "build_images.yml", "-e", extra)
+    assert not any(path.exists() for path in stale), first.stdout
+    for source in ("images/Dockerfile.parent", "plugins/module_utils/pool.py", ".dockerignore"):
+        assert (context / source).read_bytes() == (REPO_ROOT / source).read_bytes(), source
+    # Same build inputs as the collection's own directory: the images are found up to date.
+    assert first.stdout.count("up to date") == 2, first.stdout
+
+    second = runner.playbook(REPO_ROOT / "playbooks" / "build_images.yml", "-e", extra)
+    assert re.findall(r"changed=(\d+)", second.stdout.split("PLAY RECAP")[-1]) == ["0"], second.stdout
