@@ -3,13 +3,67 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import os
+import subprocess
+import sys
 import time
-
+import uuid
 from pathlib import Path
 
 import docker
+import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+class AnsibleRunner:
+    """Runs tasks and playbooks through ansible-playbook, the way users do."""
+
+    def __init__(self, workdir: Path):
+        self.workdir = Path(workdir)
+        self.env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_RETRY_FILES_ENABLED="0")
+
+    def playbook(self, path, *args, check=True):
+        cmd = [str(BIN / "ansible-playbook"), "-i", str(REPO_ROOT / "inventory" / "localhost.yml"), str(path), *args]
+        proc = subprocess.run(cmd, cwd=self.workdir, env=self.env, capture_output=True, text=True, check=False)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    def tasks(self, tasks, check_mode=False, diff=False, python=None):
+        """Run (module, args) tasks in ONE ansible-playbook run; return every registered result (failed or not)."""
+        out = self.workdir / f"results-{uuid.uuid4().hex}.json"
+        registered = [f"r{i}" for i in range(len(tasks))]
+        steps = [
+            {"name": f"Task {i}: {module}", module: args, "register": reg,
+             "check_mode": check_mode, "diff": diff, "ignore_errors": True}
+            for i, ((module, args), reg) in enumerate(zip(tasks, registered))
+        ]
+        steps.append({
+            "name": "Save the results",
+            "ansible.builtin.copy": {"content": "{{ [" + ", ".join(registered) + "] | to_json }}", "dest": str(out), "mode": "0600"},
+            "check_mode": False,
+        })
+        play = [{
+            "name": "Tasks", "hosts": "localhost", "gather_facts": False,
+            "vars": {"ansible_python_interpreter": python} if python else {},
+            "tasks": steps,
+        }]
+        book = self.workdir / f"play-{uuid.uuid4().hex}.yml"
+        book.write_text(yaml.safe_dump(play))
+        proc = self.playbook(book, check=False)
+        if not out.exists():
+            raise AssertionError(f"the play produced no results:\n{proc.stdout}\n{proc.stderr}")
+        results = json.loads(out.read_text())
+        for result in results:
+            result["_stdout"] = proc.stdout
+        return results
+
+    def task(self, module, args, check_mode=False, diff=False, python=None):
+        """Run one module task and return its result dict (failed or not)."""
+        return self.tasks([(module, args)], check_mode=check_mode, diff=diff, python=python)[0]
 
 
 def snapshot(client):

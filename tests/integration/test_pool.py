@@ -15,17 +15,14 @@ import os
 import random
 import shutil
 import subprocess
-import sys
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import docker
 import pytest
-import yaml
 
-from helpers import REPO_ROOT, exec_in, one_line_refusal, remove_containers, wait_for
+from helpers import AnsibleRunner, exec_in, one_line_refusal, remove_containers, wait_for
 
 from ansible_collections.hal9000.dind.plugins.module_utils.docker_api import connect
 from ansible_collections.hal9000.dind.plugins.module_utils.pool import claim
@@ -37,30 +34,6 @@ CHECK_INTERVAL = 10  # the manager's periodic reconcile (POOL_CHECK_INTERVAL in 
 
 # ----------------------------------------------------------------------------- helpers ----
 
-def run_tasks(workdir, tasks, check_mode=False):
-    """Run (module, args) tasks in ONE ansible-playbook run; return every registered result."""
-    workdir = Path(workdir)
-    out = workdir / f"results-{uuid.uuid4().hex}.json"
-    registered = [f"r{i}" for i in range(len(tasks))]
-    steps = [
-        {"name": f"Task {i}", module: args, "register": reg, "ignore_errors": True, "check_mode": check_mode}
-        for i, ((module, args), reg) in enumerate(zip(tasks, registered))
-    ]
-    steps.append({
-        "name": "Save the results", "check_mode": False,
-        "ansible.builtin.copy": {"content": "{{ [" + ", ".join(registered) + "] | to_json }}", "dest": str(out), "mode": "0600"},
-    })
-    book = workdir / f"play-{uuid.uuid4().hex}.yml"
-    book.write_text(yaml.safe_dump([{"name": "Tasks", "hosts": "localhost", "gather_facts": False, "tasks": steps}]))
-    proc = subprocess.run(
-        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(REPO_ROOT / "inventory" / "localhost.yml"), str(book)],
-        cwd=workdir, env=dict(os.environ, ANSIBLE_NOCOLOR="1"), capture_output=True, text=True, check=False,
-    )
-    if not out.exists():
-        raise AssertionError(f"the play produced no results:\n{proc.stdout}\n{proc.stderr}")
-    return json.loads(out.read_text())
-
-
 def ok(result):
     assert result.get("failed") is not True, result
     return result
@@ -69,12 +42,12 @@ def ok(result):
 class Pool:
     """The session's pool parent: its name, home, module arguments, and readers of its state."""
 
-    def __init__(self, client, name, home, args, workdir):
+    def __init__(self, client, name, home, args, runner):
         self.client = client
         self.name = name
         self.home = home
         self.args = args
-        self.workdir = workdir
+        self.runner = runner
         self.made = []  # claimed or cold workers the tests created (removed after each test)
 
     @property
@@ -128,12 +101,11 @@ class Pool:
                         timeout, "a reconcile pass of the pool manager")
 
     def configure(self, check_mode=False, **args):
-        return run_tasks(self.workdir, [("hal9000.dind.pool", {"parent": self.name, "hal9000_home": self.home, **args})],
-                         check_mode=check_mode)[0]
+        return self.runner.task("hal9000.dind.pool", {"parent": self.name, "hal9000_home": self.home, **args}, check_mode=check_mode)
 
     def worker(self, name, **args):
         self.made.append(name)
-        return run_tasks(self.workdir, [("hal9000.dind.worker", {"name": name, "parent": self.name, **args})])[0]
+        return self.runner.task("hal9000.dind.worker", {"name": name, "parent": self.name, **args})
 
     def log_lines(self):
         return self.log_path.read_text(encoding="utf-8").splitlines()
@@ -160,11 +132,12 @@ def pool(docker_client, prefix, tmp_path_factory):
     name = f"{prefix}-pool-parent"
     # A volume prefix of its own: another test module's parent may hold {prefix}-chromadb at the same time.
     args = {"name": name, "volume_prefix": f"{prefix}-pool", "hal9000_home": home}
+    runner = AnsibleRunner(base)
     try:
-        started = run_tasks(base, [("hal9000.dind.parent", args)])[0]
+        started = runner.task("hal9000.dind.parent", args)
         assert started.get("failed") is not True, started
         assert started["parent"]["chromadb_ready"] is True, started
-        yield Pool(docker_client, name, home, args, base)
+        yield Pool(docker_client, name, home, args, runner)
     finally:
         remove_containers(docker_client, name)  # first: its pool manager goes with it and creates nothing more
         remove_fleet(docker_client, name)
@@ -265,7 +238,7 @@ def test_invalid_settings_are_refused_in_one_line_and_change_nothing(fleet, proj
     written = pool.pools_json.read_bytes()
     containers = {c["Id"] for c in pool.client.api.containers(all=True, filters={"label": f"io.hal9000.parent={pool.name}"})}
     base = {"parent": pool.name, "hal9000_home": pool.home}
-    results = run_tasks(pool.workdir, [
+    results = pool.runner.tasks([
         ("hal9000.dind.pool", dict(base, min_warm_workers=3, max_warm_workers=2)),
         ("hal9000.dind.pool", dict(base, min_warm_workers=-1)),
         ("hal9000.dind.pool", dict(base, pools=[{"name": "my pool", "project_dir": project}])),
@@ -482,7 +455,7 @@ def test_parent_restart_leaves_exactly_the_configured_warm_workers(fleet):
     pool = fleet
     ok(pool.configure(**generic(min_warm=3, max_warm=3)))
     old = {w["name"] for w in settle(pool, 3)}
-    restarted = ok(run_tasks(pool.workdir, [("hal9000.dind.parent", dict(pool.args, state="restarted", force=True))])[0])
+    restarted = ok(pool.runner.task("hal9000.dind.parent", dict(pool.args, state="restarted", force=True)))
     assert restarted["changed"] is True and restarted["parent"]["chromadb_ready"] is True, restarted
     started = pool.inspect()["State"]["StartedAt"]
 

@@ -13,16 +13,13 @@ import json
 import os
 import re
 import shutil
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
 import docker
 import pytest
-import yaml
 
-from helpers import REPO_ROOT, exec_in, one_line_refusal, remove_containers, wait_for
+from helpers import AnsibleRunner, exec_in, one_line_refusal, remove_containers, wait_for
 
 MODULE = "hal9000.dind.worker"
 GIB = 1024 ** 3
@@ -34,30 +31,6 @@ SOCKETS = ("/var/run/docker.sock", "/run/docker.sock")
 
 
 # ----------------------------------------------------------------------------- helpers ----
-
-def run_tasks(workdir, tasks, env=None):
-    """Run (module, args) tasks in ONE ansible-playbook run; return every registered result."""
-    workdir = Path(workdir)
-    out = workdir / f"results-{uuid.uuid4().hex}.json"
-    registered = [f"r{i}" for i in range(len(tasks))]
-    steps = [
-        {"name": f"Task {i}", module: args, "register": reg, "ignore_errors": True}
-        for i, ((module, args), reg) in enumerate(zip(tasks, registered))
-    ]
-    steps.append({
-        "name": "Save the results",
-        "ansible.builtin.copy": {"content": "{{ [" + ", ".join(registered) + "] | to_json }}", "dest": str(out), "mode": "0600"},
-    })
-    book = workdir / f"play-{uuid.uuid4().hex}.yml"
-    book.write_text(yaml.safe_dump([{"name": "Tasks", "hosts": "localhost", "gather_facts": False, "tasks": steps}]))
-    proc = subprocess.run(
-        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(REPO_ROOT / "inventory" / "localhost.yml"), str(book)],
-        cwd=workdir, env=dict(os.environ, ANSIBLE_NOCOLOR="1", **(env or {})), capture_output=True, text=True, check=False,
-    )
-    if not out.exists():
-        raise AssertionError(f"the play produced no results:\n{proc.stdout}\n{proc.stderr}")
-    return json.loads(out.read_text())
-
 
 def inspect(client, name):
     try:
@@ -136,14 +109,15 @@ def parent(docker_client, prefix, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("worker-tests-parent")
     name = f"{prefix}-parent"
     args = {"name": name, "volume_prefix": prefix, "hal9000_home": str(home / "hal9000")}
+    runner = AnsibleRunner(workdir)
     try:
-        started = run_tasks(workdir, [("hal9000.dind.parent", args)])[0]
+        started = runner.task("hal9000.dind.parent", args)
         assert started.get("failed") is not True, started
         assert started["parent"]["chromadb_ready"] is True, started
         yield ParentHandle(docker_client, name, args)
     finally:
         remove_fleet(docker_client, name)
-        run_tasks(workdir, [("hal9000.dind.parent", dict(args, state="absent", force=True))])
+        runner.task("hal9000.dind.parent", dict(args, state="absent", force=True))
         remove_containers(docker_client, name)
         for suffix in ("chromadb", "memorybank", "plugins"):
             try:
@@ -555,8 +529,8 @@ def test_stopped_and_absent(ansible, docker_client, parent, made, prefix):
     assert ansible.task(MODULE, {"name": kept, "state": "absent"})["changed"] is False
 
 
-def test_generated_names_differ_within_one_second(docker_client, parent, made, tmp_path):
-    results = run_tasks(tmp_path, [(MODULE, {"parent": parent.name}), (MODULE, {"parent": parent.name})])
+def test_generated_names_differ_within_one_second(ansible, docker_client, parent, made):
+    results = ansible.tasks([(MODULE, {"parent": parent.name}), (MODULE, {"parent": parent.name})])
     names = [r.get("worker", {}).get("name") for r in results]
     made.extend(n for n in names if n)
     for result in results:
@@ -575,7 +549,7 @@ def stopped_parent(docker_client, prefix, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("stopped-parent")
     args = {"name": f"{prefix}-stopped-parent", "volume_prefix": f"{prefix}-stopped", "hal9000_home": str(workdir / "home")}
     try:
-        results = run_tasks(workdir, [("hal9000.dind.parent", args), ("hal9000.dind.parent", dict(args, state="stopped"))])
+        results = AnsibleRunner(workdir).tasks([("hal9000.dind.parent", args), ("hal9000.dind.parent", dict(args, state="stopped"))])
         assert [r.get("failed") for r in results] == [False, False], results
         assert docker_client.api.inspect_container(args["name"])["State"]["Running"] is False
         yield args["name"]
