@@ -11,7 +11,7 @@ import uuid
 import docker
 import pytest
 
-from helpers import AnsibleRunner
+from helpers import AnsibleRunner, remove_installation
 
 
 @pytest.fixture(scope="session")
@@ -30,10 +30,7 @@ def prefix(docker_client):
     """A unique name prefix; everything left with it is removed at the end."""
     value = f"h9test-{uuid.uuid4().hex[:8]}"
     yield value
-    for container in docker_client.containers.list(ignore_removed=True, all=True, filters={"name": value}):
-        container.remove(force=True, v=True)
-    for volume in docker_client.volumes.list(filters={"name": value}):
-        volume.remove(force=True)
+    remove_installation(docker_client, value)
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -74,27 +75,70 @@ def snapshot(client):
     )
 
 
+def parent_args(base, home, **extra):
+    """Parent module arguments for a parent named ``<base>-parent`` with ``<base>-*`` volumes and its own home."""
+    return {"name": f"{base}-parent", "volume_prefix": base, "hal9000_home": str(home), **extra}
+
+
 def remove_installation(client, base, parent_name=None):
-    """Containers named after ``base`` or labelled as ``parent_name``'s workers (workers first), then volumes."""
-    found = {c.id: c for c in client.containers.list(ignore_removed=True, all=True, filters={"name": base})}
+    """Containers named after ``base`` or labelled as ``parent_name``'s workers, then the volumes named after ``base``.
+
+    The parent goes first: a pool manager runs inside it and would replace the workers removed here. A worker
+    create it had in flight may still land afterwards, so its workers are looked for once more a moment later.
+    """
+    def containers():
+        found = {c["Id"]: c for c in client.api.containers(all=True, filters={"name": base})}
+        if parent_name:
+            found.update({c["Id"]: c for c in client.api.containers(all=True, filters={"label": f"io.hal9000.parent={parent_name}"})})
+        # Without a parent named, workers first: they hold the network namespace of a parent named after base.
+        return [c["Id"] for c in sorted(found.values(), key=lambda c: not c["HostConfig"]["NetworkMode"].startswith("container:"))]
+
     if parent_name:
-        found.update({c.id: c for c in client.containers.list(ignore_removed=True, all=True, filters={"label": f"io.hal9000.parent={parent_name}"})})
-    for container in sorted(found.values(), key=lambda c: not c.attrs["HostConfig"]["NetworkMode"].startswith("container:")):
-        container.remove(force=True, v=True)
-    for volume in client.volumes.list(filters={"name": base}):
-        volume.remove(force=True)
+        remove_containers(client, parent_name)
+    remove_containers(client, *containers())
+    if parent_name:
+        time.sleep(1)
+        remove_containers(client, *containers())
+    for volume in client.api.volumes(filters={"name": base}).get("Volumes") or []:
+        try:
+            client.api.remove_volume(volume["Name"], force=True)
+        except docker.errors.NotFound:
+            pass
+
+
+class Parent:
+    """A test parent started with the parent module: its name, module arguments, home and the runner that started it."""
+
+    def __init__(self, client, runner, args):
+        self.client = client
+        self.runner = runner
+        self.args = args
+        self.name = args["name"]
+        self.home = Path(args["hal9000_home"])
+
+    def inspect(self):
+        return self.client.api.inspect_container(self.name)
+
+    @property
+    def id(self):
+        return self.inspect()["Id"]
 
 
 @contextlib.contextmanager
-def started_parent(client, runner, base, home):
-    """A parent named ``<base>-parent`` with ``<base>-*`` volumes, removed with its workers afterwards."""
-    name = f"{base}-parent"
+def started_parent(client, tmp_path_factory, base):
+    """A running parent named ``<base>-parent`` with ``<base>-*`` volumes and a home of its own (a :class:`Parent`).
+
+    Afterwards it is removed with its workers, its volumes and its home, whatever happened.
+    """
+    workdir = tmp_path_factory.mktemp(base)
+    parent = Parent(client, AnsibleRunner(workdir), parent_args(base, workdir / "home"))
     try:
-        result = runner.task("hal9000.dind.parent", {"name": name, "volume_prefix": base, "hal9000_home": str(home)})
-        assert result.get("failed") is not True and result["parent"]["chromadb_ready"] is True, result
-        yield name
+        started = parent.runner.task("hal9000.dind.parent", parent.args)
+        assert started.get("failed") is not True and started["parent"]["chromadb_ready"] is True, started
+        yield parent
     finally:
-        remove_installation(client, base, name)
+        remove_installation(client, base, parent.name)
+        shutil.rmtree(parent.home, ignore_errors=True)
 
 
 def wait_for(predicate, timeout, what):

@@ -22,12 +22,8 @@ WORKER_IMAGE = "hal9000/worker:latest"
 @pytest.fixture(scope="module")
 def parent(docker_client, prefix, tmp_path_factory):
     """A parent of this module's own (name, volumes and home), removed with its workers at the end."""
-    from conftest import AnsibleRunner
-
-    runner = AnsibleRunner(tmp_path_factory.mktemp("coordinator"))
-    home = tmp_path_factory.mktemp("coordinator-home") / "home"
-    with started_parent(docker_client, runner, f"{prefix}-coord", home) as name:
-        yield name
+    with started_parent(docker_client, tmp_path_factory, f"{prefix}-coord") as started:
+        yield started.name
 
 
 class Fleet:

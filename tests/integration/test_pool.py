@@ -13,16 +13,14 @@ from __future__ import annotations
 import json
 import os
 import random
-import shutil
 import subprocess
 import threading
 import time
 from pathlib import Path
 
-import docker
 import pytest
 
-from helpers import AnsibleRunner, exec_in, one_line_refusal, remove_containers, wait_for
+from helpers import Parent, exec_in, one_line_refusal, remove_containers, started_parent, wait_for
 
 from ansible_collections.hal9000.dind.plugins.module_utils.docker_api import connect
 from ansible_collections.hal9000.dind.plugins.module_utils.pool import claim
@@ -39,27 +37,20 @@ def ok(result):
     return result
 
 
-class Pool:
-    """The session's pool parent: its name, home, module arguments, and readers of its state."""
+class Pool(Parent):
+    """The module's pool parent (a started test parent) and readers of its state."""
 
-    def __init__(self, client, name, home, args, runner):
-        self.client = client
-        self.name = name
-        self.home = home
-        self.args = args
-        self.runner = runner
+    def __init__(self, parent):
+        super().__init__(parent.client, parent.runner, parent.args)
         self.made = []  # claimed or cold workers the tests created (removed after each test)
 
     @property
     def pools_json(self):
-        return Path(self.home) / "config" / "pools.json"
+        return self.home / "config" / "pools.json"
 
     @property
     def log_path(self):
-        return Path(self.home) / "logs" / "pool-manager.log"
-
-    def inspect(self):
-        return self.client.api.inspect_container(self.name)
+        return self.home / "logs" / "pool-manager.log"
 
     def warm(self, pool=None):
         """Warm workers of this parent: running, unclaimed (name == warm-name), oldest first."""
@@ -101,7 +92,7 @@ class Pool:
                         timeout, "a reconcile pass of the pool manager")
 
     def configure(self, check_mode=False, **args):
-        return self.runner.task("hal9000.dind.pool", {"parent": self.name, "hal9000_home": self.home, **args}, check_mode=check_mode)
+        return self.runner.task("hal9000.dind.pool", {"parent": self.name, "hal9000_home": str(self.home), **args}, check_mode=check_mode)
 
     def worker(self, name, **args):
         self.made.append(name)
@@ -111,44 +102,13 @@ class Pool:
         return self.log_path.read_text(encoding="utf-8").splitlines()
 
 
-def remove_fleet(client, parent_name):
-    for container in client.containers.list(ignore_removed=True, all=True, filters={"label": f"io.hal9000.parent={parent_name}"}):
-        try:
-            container.remove(force=True, v=True)
-        except docker.errors.NotFound:
-            pass
-        except docker.errors.APIError as exc:
-            if exc.status_code != 409:
-                raise
-
-
 # ---------------------------------------------------------------------------- fixtures ----
 
 @pytest.fixture(scope="module")
 def pool(docker_client, prefix, tmp_path_factory):
     """A parent of this module's own with its pool manager; it, its workers, volumes and home go at the end."""
-    base = tmp_path_factory.mktemp("pool-tests")
-    home = str(base / "hal9000")
-    name = f"{prefix}-pool-parent"
-    # A volume prefix of its own: another test module's parent may hold {prefix}-chromadb at the same time.
-    args = {"name": name, "volume_prefix": f"{prefix}-pool", "hal9000_home": home}
-    runner = AnsibleRunner(base)
-    try:
-        started = runner.task("hal9000.dind.parent", args)
-        assert started.get("failed") is not True, started
-        assert started["parent"]["chromadb_ready"] is True, started
-        yield Pool(docker_client, name, home, args, runner)
-    finally:
-        remove_containers(docker_client, name)  # first: its pool manager goes with it and creates nothing more
-        remove_fleet(docker_client, name)
-        time.sleep(1)
-        remove_fleet(docker_client, name)  # a create the manager had in flight
-        for suffix in ("chromadb", "memorybank", "plugins"):
-            try:
-                docker_client.volumes.get(f"{prefix}-pool-{suffix}").remove(force=True)
-            except docker.errors.NotFound:
-                pass
-        shutil.rmtree(base, ignore_errors=True)
+    with started_parent(docker_client, tmp_path_factory, f"{prefix}-pool") as parent:
+        yield Pool(parent)
 
 
 @pytest.fixture
@@ -237,7 +197,7 @@ def test_invalid_settings_are_refused_in_one_line_and_change_nothing(fleet, proj
     settle(pool, 2)
     written = pool.pools_json.read_bytes()
     containers = {c["Id"] for c in pool.client.api.containers(all=True, filters={"label": f"io.hal9000.parent={pool.name}"})}
-    base = {"parent": pool.name, "hal9000_home": pool.home}
+    base = {"parent": pool.name, "hal9000_home": str(pool.home)}
     results = pool.runner.tasks([
         ("hal9000.dind.pool", dict(base, min_warm_workers=3, max_warm_workers=2)),
         ("hal9000.dind.pool", dict(base, min_warm_workers=-1)),
@@ -401,7 +361,7 @@ def test_concurrent_claims_against_a_pool_of_five(fleet, prefix):
             spec = worker_spec(name=name, parent=pool.name)  # exactly what the worker module builds
             barrier.wait()
             time.sleep(random.uniform(0, 0.5))  # spread over the coordinators' start-up, so both kinds interleave
-            claimed_id = claim(client, spec, name, pool.home)
+            claimed_id = claim(client, spec, name, str(pool.home))
             results[name] = ("claimed", claimed_id) if claimed_id else ("cold", spawn_worker(client, spec)[0])
         except Exception as exc:  # reported below; a thread must not die silently
             errors.append(f"{name}: {exc!r}")

@@ -2,7 +2,7 @@
 
 Every promise is read from `docker inspect` or from inside a running worker. The test parent
 has a name, a volume prefix and a home of its own (from the session prefix); the real
-hal9000-parent is never touched. Each test removes the workers it made, and the session
+hal9000-parent is never touched. Each test removes the workers it made, and the parent
 fixture removes every container labelled as a worker of the test parent.
 """
 
@@ -12,14 +12,13 @@ import copy
 import json
 import os
 import re
-import shutil
 import uuid
 from pathlib import Path
 
 import docker
 import pytest
 
-from helpers import AnsibleRunner, exec_in, one_line_refusal, remove_containers, wait_for
+from helpers import exec_in, one_line_refusal, remove_containers, started_parent, wait_for
 
 MODULE = "hal9000.dind.worker"
 GIB = 1024 ** 3
@@ -84,47 +83,11 @@ def heartbeat(client, name):
 
 # ---------------------------------------------------------------------------- fixtures ----
 
-class ParentHandle:
-    """The session's parent: name, the module arguments it was started with, and the current ID."""
-
-    def __init__(self, client, name, args):
-        self.client = client
-        self.name = name
-        self.args = args
-
-    @property
-    def id(self):
-        return self.client.api.inspect_container(self.name)["Id"]
-
-
-def remove_fleet(client, parent_name):
-    for container in client.containers.list(ignore_removed=True, all=True, filters={"label": f"io.hal9000.parent={parent_name}"}):
-        container.remove(force=True, v=True)
-
-
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def parent(docker_client, prefix, tmp_path_factory):
-    """A parent of this session's own, started with the parent module and removed at the end."""
-    home = tmp_path_factory.mktemp("worker-tests-home")
-    workdir = tmp_path_factory.mktemp("worker-tests-parent")
-    name = f"{prefix}-parent"
-    args = {"name": name, "volume_prefix": prefix, "hal9000_home": str(home / "hal9000")}
-    runner = AnsibleRunner(workdir)
-    try:
-        started = runner.task("hal9000.dind.parent", args)
-        assert started.get("failed") is not True, started
-        assert started["parent"]["chromadb_ready"] is True, started
-        yield ParentHandle(docker_client, name, args)
-    finally:
-        remove_fleet(docker_client, name)
-        runner.task("hal9000.dind.parent", dict(args, state="absent", force=True))
-        remove_containers(docker_client, name)
-        for suffix in ("chromadb", "memorybank", "plugins"):
-            try:
-                docker_client.volumes.get(f"{prefix}-{suffix}").remove(force=True)
-            except docker.errors.NotFound:
-                pass
-        shutil.rmtree(home, ignore_errors=True)
+    """A parent of this module's own (a helpers.Parent); it, its workers, volumes and home go at the end."""
+    with started_parent(docker_client, tmp_path_factory, f"{prefix}-worker") as started:
+        yield started
 
 
 @pytest.fixture
@@ -546,17 +509,11 @@ def test_generated_names_differ_within_one_second(ansible, docker_client, parent
 @pytest.fixture(scope="module")
 def stopped_parent(docker_client, prefix, tmp_path_factory):
     """A real parent that was started and then stopped (the daemon is down)."""
-    workdir = tmp_path_factory.mktemp("stopped-parent")
-    args = {"name": f"{prefix}-stopped-parent", "volume_prefix": f"{prefix}-stopped", "hal9000_home": str(workdir / "home")}
-    try:
-        results = AnsibleRunner(workdir).tasks([("hal9000.dind.parent", args), ("hal9000.dind.parent", dict(args, state="stopped"))])
-        assert [r.get("failed") for r in results] == [False, False], results
-        assert docker_client.api.inspect_container(args["name"])["State"]["Running"] is False
-        yield args["name"]
-    finally:
-        remove_containers(docker_client, args["name"])
-        for volume in docker_client.volumes.list(filters={"name": f"{prefix}-stopped-"}):
-            volume.remove(force=True)
+    with started_parent(docker_client, tmp_path_factory, f"{prefix}-stopped") as started:
+        stopped = started.runner.task("hal9000.dind.parent", dict(started.args, state="stopped"))
+        assert stopped.get("failed") is False and stopped["changed"] is True, stopped
+        assert started.inspect()["State"]["Running"] is False
+        yield started.name
 
 
 @pytest.fixture(scope="module")
