@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import os
 import shutil
@@ -67,12 +68,54 @@ class AnsibleRunner:
         return self.tasks([(module, args)], check_mode=check_mode, diff=diff, python=python)[0]
 
 
-def snapshot(client):
-    """Names of every container and volume, to prove nothing was created."""
+OWNER = 1000  # uid/gid of the project directories the tests hand to workers
+
+
+def snapshot(client, base=None):
+    """Names of the containers and volumes (every one, or those named after ``base``), to prove nothing was created.
+
+    Two list calls and nothing inspected in between: a container another session removes meanwhile cannot fail it.
+    """
+    filters = {"name": base} if base else None
     return (
-        sorted(c.name for c in client.containers.list(ignore_removed=True, all=True)),
-        sorted(v.name for v in client.volumes.list()),
+        sorted(c["Names"][0].lstrip("/") for c in client.api.containers(all=True, filters=filters)),
+        sorted(v["Name"] for v in client.api.volumes(filters=filters).get("Volumes") or []),
     )
+
+
+def inspect_or_none(client, name):
+    """docker inspect of a container, or None when there is none of that name."""
+    try:
+        return client.api.inspect_container(name)
+    except docker.errors.NotFound:
+        return None
+
+
+def stable(inspected):
+    """docker inspect without what the health check changes on its own (its log, its exec) and the mounts in one order."""
+    if inspected is None:
+        return None
+    result = copy.deepcopy(inspected)
+    result["State"].pop("Health", None)
+    result.pop("ExecIDs", None)
+    result["Mounts"] = sorted(result["Mounts"], key=lambda mount: mount["Destination"])
+    return result
+
+
+def succeeded(result):
+    """A task result that did not fail, returned for further assertions."""
+    assert result.get("failed") is not True, result
+    return result
+
+
+def owned_project(path):
+    """A project directory at ``path`` holding README.md ("hello from the host"), both owned by OWNER; its real path."""
+    path = Path(path)
+    path.mkdir()
+    (path / "README.md").write_text("hello from the host\n")
+    for item in (path, path / "README.md"):
+        os.chown(item, OWNER, OWNER)
+    return os.path.realpath(path)
 
 
 def parent_args(base, home, **extra):
@@ -133,8 +176,8 @@ def started_parent(client, tmp_path_factory, base):
     workdir = tmp_path_factory.mktemp(base)
     parent = Parent(client, AnsibleRunner(workdir), parent_args(base, workdir / "home"))
     try:
-        started = parent.runner.task("hal9000.dind.parent", parent.args)
-        assert started.get("failed") is not True and started["parent"]["chromadb_ready"] is True, started
+        started = succeeded(parent.runner.task("hal9000.dind.parent", parent.args))
+        assert started["parent"]["chromadb_ready"] is True, started
         yield parent
     finally:
         remove_installation(client, base, parent.name)

@@ -6,16 +6,14 @@ session prefix); the real hal9000-parent and the hal9000-* volumes are never tou
 
 from __future__ import annotations
 
-import copy
 import json
 import subprocess
 import time
 import uuid
 
-import docker
 import pytest
 
-from helpers import wait_for
+from helpers import inspect_or_none, one_line_refusal, parent_args, remove_installation, snapshot, stable, wait_for
 
 MODULE = "hal9000.dind.parent"
 WORKER_IMAGE = "hal9000/worker:latest"
@@ -32,16 +30,6 @@ LIST_COLLECTIONS = (
 )
 
 
-def remove_everything(client, base):
-    """Every container and volume whose name holds ``base``: workers first, they hold the parent's network."""
-    containers = client.containers.list(ignore_removed=True, all=True, filters={"name": base})
-    containers.sort(key=lambda c: not c.attrs["HostConfig"]["NetworkMode"].startswith("container:"))
-    for container in containers:
-        container.remove(force=True, v=True)
-    for volume in client.volumes.list(filters={"name": base}):
-        volume.remove(force=True)
-
-
 @pytest.fixture
 def own(docker_client, prefix, tmp_path):
     """Names for one test: (base name, home directory); everything named after base is removed afterwards."""
@@ -49,39 +37,7 @@ def own(docker_client, prefix, tmp_path):
     try:
         yield base, tmp_path / "home"
     finally:
-        remove_everything(docker_client, base)
-
-
-def mine(client, base):
-    """Names of the containers and volumes named after ``base`` (other test sessions may run meanwhile)."""
-    return (
-        sorted(c.name for c in client.containers.list(ignore_removed=True, all=True, filters={"name": base})),
-        sorted(v.name for v in client.volumes.list(filters={"name": base})),
-    )
-
-
-def parent_args(base, home, **extra):
-    args = {"name": f"{base}-parent", "volume_prefix": base, "hal9000_home": str(home)}
-    args.update(extra)
-    return args
-
-
-def inspect(client, name):
-    try:
-        return client.api.inspect_container(name)
-    except docker.errors.NotFound:
-        return None
-
-
-def stable(inspected):
-    """docker inspect without what the health check changes on its own (its log, its exec) and the mounts in one order."""
-    if inspected is None:
-        return None
-    result = copy.deepcopy(inspected)
-    result["State"].pop("Health", None)
-    result.pop("ExecIDs", None)
-    result["Mounts"] = sorted(result["Mounts"], key=lambda mount: mount["Destination"])
-    return result
+        remove_installation(docker_client, base)
 
 
 def start_worker(client, base, parent_name, suffix="worker", **kwargs):
@@ -100,13 +56,6 @@ def docker_exec(container, *argv, stdin=None):
     )
 
 
-def assert_refused(result, *words):
-    assert result["failed"] is True, result
-    assert "\n" not in result["msg"] and "Traceback" not in result["msg"], result["msg"]
-    for word in words:
-        assert word in result["msg"], result["msg"]
-
-
 def test_every_state_transition_with_check_and_diff(ansible, docker_client, own):
     base, home = own
     name = f"{base}-parent"
@@ -116,7 +65,7 @@ def test_every_state_transition_with_check_and_diff(ansible, docker_client, own)
     planned = ansible.task(MODULE, args, check_mode=True, diff=True)
     assert planned["changed"] is True and planned["actions"] == [f"created {name}", f"started {name}"], planned
     assert planned["diff"]["before"] == {} and planned["diff"]["after"]["state"] == "running"
-    assert inspect(docker_client, name) is None and not home.exists()
+    assert inspect_or_none(docker_client, name) is None and not home.exists()
 
     started = ansible.task(MODULE, args, diff=True)
     assert started["changed"] is True, started
@@ -189,7 +138,7 @@ def test_every_state_transition_with_check_and_diff(ansible, docker_client, own)
     removed = ansible.task(MODULE, dict(args, state="absent"), diff=True)
     assert removed["changed"] is True and removed["parent"] == {"name": name, "state": "absent"}, removed
     assert removed["diff"]["before"]["state"] == "exited" and removed["diff"]["after"] == {}
-    assert inspect(docker_client, name) is None
+    assert inspect_or_none(docker_client, name) is None
     assert ansible.task(MODULE, dict(args, state="absent"))["changed"] is False
 
 
@@ -216,7 +165,7 @@ def test_changed_options_recreate_the_parent(ansible, docker_client, own):
     assert third["changed"] is True and third["parent"]["id"] != second["parent"]["id"], third
     assert third["parent"]["settings"]["min_warm_workers"] == 2
     assert "MIN_WARM_WORKERS=2" in docker_client.api.inspect_container(name)["Config"]["Env"]
-    assert mine(docker_client, base)[0] == [name]
+    assert snapshot(docker_client, base)[0] == [name]
 
 
 @pytest.mark.parametrize(
@@ -235,17 +184,17 @@ def test_changed_options_recreate_the_parent(ansible, docker_client, own):
 def test_invalid_settings_are_refused_before_anything_is_created(ansible, docker_client, own, extra, words):
     base, home = own
     for check_mode in (True, False):
-        assert_refused(ansible.task(MODULE, parent_args(base, home, **extra), check_mode=check_mode), *words)
-    assert mine(docker_client, base) == ([], [])
-    assert not [c for c in docker_client.containers.list(ignore_removed=True, all=True) if c.name == extra.get("name")]
+        one_line_refusal(ansible.task(MODULE, parent_args(base, home, **extra), check_mode=check_mode), *words)
+    assert snapshot(docker_client, base) == ([], [])
+    assert extra.get("name") not in snapshot(docker_client)[0]
     assert not home.exists()
 
 
 def test_missing_socket_is_refused_before_anything_is_created(ansible, docker_client, own):
     base, home = own
     result = ansible.task(MODULE, parent_args(base, home, docker_socket="/nonexistent.sock"))
-    assert_refused(result, "/nonexistent.sock", "does not exist")
-    assert mine(docker_client, base) == ([], [])
+    one_line_refusal(result, "/nonexistent.sock", "does not exist")
+    assert snapshot(docker_client, base) == ([], [])
     assert not home.exists()
 
 
@@ -253,8 +202,8 @@ def test_missing_image_is_refused_before_anything_is_created(ansible, docker_cli
     base, home = own
     image = f"{base}-nope:1"
     result = ansible.task(MODULE, parent_args(base, home, image=image))
-    assert_refused(result, image, "missing")
-    assert mine(docker_client, base) == ([], [])
+    one_line_refusal(result, image, "missing")
+    assert snapshot(docker_client, base) == ([], [])
     assert not home.exists()
 
 
@@ -286,7 +235,7 @@ def test_workers_attached_refuse_recreate_restart_stop_and_remove(ansible, docke
     for task_args, verb in attempts:
         for check_mode in (True, False):
             result = ansible.task(MODULE, task_args, check_mode=check_mode)
-            assert_refused(result, f"Not going to {verb} {name}", worker.name, "force=true")
+            one_line_refusal(result, f"Not going to {verb} {name}", worker.name, "force=true")
             assert stable(docker_client.api.inspect_container(name)) == before, verb
             worker.reload()
             assert worker.status == "running"
@@ -298,7 +247,7 @@ def test_workers_attached_refuse_recreate_restart_stop_and_remove(ansible, docke
 
     removed = ansible.task(MODULE, dict(args, state="absent", force=True))
     assert removed["changed"] is True and removed["affected_workers"] == [worker.name], removed
-    assert inspect(docker_client, name) is None
+    assert inspect_or_none(docker_client, name) is None
     worker.reload()
     assert worker.status == "running"
 

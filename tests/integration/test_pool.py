@@ -11,7 +11,6 @@ except where a test is about that check.
 from __future__ import annotations
 
 import json
-import os
 import random
 import subprocess
 import threading
@@ -20,22 +19,16 @@ from pathlib import Path
 
 import pytest
 
-from helpers import Parent, exec_in, one_line_refusal, remove_containers, started_parent, wait_for
+from helpers import OWNER, Parent, exec_in, one_line_refusal, owned_project, remove_containers, started_parent, succeeded, wait_for
 
 from ansible_collections.hal9000.dind.plugins.module_utils.docker_api import connect
 from ansible_collections.hal9000.dind.plugins.module_utils.pool import claim
 from ansible_collections.hal9000.dind.plugins.module_utils.workers import spawn_worker, worker_spec
 
-OWNER = 1000
 CHECK_INTERVAL = 10  # the manager's periodic reconcile (POOL_CHECK_INTERVAL in the parent)
 
 
 # ----------------------------------------------------------------------------- helpers ----
-
-def ok(result):
-    assert result.get("failed") is not True, result
-    return result
-
 
 class Pool(Parent):
     """The module's pool parent (a started test parent) and readers of its state."""
@@ -122,12 +115,7 @@ def fleet(pool, docker_client):
 @pytest.fixture
 def project(tmp_path_factory):
     """A project directory owned by uid/gid 1000 with one file."""
-    real = tmp_path_factory.mktemp("pool-project") / "webapp"
-    real.mkdir()
-    (real / "README.md").write_text("hello from the host\n")
-    for path in (real, real / "README.md"):
-        os.chown(path, OWNER, OWNER)
-    return os.path.realpath(real)
+    return owned_project(tmp_path_factory.mktemp("pool-project") / "webapp")
 
 
 def generic(min_warm=2, max_warm=5, **extra):
@@ -149,7 +137,7 @@ def test_enabling_the_pool_gives_warm_workers_idempotent_with_check_mode(fleet):
     pool = fleet
     assert not pool.pools_json.exists()
     planned = pool.configure(check_mode=True, **generic())
-    ok(planned)
+    succeeded(planned)
     assert planned["changed"] is True
     assert "started the pool manager" in planned["actions"] and "wrote the pool settings" in planned["actions"]
     assert not pool.pools_json.exists()
@@ -157,7 +145,7 @@ def test_enabling_the_pool_gives_warm_workers_idempotent_with_check_mode(fleet):
     assert pool.status()["running"] is False
 
     began = time.monotonic()
-    result = ok(pool.configure(**generic()))
+    result = succeeded(pool.configure(**generic()))
     took = time.monotonic() - began
     assert result["changed"] is True and result["manager_running"] is True
     assert took < 45, took  # ansible-playbook itself included
@@ -180,12 +168,12 @@ def test_enabling_the_pool_gives_warm_workers_idempotent_with_check_mode(fleet):
     assert [(p["name"], p["min"], p["max"]) for p in settings["pools"]] == [("generic", 2, 5)]
     assert oct(pool.pools_json.stat().st_mode & 0o777) == "0o600"
 
-    again = ok(pool.configure(**generic()))
+    again = succeeded(pool.configure(**generic()))
     assert again["changed"] is False and again["actions"] == [], again
 
     written = pool.pools_json.read_bytes()
     ids = pool.warm_ids()
-    planned = ok(pool.configure(check_mode=True, **generic(min_warm=4)))
+    planned = succeeded(pool.configure(check_mode=True, **generic(min_warm=4)))
     assert planned["changed"] is True and planned["actions"] == ["wrote the pool settings"]
     assert pool.pools_json.read_bytes() == written
     pool.one_more_pass()
@@ -217,11 +205,11 @@ def test_invalid_settings_are_refused_in_one_line_and_change_nothing(fleet, proj
 
 def test_claim_through_the_worker_module_and_the_cold_fallback(fleet, prefix):
     pool = fleet
-    ok(pool.configure(**generic()))
+    succeeded(pool.configure(**generic()))
     warm_before = {w["id"]: w["name"] for w in settle(pool, 2)}
 
     name = f"{prefix}-claimed-1"
-    result = ok(pool.worker(name, from_pool=True))
+    result = succeeded(pool.worker(name, from_pool=True))
     assert result["changed"] is True and result["claimed"] is True, result
     assert isinstance(result["claim_ms"], (int, float)) and 0 < result["claim_ms"] < 1000, result
     assert result["worker"]["name"] == name and result["worker"]["state"] == "running"
@@ -235,20 +223,20 @@ def test_claim_through_the_worker_module_and_the_cold_fallback(fleet, prefix):
     assert result["worker"]["id"] not in {w["id"] for w in refilled}
 
     ids = pool.warm_ids()
-    cold = ok(pool.worker(f"{prefix}-cold-1", from_pool=True, env={"PROJECT_MODE": "special"}))
+    cold = succeeded(pool.worker(f"{prefix}-cold-1", from_pool=True, env={"PROJECT_MODE": "special"}))
     assert cold["changed"] is True and cold["claimed"] is False, cold
     assert any("No warm worker fits" in w for w in cold.get("warnings", [])), cold
     assert cold["worker"]["state"] == "running" and cold["worker"]["id"] not in ids | set(warm_before)
     assert pool.warm_ids() == ids  # no warm worker was used up
 
-    again = ok(pool.worker(name, from_pool=True))
+    again = succeeded(pool.worker(name, from_pool=True))
     assert again["changed"] is False and again["claimed"] is False and again["worker"]["id"] == result["worker"]["id"]
 
 
 def test_per_project_pool_gives_a_complete_worker(fleet, prefix, project):
     pool = fleet
     projects = [{"name": "webapp", "project_dir": project, "min": 1, "max": 2}]
-    result = ok(pool.configure(**generic(), pools=projects))
+    result = succeeded(pool.configure(**generic(), pools=projects))
     assert {p["name"]: p["warm"] for p in result["pools"]} == {"generic": 2, "webapp": 1}, result
     warm = settle(pool, 1, "webapp")[0]
     info = pool.client.api.inspect_container(warm["id"])
@@ -258,7 +246,7 @@ def test_per_project_pool_gives_a_complete_worker(fleet, prefix, project):
     assert warm["labels"]["io.hal9000.project"] == project
 
     name = f"{prefix}-webapp-1"
-    claimed = ok(pool.worker(name, project_dir=project, from_pool=True))
+    claimed = succeeded(pool.worker(name, project_dir=project, from_pool=True))
     assert claimed["claimed"] is True and claimed["worker"]["id"] == warm["id"], claimed
     code, out, err = exec_in(pool.client, name, ["cat", "/workspace/README.md"])
     assert (code, out) == (0, "hello from the host\n"), err
@@ -271,14 +259,14 @@ def test_per_project_pool_gives_a_complete_worker(fleet, prefix, project):
     settle(pool, 1, "webapp", timeout=10)
 
     # The pool leaves the settings: its warm worker goes, the claimed one stays.
-    ok(pool.configure(**generic()))
+    succeeded(pool.configure(**generic()))
     settle(pool, 0, "webapp", timeout=CHECK_INTERVAL + 5)
     assert pool.client.api.inspect_container(name)["State"]["Running"] is True
 
 
 def test_coordinator_claim_and_pool_commands(fleet, prefix):
     pool = fleet
-    ok(pool.configure(**generic()))
+    succeeded(pool.configure(**generic()))
     settle(pool, 2)
     status = pool.status()
     assert status["running"] is True and status["enabled"] is True
@@ -344,7 +332,7 @@ def test_concurrent_claims_against_a_pool_of_five(fleet, prefix):
     """Ten claimers at once, half through the library on the host, half through the coordinator in the parent:
     both take the claim lock in the same home (the parent's bind mount), so no warm worker goes twice."""
     pool = fleet
-    ok(pool.configure(**generic(min_warm=5, max_warm=5)))
+    succeeded(pool.configure(**generic(min_warm=5, max_warm=5)))
     settle(pool, 5)
     # No refill during the burst: exactly five warm workers exist for ten claimers.
     pool.coordinator_ok("pool", "stop")
@@ -402,7 +390,7 @@ def test_concurrent_claims_against_a_pool_of_five(fleet, prefix):
 
 def test_killed_warm_workers_are_replaced(fleet):
     pool = fleet
-    ok(pool.configure(**generic(min_warm=3, max_warm=3)))
+    succeeded(pool.configure(**generic(min_warm=3, max_warm=3)))
     warm = settle(pool, 3, timeout=15)  # five from before: two above the new maximum go at once
     killed = [w["name"] for w in warm[:2]]
     proc = subprocess.run(["docker", "rm", "-f", "-v", *killed], capture_output=True, text=True, check=False)
@@ -413,9 +401,9 @@ def test_killed_warm_workers_are_replaced(fleet):
 
 def test_parent_restart_leaves_exactly_the_configured_warm_workers(fleet):
     pool = fleet
-    ok(pool.configure(**generic(min_warm=3, max_warm=3)))
+    succeeded(pool.configure(**generic(min_warm=3, max_warm=3)))
     old = {w["name"] for w in settle(pool, 3)}
-    restarted = ok(pool.runner.task("hal9000.dind.parent", dict(pool.args, state="restarted", force=True)))
+    restarted = succeeded(pool.runner.task("hal9000.dind.parent", dict(pool.args, state="restarted", force=True)))
     assert restarted["changed"] is True and restarted["parent"]["chromadb_ready"] is True, restarted
     started = pool.inspect()["State"]["StartedAt"]
 
@@ -435,7 +423,7 @@ def test_parent_restart_leaves_exactly_the_configured_warm_workers(fleet):
 
 def test_idle_timeout_trims_to_the_minimum_and_no_lower(fleet):
     pool = fleet
-    ok(pool.configure(**generic(min_warm=2, max_warm=5, idle_timeout=3)))
+    succeeded(pool.configure(**generic(min_warm=2, max_warm=5, idle_timeout=3)))
     settle(pool, 2, timeout=CHECK_INTERVAL + 10)  # three from before: idle, trimmed to the new minimum
     pool.coordinator_ok("pool", "scale", "4")
     settle(pool, 4, timeout=15)
@@ -450,12 +438,12 @@ def test_idle_timeout_trims_to_the_minimum_and_no_lower(fleet):
     pool.one_more_pass()
     assert len(pool.warm()) == 2
     assert any("idle for 3 s above the minimum of 2" in line for line in pool.log_lines())
-    ok(pool.configure(**generic()))
+    succeeded(pool.configure(**generic()))
 
 
 def test_a_restarted_manager_adopts_the_warm_workers(fleet):
     pool = fleet
-    ok(pool.configure(**generic()))
+    succeeded(pool.configure(**generic()))
     ids = {w["id"] for w in settle(pool, 2, timeout=CHECK_INTERVAL + 10)}
     pool.coordinator_ok("pool", "stop")
     assert pool.status()["running"] is False

@@ -8,54 +8,28 @@ fixture removes every container labelled as a worker of the test parent.
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import re
 import uuid
 from pathlib import Path
 
-import docker
 import pytest
 
-from helpers import exec_in, one_line_refusal, remove_containers, started_parent, wait_for
+from helpers import (
+    OWNER, exec_in, inspect_or_none, one_line_refusal, owned_project, remove_containers, snapshot, stable, started_parent,
+    succeeded, wait_for,
+)
 
 MODULE = "hal9000.dind.worker"
 GIB = 1024 ** 3
 HEARTBEAT = (
     'exec 3<>/dev/tcp/127.0.0.1/8000; printf "GET /api/v2/heartbeat HTTP/1.0\\r\\n\\r\\n" >&3; head -1 <&3'
 )
-OWNER = 1000
 SOCKETS = ("/var/run/docker.sock", "/run/docker.sock")
 
 
 # ----------------------------------------------------------------------------- helpers ----
-
-def inspect(client, name):
-    try:
-        return client.api.inspect_container(name)
-    except docker.errors.NotFound:
-        return None
-
-
-def stable(inspected):
-    """docker inspect without the health log (the image's health check rewrites it)."""
-    result = copy.deepcopy(inspected)
-    result["State"].pop("Health", None)
-    return result
-
-
-def snapshot(client):
-    """Names of every container and volume, like helpers.snapshot, in two list calls.
-
-    helpers.snapshot inspects each container after listing it (docker SDK's containers.list), which
-    fails when another session removes one in between; the raw list calls cannot race.
-    """
-    return (
-        sorted(c["Names"][0].lstrip("/") for c in client.api.containers(all=True)),
-        sorted(v["Name"] for v in client.api.volumes().get("Volumes") or []),
-    )
-
 
 def created_since(client, before, prefix, parent):
     """Containers and volumes that appeared since ``before`` and could have come from these tests.
@@ -67,7 +41,7 @@ def created_since(client, before, prefix, parent):
     after = snapshot(client)
     containers = []
     for name in sorted(set(after[0]) - set(before[0])):
-        labels = ((inspect(client, name) or {}).get("Config") or {}).get("Labels") or {}
+        labels = ((inspect_or_none(client, name) or {}).get("Config") or {}).get("Labels") or {}
         generated = re.fullmatch(r"hal9000-worker-[0-9a-f]{10}", name) and labels.get("io.hal9000.parent", "") == ""
         if name.startswith(prefix) or labels.get("io.hal9000.parent") == parent or generated:
             containers.append(name)
@@ -102,14 +76,10 @@ def made(docker_client):
 def project(tmp_path_factory):
     """A project directory owned by uid/gid 1000, and a symlink to it."""
     base = tmp_path_factory.mktemp("project")
-    real = base / "real-project"
-    real.mkdir()
-    (real / "README.md").write_text("hello from the host\n")
-    for path in (real, real / "README.md"):
-        os.chown(path, OWNER, OWNER)
+    real = owned_project(base / "real-project")
     link = base / "link-to-project"
     link.symlink_to(real)
-    return {"real": os.path.realpath(real), "link": str(link)}
+    return {"real": real, "link": str(link)}
 
 
 def spawn(ansible, parent, made, name, **args):
@@ -118,8 +88,7 @@ def spawn(ansible, parent, made, name, **args):
 
 
 def started_ok(result):
-    assert result.get("failed") is not True, result
-    assert result["worker"]["state"] == "running", result
+    assert succeeded(result)["worker"]["state"] == "running", result
     return result
 
 
@@ -218,8 +187,7 @@ def test_check_mode_changes_nothing(ansible, docker_client, parent, made, prefix
     for args in ({"env": {"HAL9000_TEST": "2"}}, {"memory": "2g", "pids_limit": "300"}):
         made.append(name)
         result = ansible.task(MODULE, {"name": name, "parent": parent.name, "auto_remove": False, **args}, check_mode=True)
-        assert result.get("failed") is not True, result
-        assert result["changed"] is True and result["actions"], result
+        assert succeeded(result)["changed"] is True and result["actions"], result
         assert stable(docker_client.api.inspect_container(name)) == before
     for state in ("stopped", "absent"):
         result = ansible.task(MODULE, {"name": name, "state": state}, check_mode=True)
@@ -229,7 +197,7 @@ def test_check_mode_changes_nothing(ansible, docker_client, parent, made, prefix
     fresh = f"{prefix}-w-check-new"
     result = ansible.task(MODULE, {"name": fresh, "parent": parent.name}, check_mode=True)
     assert result["changed"] is True and result["actions"] == [f"started {fresh}"], result
-    assert inspect(docker_client, fresh) is None
+    assert inspect_or_none(docker_client, fresh) is None
 
 
 def test_diff_mode_shows_before_and_after(ansible, docker_client, parent, made, prefix):
@@ -354,7 +322,7 @@ def test_api_key_file_readable_by_others_and_key_in_env_are_refused(ansible, doc
     one_line_refusal(ansible.task(MODULE, {"name": name, "parent": parent.name,
                                            "env": {"ANTHROPIC_API_KEY": "sk-ant-test-env"}}),
                      "ANTHROPIC_API_KEY", "api_key_file")
-    assert inspect(docker_client, name) is None
+    assert inspect_or_none(docker_client, name) is None
     assert created_since(docker_client, before, prefix, parent.name) == ([], [])
 
 
@@ -441,8 +409,7 @@ def test_worker_of_a_recreated_parent_is_reported_and_repaired(ansible, docker_c
     assert docker_client.api.inspect_container(name)["HostConfig"]["NetworkMode"] == f"container:{old_parent}"
 
     recreated = ansible.task("hal9000.dind.parent", dict(parent.args, force=True, idle_timeout=301))
-    assert recreated.get("failed") is not True, recreated
-    assert recreated["changed"] is True and name in recreated["affected_workers"], recreated
+    assert succeeded(recreated)["changed"] is True and name in recreated["affected_workers"], recreated
     new_parent = parent.id
     assert new_parent != old_parent
 
@@ -471,7 +438,7 @@ def test_stopped_and_absent(ansible, docker_client, parent, made, prefix):
               if m["Destination"] == "/workspace"][0]
     stopped = ansible.task(MODULE, {"name": removed_on_stop, "state": "stopped"})
     assert stopped["changed"] is True and stopped["actions"] == [f"stopped {removed_on_stop} (removed: auto_remove)"], stopped
-    wait_for(lambda: inspect(docker_client, removed_on_stop) is None, 15, "the auto-removed worker to go")
+    wait_for(lambda: inspect_or_none(docker_client, removed_on_stop) is None, 15, "the auto-removed worker to go")
     wait_for(lambda: volume not in snapshot(docker_client)[1], 15, "its /workspace volume to go")
     assert ansible.task(MODULE, {"name": removed_on_stop, "state": "stopped"})["changed"] is False
 
@@ -487,7 +454,7 @@ def test_stopped_and_absent(ansible, docker_client, parent, made, prefix):
 
     gone = ansible.task(MODULE, {"name": kept, "state": "absent"})
     assert gone["changed"] is True and gone["worker"] == {"name": kept, "state": "absent"}, gone
-    assert inspect(docker_client, kept) is None
+    assert inspect_or_none(docker_client, kept) is None
     assert volume not in snapshot(docker_client)[1], "the per-worker /workspace volume goes with the worker"
     assert ansible.task(MODULE, {"name": kept, "state": "absent"})["changed"] is False
 
@@ -567,7 +534,7 @@ def test_bad_input_is_refused_in_one_line_and_creates_nothing(
     one_line_refusal(ansible.task(MODULE, task), *words)
     assert created_since(docker_client, before, prefix, parent.name) == ([], [])
     if re.fullmatch(r"[a-zA-Z0-9][a-zA-Z0-9_.-]+", task["name"]):
-        assert inspect(docker_client, task["name"]) is None
+        assert inspect_or_none(docker_client, task["name"]) is None
 
 
 @pytest.mark.parametrize("image", ["debian:bookworm-slim", "hal9000/worker:latest"])
