@@ -18,6 +18,7 @@ import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
+WORKER_IMAGE = "hal9000/worker:latest"
 
 
 class AnsibleRunner:
@@ -182,6 +183,52 @@ def started_parent(client, tmp_path_factory, base):
     finally:
         remove_installation(client, base, parent.name)
         shutil.rmtree(parent.home, ignore_errors=True)
+
+
+class Fleet:
+    """Containers a test starts next to a parent, all named after ``base``; as a context manager, removed at its end."""
+
+    def __init__(self, client, parent_name):
+        self.client = client
+        self.parent = parent_name
+        self.base = f"{parent_name}-{uuid.uuid4().hex[:6]}"
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        remove_installation(self.client, self.base)
+
+    def worker(self, suffix, command=None, running=True):
+        """A worker of this parent: its labels, in its network namespace (the image idles with no command)."""
+        parent_id = self.client.api.inspect_container(self.parent)["Id"]
+        container = self.client.containers.run(
+            WORKER_IMAGE, command, detach=True, name=f"{self.base}-{suffix}", network_mode=f"container:{parent_id}",
+            labels={"io.hal9000.role": "worker", "io.hal9000.parent": self.parent},
+        )
+        if not running:
+            container.stop(timeout=5)
+        return container
+
+    def imposter(self):
+        """'worker' in its name, but no label at all."""
+        return self.client.containers.run("debian:bookworm-slim", ["sleep", "infinity"], detach=True,
+                                          name=f"{self.base}-worker-imposter")
+
+    def foreign(self):
+        """A worker of another parent."""
+        return self.client.containers.run(WORKER_IMAGE, detach=True, name=f"{self.base}-worker-foreign",
+                                          labels={"io.hal9000.role": "worker", "io.hal9000.parent": f"{self.base}-other"})
+
+    def unowned(self):
+        """A container of the worker image run by hand: no parent label."""
+        return self.client.containers.run(WORKER_IMAGE, detach=True, name=f"{self.base}-worker-unowned")
+
+
+def status_of(container):
+    """The container's current status (running, exited, ...)."""
+    container.reload()
+    return container.status
 
 
 def wait_for(predicate, timeout, what):

@@ -14,9 +14,7 @@ import uuid
 
 import pytest
 
-from helpers import remove_installation, started_parent
-
-WORKER_IMAGE = "hal9000/worker:latest"
+from helpers import Fleet, started_parent, status_of
 
 
 @pytest.fixture(scope="module")
@@ -26,43 +24,10 @@ def parent(docker_client, prefix, tmp_path_factory):
         yield started.name
 
 
-class Fleet:
-    """Containers one test starts next to the parent; all named after ``base``."""
-
-    def __init__(self, client, parent_name):
-        self.client = client
-        self.parent = parent_name
-        self.base = f"{parent_name}-{uuid.uuid4().hex[:6]}"
-
-    def worker(self, suffix, command=None, running=True):
-        """A worker of this parent: its labels, in its network namespace."""
-        parent_id = self.client.api.inspect_container(self.parent)["Id"]
-        container = self.client.containers.run(
-            WORKER_IMAGE, command, detach=True, name=f"{self.base}-{suffix}", network_mode=f"container:{parent_id}",
-            labels={"io.hal9000.role": "worker", "io.hal9000.parent": self.parent},
-        )
-        if not running:
-            container.stop(timeout=5)
-        return container
-
-    def imposter(self):
-        """'worker' in its name, but no label at all."""
-        return self.client.containers.run("debian:bookworm-slim", ["sleep", "infinity"], detach=True,
-                                          name=f"{self.base}-worker-imposter")
-
-    def foreign(self):
-        """A worker of another parent."""
-        return self.client.containers.run(WORKER_IMAGE, detach=True, name=f"{self.base}-worker-foreign",
-                                          labels={"io.hal9000.role": "worker", "io.hal9000.parent": f"{self.base}-other"})
-
-
 @pytest.fixture
 def fleet(docker_client, parent):
-    made = Fleet(docker_client, parent)
-    try:
+    with Fleet(docker_client, parent) as made:
         yield made
-    finally:
-        remove_installation(docker_client, made.base)
 
 
 def coordinator(parent, *args, stdin=None):
@@ -82,11 +47,6 @@ def refused(proc, *words):
     for word in words:
         assert word in message, message
     return message
-
-
-def status_of(container):
-    container.reload()
-    return container.status
 
 
 def test_list_count_and_status_with_and_without_json(fleet, parent):
@@ -162,7 +122,7 @@ def test_stop_all_stops_only_this_parents_workers(fleet, parent):
     workers = [fleet.worker("w1"), fleet.worker("w2")]
     already = fleet.worker("w3", running=False)
     imposter, foreign = fleet.imposter(), fleet.foreign()
-    unowned = fleet.client.containers.run(WORKER_IMAGE, detach=True, name=f"{fleet.base}-worker-unowned")
+    unowned = fleet.unowned()
 
     lines = ok(coordinator(parent, "stop-all")).splitlines()
     assert sorted(lines[:-1]) == sorted(f"Stopped {w.name}" for w in workers)

@@ -13,10 +13,11 @@ import uuid
 
 import pytest
 
-from helpers import inspect_or_none, one_line_refusal, parent_args, remove_installation, snapshot, stable, wait_for
+from helpers import (
+    Fleet, inspect_or_none, one_line_refusal, parent_args, remove_installation, snapshot, stable, status_of, wait_for,
+)
 
 MODULE = "hal9000.dind.parent"
-WORKER_IMAGE = "hal9000/worker:latest"
 PHASES = {"critical_init", "parallel_init", "service_ready", "background_services"}
 COLLECTIONS_URL = "http://127.0.0.1:8000/api/v2/tenants/default_tenant/databases/default_database/collections"
 CREATE_COLLECTION = (
@@ -38,16 +39,6 @@ def own(docker_client, prefix, tmp_path):
         yield base, tmp_path / "home"
     finally:
         remove_installation(docker_client, base)
-
-
-def start_worker(client, base, parent_name, suffix="worker", **kwargs):
-    """A worker-labelled container in the parent's network namespace (the image idles with no command)."""
-    parent_id = client.api.inspect_container(parent_name)["Id"]
-    labels = {"io.hal9000.role": "worker", "io.hal9000.parent": parent_name}
-    return client.containers.run(
-        WORKER_IMAGE, detach=True, name=f"{base}-{suffix}", labels=labels,
-        network_mode=f"container:{parent_id}", **kwargs,
-    )
 
 
 def docker_exec(container, *argv, stdin=None):
@@ -224,7 +215,7 @@ def test_workers_attached_refuse_recreate_restart_stop_and_remove(ansible, docke
     name = f"{base}-parent"
     args = parent_args(base, home)
     assert ansible.task(MODULE, args)["changed"] is True
-    worker = start_worker(docker_client, base, name)
+    worker = Fleet(docker_client, name).worker("worker")
     before = stable(docker_client.api.inspect_container(name))
     attempts = [
         (dict(args, memory="3g"), "recreate"),
@@ -237,8 +228,7 @@ def test_workers_attached_refuse_recreate_restart_stop_and_remove(ansible, docke
             result = ansible.task(MODULE, task_args, check_mode=check_mode)
             one_line_refusal(result, f"Not going to {verb} {name}", worker.name, "force=true")
             assert stable(docker_client.api.inspect_container(name)) == before, verb
-            worker.reload()
-            assert worker.status == "running"
+            assert status_of(worker) == "running"
 
     forced = ansible.task(MODULE, dict(args, state="restarted", force=True))
     assert forced["changed"] is True and forced["affected_workers"] == [worker.name], forced
@@ -248,8 +238,7 @@ def test_workers_attached_refuse_recreate_restart_stop_and_remove(ansible, docke
     removed = ansible.task(MODULE, dict(args, state="absent", force=True))
     assert removed["changed"] is True and removed["affected_workers"] == [worker.name], removed
     assert inspect_or_none(docker_client, name) is None
-    worker.reload()
-    assert worker.status == "running"
+    assert status_of(worker) == "running"
 
 
 def test_chromadb_data_survives_restart_and_recreate(ansible, docker_client, own):
@@ -281,13 +270,11 @@ def test_info_reports_parent_workers_counts_and_volumes(ansible, docker_client, 
     assert not [w for w in absent["workers"] if w["parent"] == name]
 
     assert ansible.task(MODULE, parent_args(base, home))["changed"] is True
-    running = start_worker(docker_client, base, name, "worker-a")
-    idle = start_worker(docker_client, base, name, "worker-b")
-    idle.stop(timeout=5)
+    fleet = Fleet(docker_client, name)  # named after base: the own fixture removes them
+    running, idle = fleet.worker("worker-a"), fleet.worker("worker-b", running=False)
     # Not this parent's workers: a container with no labels, and a worker of another parent.
-    docker_client.containers.run("debian:bookworm-slim", ["sleep", "infinity"], detach=True, name=f"{base}-worker-imposter")
-    docker_client.containers.run(WORKER_IMAGE, detach=True, name=f"{base}-worker-foreign",
-                                 labels={"io.hal9000.role": "worker", "io.hal9000.parent": f"{base}-other"})
+    fleet.imposter()
+    fleet.foreign()
     wait_for(lambda: docker_client.api.inspect_container(name)["State"]["Health"]["Status"] == "healthy", 40,
              "the parent's health check")
 
@@ -320,7 +307,7 @@ def test_sigterm_stops_chromadb_and_leaves_workers_running(ansible, docker_clien
     base, home = own
     name = f"{base}-parent"
     assert ansible.task(MODULE, parent_args(base, home))["parent"]["chromadb_ready"] is True
-    worker = start_worker(docker_client, base, name)
+    worker = Fleet(docker_client, name).worker("worker")
     began = time.monotonic()
     stop = subprocess.run(["docker", "stop", "-t", "30", name], capture_output=True, text=True, timeout=60, check=False)
     assert stop.returncode == 0, stop.stderr
@@ -331,5 +318,4 @@ def test_sigterm_stops_chromadb_and_leaves_workers_running(ansible, docker_clien
     assert "Received signal 15: stopping" in log
     assert "ChromaDB stopped (exit code 0)" in log, log
     assert f"Workers left running: {worker.name}\n" in log, log
-    worker.reload()
-    assert worker.status == "running"
+    assert status_of(worker) == "running"
