@@ -12,6 +12,7 @@ import tracemalloc
 
 import pytest
 
+from ansible_collections.hal9000.dind.plugins.module_utils import manifest as manifest_module
 from ansible_collections.hal9000.dind.plugins.module_utils.errors import Hal9000Error
 from ansible_collections.hal9000.dind.plugins.module_utils.manifest import (
     differences,
@@ -67,6 +68,17 @@ def test_directory_manifest_records_every_kind(tmp_path):
     assert manifest["hard"] == manifest["run.sh"]
     assert manifest["fifo"]["type"] == "fifo"
     assert manifest["."]["type"] == "dir"
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_hashing_threads_change_nothing(tmp_path, monkeypatch, threads):
+    tree = make_tree(tmp_path / "tree")
+    for index in range(40):
+        (tree / "empty" / f"f{index:02d}").write_bytes(BLOB * index)
+    expected = manifest_of_directory(str(tree))
+    monkeypatch.setattr(manifest_module, "HASH_THREADS", threads)
+    found = manifest_of_directory(str(tree))
+    assert found == expected and list(found) == list(expected), "same entries in the same order"
 
 
 def test_sockets_are_left_out(tmp_path):
