@@ -12,7 +12,8 @@ disk or from the tar that Docker's ``get_archive`` returns, so a copy can be
 verified on either side. Sockets are left out: tar (and Docker) cannot carry them.
 
 Pure: standard library only, never ``ansible.*``. Files are read in chunks,
-never whole.
+never whole. The volume_data helper runs this file's source as it is, with
+python3 inside a container, so it keeps to the standard library.
 """
 
 from __future__ import annotations

@@ -4,11 +4,15 @@
 """Copy a host directory into a named volume, or a volume into a host directory.
 
 Only Docker's archive API moves data: a helper container made from a local
-image (never pulled) mounts the volume at /hal9000-volume and is never started,
-except to empty a volume for ``mode=replace`` (the archive API cannot delete).
-Tar streams flow through a pipe, so no tree sits whole in memory. Every copy,
-including the copy of old content kept aside, is checked against a sha256 tree
-manifest (see manifest.py).
+image (never pulled) mounts the volume at /hal9000-volume. Tar streams flow
+through a pipe, so no tree sits whole in memory. Every copy, including the copy
+of old content kept aside, is checked against a sha256 tree manifest (see
+manifest.py). A volume's manifest is computed inside the helper, next to the
+data, by manifest.py's own code when the helper image has python3 (only the
+manifest crosses the API); otherwise, or when that manifest disagrees with what
+was sent, the volume is read back through the archive API. Helpers are started
+only for that and to empty a volume for ``mode=replace`` (the archive API cannot
+delete).
 
 Pure: standard library and the docker SDK only, never ``ansible.*``.
 """
@@ -16,7 +20,9 @@ Pure: standard library and the docker SDK only, never ``ansible.*``.
 from __future__ import annotations
 
 import errno
+import hashlib
 import io
+import json
 import os
 import posixpath
 import shutil
@@ -33,6 +39,7 @@ from ansible_collections.hal9000.dind.plugins.module_utils.docker_api import (
     RequestException,
     api_error_message,
 )
+from ansible_collections.hal9000.dind.plugins.module_utils import manifest as _manifest_module
 from ansible_collections.hal9000.dind.plugins.module_utils.errors import Hal9000Error
 from ansible_collections.hal9000.dind.plugins.module_utils.manifest import (
     CHUNK,
@@ -53,6 +60,8 @@ from ansible_collections.hal9000.dind.plugins.module_utils.volumes import inspec
 DIRECTIONS = ("import", "export")
 MODES = ("into_empty", "replace")
 DEFAULT_HELPER_IMAGE = "debian:bookworm-slim"
+# Preferred when no helper_image is given and it is on the Docker host: its python3 computes manifests in place.
+PREFERRED_HELPER_IMAGE = "hal9000/parent:latest"
 VOLUME_DIR = "hal9000-volume"  # where helpers mount the volume (/hal9000-volume)
 ASIDE_DIR = "hal9000-aside"
 HELPER_LABELS = {"io.hal9000.managed": "true", "io.hal9000.type": "volume-data-helper"}
@@ -60,19 +69,33 @@ REPLACED_FROM_LABEL = "io.hal9000.replaced-from"
 # "<host>:<pid>" of the process that created a helper, so a helper left by a killed run can be recognised.
 HELPER_OWNER_LABEL = "io.hal9000.helper-owner"
 
+# The helper's python3 runs manifest.py's own source (argv[1], its one import stubbed) on each directory named
+# after it and prints the manifests as JSON, then the JSON's sha256 (a log driver that cut the output is caught).
+# -I ignores the image's PYTHONPATH; -X utf8 decodes file names as the host does.
+_MANIFEST_PROGRAM = """
+import hashlib, json, sys, types
+errors = types.ModuleType("errors")
+errors.Hal9000Error = type("Hal9000Error", (Exception,), {})
+sys.modules["ansible_collections.hal9000.dind.plugins.module_utils.errors"] = errors
+manifest = types.ModuleType("manifest")
+exec(compile(sys.argv[1], "manifest.py", "exec"), manifest.__dict__)
+out = json.dumps({name: manifest.manifest_of_directory("/" + name) for name in sys.argv[2:]}).encode("ascii")
+sys.stdout.buffer.write(out + b"\\n" + hashlib.sha256(out).hexdigest().encode("ascii") + b"\\n")
+"""
+
 # Members are checked by _safe_members; tarfile's own 'tar'/'data' filters would
 # drop group/other write bits, and a copy must keep modes exactly.
 _TRUSTED = {"filter": "fully_trusted"} if hasattr(tarfile, "fully_trusted_filter") else {}
 
 
-def validate_request(direction, volume, path, mode="into_empty", keep_aside=None, helper_image=DEFAULT_HELPER_IMAGE):
+def validate_request(direction, volume, path, mode="into_empty", keep_aside=None, helper_image=None):
     """Every check that needs no daemon; returns the normalised ``(path, keep_aside)``."""
     if direction not in DIRECTIONS:
         raise Hal9000Error(f"Invalid direction {direction!r}: use import or export.")
     if mode not in MODES:
         raise Hal9000Error(f"Invalid mode {mode!r}: use into_empty or replace.")
     validate_name(volume, "volume")
-    if not isinstance(helper_image, str) or not helper_image.strip():
+    if helper_image is not None and (not isinstance(helper_image, str) or not helper_image.strip()):
         raise Hal9000Error("helper_image is empty: give a local image such as debian:bookworm-slim.")
     path = _absolute(path, "path")
     if path == os.sep:
@@ -111,7 +134,16 @@ def _require_parent(path, option):
 
 
 def require_local_image(client, image):
-    """Fail in one line when the helper image is not on the Docker host; it is never pulled."""
+    """Fail in one line when the helper image is not on the Docker host; it is never pulled.
+
+    Returns the image: ``image``, or with None the preferred one when present, else the default.
+    """
+    if image is None:
+        try:
+            client.api.inspect_image(PREFERRED_HELPER_IMAGE)
+            return PREFERRED_HELPER_IMAGE
+        except NotFound:
+            image = DEFAULT_HELPER_IMAGE
     try:
         client.api.inspect_image(image)
     except NotFound:
@@ -119,6 +151,7 @@ def require_local_image(client, image):
             f"Helper image {image} is not on this Docker host and is never pulled: build or load it "
             "(ansible-playbook playbooks/base_image.yml, or docker load -i <file>), or set helper_image to a local image."
         ) from None
+    return image
 
 
 def _alive(pid):
@@ -160,10 +193,28 @@ def running_users(client, volume):
 # --- helper containers and archive streams -------------------------------------------------
 
 
+def _manifest_source():
+    """manifest.py's source for the helper's python3, or None where the loader cannot give it."""
+    try:
+        return _manifest_module.__loader__.get_source(_manifest_module.__name__)
+    except (AttributeError, ImportError, OSError):
+        return None
+
+
 @contextmanager
 def helper_container(client, image, mounts, volume, **extra):
-    """A helper container with ``mounts`` ({volume: (dir, read_only)}), removed on the way out."""
+    """A helper container with ``mounts`` ({volume: (dir, read_only)}), removed on the way out.
+
+    Unless given a command, it computes the manifests of its mounts when started (see volume_manifest).
+    """
     binds = {name: {"bind": "/" + where, "mode": "ro" if read_only else "rw"} for name, (where, read_only) in mounts.items()}
+    source = None if "command" in extra else _manifest_source()
+    if source is not None:
+        extra.update(
+            entrypoint=["python3", "-I", "-X", "utf8", "-c", _MANIFEST_PROGRAM],
+            command=[source] + [where for where, _read_only in mounts.values()],
+            user="0:0",  # reads every file, whatever its mode, as get_archive does
+        )
     container = client.api.create_container(
         image,
         command=extra.pop("command", ["true"]),
@@ -171,6 +222,7 @@ def helper_container(client, image, mounts, volume, **extra):
         labels=dict(HELPER_LABELS, **{"io.hal9000.volume": volume, HELPER_OWNER_LABEL: f"{socket.gethostname()}:{os.getpid()}"}),
         host_config=client.api.create_host_config(binds=binds),
         network_disabled=True,
+        healthcheck={"test": ["NONE"]},  # an image's health check has nothing to check in a helper
         **extra,
     )["Id"]
     try:
@@ -215,10 +267,40 @@ def open_archive(client, container, directory):
         pass
 
 
-def volume_manifest(client, container, directory=VOLUME_DIR):
-    """The manifest of a volume mounted at /<directory> of a helper container."""
+def archive_manifest(client, container, directory=VOLUME_DIR):
+    """The manifest of /<directory> of a helper container, read back through get_archive."""
     with open_archive(client, container, directory) as reader:
         return manifest_of_tar(reader, strip_prefix=directory)
+
+
+def _manifest_in_helper(client, container, directory):
+    """The manifest of /<directory> computed by the helper itself, or None when it cannot (no python3, say)."""
+    try:
+        client.api.start(container)
+        if client.api.wait(container, timeout=None).get("StatusCode") != 0:
+            return None
+        # Logs answer at once (a get_archive of a file would mount the container first); the last two lines are
+        # this run's JSON (one line) and its sha256.
+        out, digest = client.api.logs(container, stdout=True, stderr=False).rstrip(b"\n").split(b"\n")[-2:]
+        if hashlib.sha256(out).hexdigest().encode("ascii") != digest:
+            return None
+        manifest = json.loads(out)[directory]
+    except (DockerException, RequestException, KeyError, TypeError, ValueError):
+        return None
+    return manifest if isinstance(manifest, dict) else None
+
+
+def volume_manifest(client, container, directory=VOLUME_DIR, expected=None):
+    """The manifest of a volume mounted at /<directory> of a helper container.
+
+    Computed in the helper when it can, so only the manifest crosses the API. Read back
+    through get_archive when it cannot, or when it differs from ``expected``: a copy
+    then fails verification only on what the archive API itself reads.
+    """
+    manifest = _manifest_in_helper(client, container, directory)
+    if manifest is None or (expected is not None and manifest != expected):
+        manifest = archive_manifest(client, container, directory)
+    return manifest
 
 
 class _TarPipe:
@@ -501,7 +583,7 @@ def import_directory(client, volume, path, mode, keep_aside, image, verify, chec
             clear_volume(client, image, volume)
         with helper_container(client, image, {volume: (VOLUME_DIR, False)}, volume) as container:
             sent = send_directory(client, container, source_dir)
-            after = volume_manifest(client, container) if verify else None
+            after = volume_manifest(client, container, expected=sent) if verify else None
         if after is not None:
             problems = differences(sent, after, ownership=True, limit=3, names=("source", "volume"))
             if problems:
@@ -539,7 +621,7 @@ def _keep_volume_aside(client, image, volume, old, aside, to_directory):
                             archive.addfile(member, old_archive.extractfile(member) if member.isreg() else None)
 
                 put_tar(client, writer_container, produce)
-            copied = volume_manifest(client, writer_container, ASIDE_DIR)
+            copied = volume_manifest(client, writer_container, ASIDE_DIR, expected=old)
     problems = differences(old, copied, ownership=True, limit=3, names=("volume", "copy"))
     if problems:
         raise Hal9000Error(
@@ -593,14 +675,14 @@ def export_volume(client, volume, path, mode, keep_aside, image, verify, check_m
 
 
 def transfer(client, direction, volume, path, mode="into_empty", keep_aside=None,
-             helper_image=DEFAULT_HELPER_IMAGE, verify=True, check_mode=False):
+             helper_image=None, verify=True, check_mode=False):
     """Import ``path`` into ``volume`` or export ``volume`` into ``path``; returns the result dict.
 
     Raises Hal9000Error (one line) for anything a user can cause.
     """
     started = time.monotonic()
     path, keep_aside = validate_request(direction, volume, path, mode, keep_aside, helper_image)
-    require_local_image(client, helper_image)
+    helper_image = require_local_image(client, helper_image)
     stale = [] if check_mode else remove_stale_helpers(client, volume)
     run = import_directory if direction == "import" else export_volume
     try:

@@ -6,12 +6,16 @@ import filecmp
 import hashlib
 import os
 import random
+import re
 import shutil
 import subprocess
 
 import pytest
 
+from ansible_collections.hal9000.dind.plugins.module_utils import volume_data
+from ansible_collections.hal9000.dind.plugins.module_utils.errors import Hal9000Error
 from ansible_collections.hal9000.dind.plugins.module_utils.manifest import differences, manifest_of_directory, summary
+from ansible_collections.hal9000.dind.plugins.module_utils.volume_data import VOLUME_DIR, archive_manifest, helper_container, transfer
 
 MODULE = "hal9000.dind.volume_data"
 IMAGE = "debian:bookworm-slim"
@@ -352,3 +356,126 @@ def test_large_tree_50_mb_file_and_5000_small_files(ansible, docker_client, pref
     assert filecmp.cmp(source / "fifty-mb.bin", exported / "fifty-mb.bin", shallow=False)
     assert_same_tree(source, exported)
     shutil.rmtree(exported)
+
+
+# --- verification must be able to fail, whether the helper computes the manifest (python3) or the volume is read back.
+
+HELPERS = ["hal9000/parent:latest", IMAGE]  # with python3, and without (debian:bookworm-slim has none)
+
+
+def small_tree(root):
+    root.mkdir()
+    (root / "a.bin").write_bytes(os.urandom(100_000))
+    (root / "a.bin").chmod(0o644)
+    (root / "dir").mkdir()
+    (root / "dir" / "b.txt").write_text("b")
+    (root / "empty").mkdir()
+    (root / "link").symlink_to("a.bin")
+    return root
+
+
+# Each changes what is in the volume after the copy; the reason the verification must give.
+TAMPERING = {
+    "flipped byte": ("printf X | dd of=/v/a.bin bs=1 seek=500 conv=notrunc status=none", "a.bin: content"),
+    "mode": ("chmod 600 /v/a.bin", "a.bin: mode 0644 vs 0600"),
+    "owner": ("chown 7:7 /v/dir/b.txt", "dir/b.txt: owner 0:0 vs 7:7"),
+    "extra file": ("touch /v/dir/extra", "dir/extra: only in the volume"),
+    "missing file": ("rm /v/dir/b.txt", "dir/b.txt: only in the source"),
+    "link target": ("ln -sfn dir /v/link", "link: link target"),
+    "empty dir gone": ("rmdir /v/empty", "empty: only in the source"),
+}
+
+
+def tamper(client, volume, command):
+    client.containers.run(IMAGE, ["sh", "-c", command], volumes={volume: {"bind": "/v"}}, remove=True, network_disabled=True)
+
+
+def spy_in_helper(monkeypatch):
+    """Record what the helper computed, to prove which side decided."""
+    seen = []
+    original = volume_data._manifest_in_helper
+
+    def spy(*args):
+        seen.append(original(*args))
+        return seen[-1]
+
+    monkeypatch.setattr(volume_data, "_manifest_in_helper", spy)
+    return seen
+
+
+@pytest.mark.parametrize("helper", HELPERS)
+def test_manifest_computed_in_the_helper_equals_the_read_back(docker_client, prefix, tmp_path, helper):
+    source = make_tree(tmp_path / "source")
+    os.mkfifo(source / "fifo")
+    volume = f"{prefix}-data-inplace-{helper.split('/')[0].split(':')[0]}"
+    result = transfer(docker_client, "import", volume, str(source), helper_image=helper)
+    assert result["verified"] is True, result
+    with helper_container(docker_client, helper, {volume: (VOLUME_DIR, True)}, volume) as container:
+        in_helper = volume_data._manifest_in_helper(docker_client, container, VOLUME_DIR)
+        read_back = archive_manifest(docker_client, container)
+    assert read_back == manifest_of_directory(str(source))
+    assert in_helper == (read_back if helper != IMAGE else None)
+
+
+def test_the_helper_verifies_without_reading_the_volume_back(docker_client, prefix, tmp_path, monkeypatch):
+    source = small_tree(tmp_path / "source")
+    monkeypatch.setattr(volume_data, "archive_manifest", lambda *args: pytest.fail("the volume was read back"))
+    result = transfer(docker_client, "import", f"{prefix}-data-no-read-back", str(source), helper_image=HELPERS[0])
+    assert result["verified"] is True and result["target"] == result["source"], result
+
+
+@pytest.mark.parametrize("change", sorted(TAMPERING))
+@pytest.mark.parametrize("helper", HELPERS)
+def test_import_fails_when_the_volume_changes_between_copy_and_verify(docker_client, prefix, tmp_path, monkeypatch, helper, change):
+    command, reason = TAMPERING[change]
+    source = small_tree(tmp_path / "source")
+    volume = f"{prefix}-data-tampered"
+    send = volume_data.send_directory
+
+    def send_then_tamper(client, container, source_dir):
+        sent = send(client, container, source_dir)
+        tamper(client, volume, command)
+        return sent
+
+    monkeypatch.setattr(volume_data, "send_directory", send_then_tamper)
+    seen = spy_in_helper(monkeypatch)
+    with pytest.raises(Hal9000Error, match=f"Verification of the import of {source} into volume {volume} failed: .*{re.escape(reason)}"):
+        transfer(docker_client, "import", volume, str(source), helper_image=helper)
+    if helper != IMAGE:
+        assert seen[-1] is not None and seen[-1] != manifest_of_directory(str(source)), "the helper saw the change too"
+    assert volume not in [v.name for v in docker_client.volumes.list(filters={"name": volume})], "the volume it created is removed"
+
+
+@pytest.mark.parametrize("helper", HELPERS)
+def test_a_corrupted_volume_is_not_taken_for_the_source(docker_client, prefix, tmp_path, helper):
+    source = small_tree(tmp_path / "source")
+    volume = f"{prefix}-data-corrupt-{helper.split('/')[0].split(':')[0]}"
+    transfer(docker_client, "import", volume, str(source), helper_image=helper)
+    tamper(docker_client, volume, TAMPERING["flipped byte"][0])
+    plan = transfer(docker_client, "import", volume, str(source), mode="replace", helper_image=helper, check_mode=True)
+    assert plan["target_state"] == "different" and plan["differences"] == ["a.bin: content"], plan
+    with pytest.raises(Hal9000Error, match="differs from"):
+        transfer(docker_client, "import", volume, str(source), helper_image=helper)
+    fixed = transfer(docker_client, "import", volume, str(source), mode="replace", helper_image=helper)
+    assert fixed["verified"] is True and fixed["kept_aside"], fixed
+    again = transfer(docker_client, "import", volume, str(source), helper_image=helper)
+    assert again["changed"] is False and again["target_state"] == "matching", again
+    docker_client.volumes.get(fixed["kept_aside"]).remove()
+
+
+@pytest.mark.parametrize("helper", HELPERS)
+def test_export_fails_when_the_volume_changes_before_it_is_extracted(docker_client, prefix, tmp_path, monkeypatch, helper):
+    source = small_tree(tmp_path / "source")
+    volume = f"{prefix}-data-export-tampered-{helper.split('/')[0].split(':')[0]}"
+    transfer(docker_client, "import", volume, str(source), helper_image=helper)
+    extract = volume_data.extract_staged
+
+    def tamper_then_extract(client, *args, **kwargs):
+        tamper(client, volume, TAMPERING["flipped byte"][0])
+        return extract(client, *args, **kwargs)
+
+    monkeypatch.setattr(volume_data, "extract_staged", tamper_then_extract)
+    target = tmp_path / "exported"
+    with pytest.raises(Hal9000Error, match="Verification of the copy in .* failed: a.bin: content"):
+        transfer(docker_client, "export", volume, str(target), helper_image=helper)
+    assert sorted(os.listdir(tmp_path)) == ["source"], "nothing is left beside the target"

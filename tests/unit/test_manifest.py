@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import socket
+import subprocess
+import sys
 import tarfile
 import time
 import tracemalloc
@@ -24,7 +27,7 @@ from ansible_collections.hal9000.dind.plugins.module_utils.manifest import (
     tar_member_name,
     tree_digest,
 )
-from ansible_collections.hal9000.dind.plugins.module_utils.volume_data import _safe_members
+from ansible_collections.hal9000.dind.plugins.module_utils.volume_data import _MANIFEST_PROGRAM, _manifest_source, _safe_members
 
 BLOB = bytes(range(256)) * 40
 
@@ -79,6 +82,20 @@ def test_hashing_threads_change_nothing(tmp_path, monkeypatch, threads):
     monkeypatch.setattr(manifest_module, "HASH_THREADS", threads)
     found = manifest_of_directory(str(tree))
     assert found == expected and list(found) == list(expected), "same entries in the same order"
+
+
+def test_the_helper_program_computes_the_same_manifest(tmp_path):
+    """volume_data runs manifest.py's source with the helper's python3; here the host's stands in."""
+    tree = make_tree(tmp_path / "tree")
+    (tree / "undecodable-\udcff").write_bytes(b"odd name")
+    name = str(tree).lstrip("/")  # the program reads /<name>
+    out = subprocess.run(
+        [sys.executable, "-I", "-X", "utf8", "-c", _MANIFEST_PROGRAM, _manifest_source(), name],
+        check=True, capture_output=True,
+    ).stdout
+    body, digest = out.rstrip(b"\n").rsplit(b"\n", 1)
+    assert hashlib.sha256(body).hexdigest().encode() == digest
+    assert json.loads(body) == {name: manifest_of_directory(str(tree))}
 
 
 def test_sockets_are_left_out(tmp_path):
