@@ -11,8 +11,13 @@ tree into another fresh volume with
 and prints both times and their ratio (goal: <= 1.5). Every run uses fresh
 volumes and starts after a sync; the best of --runs is compared, and the
 median ratio of the paired runs is printed too. Everything it creates is removed.
+The import uses the module's helper image (hal9000/parent:latest when present,
+whose python3 computes the volume's manifest in place) unless --helper-image
+names another (debian:bookworm-slim has no python3: the volume is read back).
+With --tmpfs every volume is a bind mount of a directory in /dev/shm, which
+takes the disk's write speed out of both copies.
 
-    .venv/bin/python benchmarks/volume_data_throughput.py [--mb 200] [--runs 3]
+    .venv/bin/python benchmarks/volume_data_throughput.py [--mb 200] [--runs 3] [--helper-image IMAGE] [--tmpfs]
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ import docker  # noqa: E402  pylint: disable=wrong-import-position
 
 from ansible_collections.hal9000.dind.plugins.module_utils.volume_data import (  # noqa: E402  pylint: disable=wrong-import-position
     DEFAULT_HELPER_IMAGE,
+    require_local_image,
     transfer,
 )
 
@@ -59,15 +65,16 @@ def make_tree(root, total_mb):
     return sum(sizes) + small * 20 * 1000, len(sizes) + small
 
 
-def run_ours(client, source, volume):
+def run_ours(client, source, volume, helper_image):
     started = time.monotonic()
-    result = transfer(client, "import", volume, source)
+    result = transfer(client, "import", volume, source, helper_image=helper_image)
     assert result["verified"] and result["source"]["digest"] == result["target"]["digest"], result
     return time.monotonic() - started
 
 
-def run_cp(source, volume, image):
+def run_cp(client, source, volume, image):
     started = time.monotonic()
+    client.api.create_volume(name=volume)  # as transfer does (timed too), so --tmpfs applies to both
     subprocess.run(
         ["docker", "run", "--rm", "-v", f"{source}:/s:ro", "-v", f"{volume}:/d", image, "cp", "-a", "/s/.", "/d/"],
         check=True,
@@ -80,6 +87,18 @@ def remove_volume(client, name):
         client.volumes.get(name).remove(force=True)
     except docker.errors.NotFound:
         pass
+    shutil.rmtree(f"/dev/shm/{name}", ignore_errors=True)
+
+
+def on_tmpfs(client):
+    """Every volume the client creates from now on is a bind mount of a new /dev/shm directory."""
+    create = client.api.create_volume
+
+    def create_on_tmpfs(name=None, **kwargs):
+        os.mkdir(f"/dev/shm/{name}")
+        return create(name=name, driver_opts={"type": "none", "device": f"/dev/shm/{name}", "o": "bind"}, **kwargs)
+
+    client.api.create_volume = create_on_tmpfs
 
 
 def main():
@@ -87,16 +106,21 @@ def main():
     parser.add_argument("--mb", type=int, default=200, help="size of the generated tree in MB (default 200)")
     parser.add_argument("--runs", type=int, default=3, help="runs of each copy; the best is kept (default 3)")
     parser.add_argument("--image", default=DEFAULT_HELPER_IMAGE, help="image for cp -a (default %(default)s)")
+    parser.add_argument("--helper-image", help="helper image for the import (default: the module's choice)")
+    parser.add_argument("--tmpfs", action="store_true", help="volumes on tmpfs: compare without the disk's write speed")
     args = parser.parse_args()
 
     client = docker.from_env()
+    if args.tmpfs:
+        on_tmpfs(client)
+    helper = require_local_image(client, args.helper_image)
     tag = f"h9bench-{uuid.uuid4().hex[:8]}"
     source = tempfile.mkdtemp(prefix=f"{tag}-")
     ours, cp = [], []
     try:
         size, files = make_tree(source, args.mb)
-        print(f"tree: {files} files, {size / MB:.0f} MB in {source}")
-        copies = [("ours", ours, lambda v: run_ours(client, source, v)), ("cp -a", cp, lambda v: run_cp(source, v, args.image))]
+        print(f"tree: {files} files, {size / MB:.0f} MB in {source}; import helper image {helper}")
+        copies = [("ours", ours, lambda v: run_ours(client, source, v, args.helper_image)), ("cp -a", cp, lambda v: run_cp(client, source, v, args.image))]
         for run in range(args.runs):
             # Alternate which copy goes first, so drifting load on the host hits both alike.
             for label, times, copy in copies if run % 2 == 0 else copies[::-1]:
@@ -117,7 +141,7 @@ def main():
     finally:
         shutil.rmtree(source, ignore_errors=True)
         for volume in client.volumes.list(filters={"name": tag}):
-            volume.remove(force=True)
+            remove_volume(client, volume.name)
     return 0
 
 
