@@ -38,6 +38,7 @@ from ansible_collections.hal9000.dind.plugins.module_utils.manifest import (
     manifest_of_directory,
     summary,
 )
+from ansible_collections.hal9000.dind.plugins.module_utils.validate import first_free
 
 ACTIONS = ("create", "list", "verify", "restore", "inspect")
 V05_DIRECTORIES = ("chromadb", "membank", "plugins")
@@ -72,13 +73,6 @@ def _absolute(value, what):
     if value == os.sep:
         raise Hal9000Error(f"{what} / is not allowed: give a directory below it.")
     return value
-
-
-def _free_path(base):
-    path, number = base, 1
-    while os.path.lexists(path):
-        path, number = f"{base}-{number}", number + 1
-    return path
 
 
 def _ownership():
@@ -326,7 +320,7 @@ def create_backup(home, sources=None, source_version=SOURCE_VERSION, target_vers
     if not present:
         raise Hal9000Error(f"None of the source directories exists ({', '.join(sources.values())}): nothing to back up.")
     moment = _now()
-    path = _free_path(os.path.join(backups_dir(home), BACKUP_PREFIX + _stamp(moment)))
+    path = first_free(os.path.join(backups_dir(home), BACKUP_PREFIX + _stamp(moment)), os.path.lexists)
     actions = [f"create backup {path}"]
     actions += [f"skip {name}: {source} does not exist" for name, source in missing.items()]
     directories = {}
@@ -468,7 +462,7 @@ def restore_backup(home, backup=None, paths=None, check_mode=False):
                 current = manifest_of_directory(target)
                 if not differences(record["entries"], current, ownership=ownership, limit=1):
                     state = "matching"
-        aside = _free_path(f"{target}{ASIDE_INFIX}{stamp}") if state == "different" else None
+        aside = first_free(f"{target}{ASIDE_INFIX}{stamp}", os.path.lexists) if state == "different" else None
         entry = {"path": target, "state": state, "kept_aside": aside, "in_backup": record is not None}
         if record is not None:
             entry.update({key: record[key] for key in ("files", "bytes", "digest")})

@@ -86,3 +86,11 @@ def validate_labels(labels):
             )
         result[str(key)] = str(value)
     return result
+
+
+def first_free(base, taken):
+    """``base``, or ``base-1``, ``base-2``, ...: the first name ``taken(name)`` says is free (for kept-aside copies)."""
+    name, number = base, 1
+    while taken(name):
+        name, number = f"{base}-{number}", number + 1
+    return name

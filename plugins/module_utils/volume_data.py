@@ -53,7 +53,7 @@ from ansible_collections.hal9000.dind.plugins.module_utils.manifest import (
     summary,
     tar_member_name,
 )
-from ansible_collections.hal9000.dind.plugins.module_utils.validate import validate_name
+from ansible_collections.hal9000.dind.plugins.module_utils.validate import first_free, validate_name
 from ansible_collections.hal9000.dind.plugins.module_utils.volumes import inspect_volume
 
 DIRECTIONS = ("import", "export")
@@ -490,20 +490,6 @@ def _timestamp():
     return time.strftime("%Y%m%d-%H%M%S")
 
 
-def _free_volume_name(client, base):
-    name, number = base, 1
-    while inspect_volume(client, name) is not None:
-        name, number = f"{base}-{number}", number + 1
-    return name
-
-
-def _free_path(base):
-    path, number = base, 1
-    while os.path.lexists(path):
-        path, number = f"{base}-{number}", number + 1
-    return path
-
-
 def _has_entries(directory):
     with os.scandir(directory) as scan:
         return next(scan, None) is not None
@@ -587,7 +573,7 @@ def import_directory(client, volume, path, mode, keep_aside, image, verify, chec
         if keep_aside:
             aside, where = keep_aside, f"directory {keep_aside}"
         else:
-            aside = _free_volume_name(client, f"{volume}-replaced-{_timestamp()}")
+            aside = first_free(f"{volume}-replaced-{_timestamp()}", lambda name: inspect_volume(client, name) is not None)
             try:
                 validate_name(aside, "volume")
             except Hal9000Error:
@@ -682,7 +668,7 @@ def export_volume(client, volume, path, mode, keep_aside, image, verify, check_m
             )
         actions, aside = [], None
         if state == "different":
-            aside = keep_aside or _free_path(f"{path}.replaced-{_timestamp()}")
+            aside = keep_aside or first_free(f"{path}.replaced-{_timestamp()}", os.path.lexists)
             actions.append(f"move {path} ({_counts(before)}) aside to {aside}")
         actions.append(f"export {_counts(source)} from volume {volume} into {path}")
         if check_mode:
