@@ -9,7 +9,6 @@ from __future__ import annotations
 import filecmp
 import json
 import os
-import random
 import re
 import shutil
 import signal
@@ -23,6 +22,7 @@ import pytest
 from ansible_collections.hal9000.dind.plugins.module_utils.manifest import differences, manifest_of_directory, summary
 from ansible_collections.hal9000.dind.plugins.module_utils.volume_data import helper_container, volume_manifest
 from helpers import REPO_ROOT
+from trees import assert_same_tree, make_tree
 
 MIGRATE = REPO_ROOT / "playbooks" / "migrate.yml"
 ROLLBACK = REPO_ROOT / "playbooks" / "rollback.yml"
@@ -101,55 +101,6 @@ def recap_changed(stdout):
 
 def manifests(root, names=tuple(SOURCES)):
     return {name: manifest_of_directory(str(root / name)) for name in names if (root / name).is_dir()}
-
-
-def assert_same_tree(a, b):
-    """Manifests equal (contents, modes, symlinks, owners) and every regular file byte for byte."""
-    left, right = manifest_of_directory(str(a)), manifest_of_directory(str(b))
-    assert differences(left, right, ownership=True) == []
-    files = [path for path, entry in left.items() if entry["type"] == "file"]
-    match, mismatch, errors = filecmp.cmpfiles(a, b, files, shallow=False)
-    assert (mismatch, errors) == ([], []) and len(match) == len(files)
-
-
-def write_random(path, size, rng):
-    with open(path, "wb") as handle:
-        while size > 0:
-            chunk = min(size, 1 << 20)
-            handle.write(rng.randbytes(chunk))
-            size -= chunk
-
-
-def make_tree(root, seed, small_files=0, big_bytes=0):
-    """Binary files, unicode and space-laden names, symlinks, empty dirs, modes, owners; optionally many or big files."""
-    rng = random.Random(seed)
-    root.mkdir(parents=True)
-    for folder in ["", "dir with spaces", "dir with spaces/nested deeper", "ünïcødé 日本語"]:
-        (root / folder).mkdir(exist_ok=True)
-        for name in rng.sample(["plain.bin", "with space.bin", "données été.bin", "tab\there.bin", "-dash"], 3):
-            write_random(root / folder / name, rng.randrange(0, 200_000), rng)
-    (root / "empty" / "deeper" / "deepest").mkdir(parents=True)
-    (root / "zero").write_bytes(b"")
-    (root / "private").mkdir(mode=0o700)
-    write_random(root / "private" / "key", 4096, rng)
-    (root / "private" / "key").chmod(0o600)
-    (root / "tool").write_text("#!/bin/sh\nexit 0\n")
-    (root / "tool").chmod(0o4755)
-    (root / "shared").mkdir()
-    (root / "shared").chmod(0o2775)
-    (root / "link to dir").symlink_to("dir with spaces")
-    (root / "dangling").symlink_to("/nonexistent/target")
-    os.link(root / "tool", root / "hard link")
-    os.chown(root / "private" / "key", 1234, 5678)
-    os.lchown(root / "dangling", 4321, 4321)
-    for index in range(small_files):
-        folder = root / f"batch {index // 500:02d}"
-        folder.mkdir(exist_ok=True)
-        (folder / f"small-{index}.txt").write_bytes(rng.randbytes(rng.randrange(1, 2048)))
-    if big_bytes:
-        write_random(root / "zz big.bin", big_bytes, rng)
-    root.chmod(0o750)
-    return root
 
 
 def make_sessions(home):

@@ -14,8 +14,9 @@ import pytest
 
 from ansible_collections.hal9000.dind.plugins.module_utils import volume_data
 from ansible_collections.hal9000.dind.plugins.module_utils.errors import Hal9000Error
-from ansible_collections.hal9000.dind.plugins.module_utils.manifest import differences, manifest_of_directory, summary
+from ansible_collections.hal9000.dind.plugins.module_utils.manifest import manifest_of_directory, summary
 from ansible_collections.hal9000.dind.plugins.module_utils.volume_data import VOLUME_DIR, archive_manifest, helper_container, transfer
+from trees import assert_same_tree, make_tree, write_random
 
 MODULE = "hal9000.dind.volume_data"
 IMAGE = "debian:bookworm-slim"
@@ -39,68 +40,12 @@ def snapshot(client, prefix):
     )
 
 
-def write_random(path, size, rng):
-    with open(path, "wb") as handle:
-        handle.write(rng.randbytes(size))
-
-
-def make_tree(root, seed=7):
-    """Random binary files, odd names, every link kind, empty dirs, unusual modes and owners."""
-    rng = random.Random(seed)
-    root.mkdir()
-    names = ["plain.bin", "with space.bin", "données été.bin", "日本語 ファイル.dat", "tab\there.bin", "-leading-dash"]
-    for folder in ["", "dir with spaces", "dir with spaces/nested", "ünïcødé"]:
-        (root / folder).mkdir(exist_ok=True)
-        for name in rng.sample(names, 4):
-            write_random(root / folder / name, rng.randrange(0, 300_000), rng)
-    (root / "empty").mkdir()
-    (root / "empty" / "deeper" / "deepest").mkdir(parents=True)
-    (root / "zero-bytes").write_bytes(b"")
-    (root / "private").mkdir(mode=0o700)
-    write_random(root / "private" / "secret.key", 4096, rng)
-    (root / "private" / "secret.key").chmod(0o600)
-    (root / "bin").mkdir()
-    (root / "bin" / "tool").write_text("#!/bin/sh\nexit 0\n")
-    (root / "bin" / "tool").chmod(0o755)
-    (root / "bin" / "setuid").write_text("x")
-    (root / "bin" / "setuid").chmod(0o4755)
-    (root / "shared").mkdir()
-    (root / "shared").chmod(0o2775)
-    (root / "shared" / "group-writable").write_text("g")
-    (root / "shared" / "group-writable").chmod(0o664)
-    (root / "readonly").write_text("r")
-    (root / "readonly").chmod(0o444)
-    (root / "link-to-file").symlink_to("plain.bin" if (root / "plain.bin").exists() else "zero-bytes")
-    (root / "link-to-dir").symlink_to("dir with spaces")
-    (root / "dangling-absolute").symlink_to("/nonexistent/target")
-    (root / "dangling-relative").symlink_to("../outside/nothing")
-    (root / "loop").symlink_to("loop")
-    os.link(root / "bin" / "tool", root / "hard-link-to-tool")
-    os.chown(root / "private" / "secret.key", 1234, 5678)
-    os.chown(root / "shared", 1000, 1000)
-    os.lchown(root / "dangling-absolute", 4321, 4321)
-    root.chmod(0o750)
-    return root
-
-
 def volume_files(volume, *command):
     """Run a command in a throwaway container over the volume: an independent look at its content."""
     return subprocess.run(
         ["docker", "run", "--rm", "--network", "none", "-v", f"{volume}:/v:ro", IMAGE, *command],
         check=True, capture_output=True, text=True,
     ).stdout
-
-
-def assert_same_tree(a, b):
-    left, right = manifest_of_directory(str(a)), manifest_of_directory(str(b))
-    assert differences(left, right, ownership=True) == []
-    assert left == right
-    sample = [p for p, e in left.items() if e["type"] == "file"]
-    match, mismatch, errors = filecmp.cmpfiles(a, b, sample, shallow=False)
-    assert (mismatch, errors) == ([], []) and len(match) == len(sample)
-    for path, entry in left.items():
-        if entry["type"] == "symlink":
-            assert os.readlink(b / path) == os.readlink(a / path)
 
 
 def one_line_failure(result, *words):

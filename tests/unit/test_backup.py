@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import filecmp
 import json
 import os
-import random
 import sqlite3
 import stat
 
@@ -22,46 +20,7 @@ from ansible_collections.hal9000.dind.plugins.module_utils.backup import (
 )
 from ansible_collections.hal9000.dind.plugins.module_utils.errors import Hal9000Error
 from ansible_collections.hal9000.dind.plugins.module_utils.manifest import differences, manifest_of_directory, summary
-
-ROOT = os.geteuid() == 0
-
-
-def make_tree(root, seed):
-    """Binary files, unicode and space-laden names, symlinks (dangling too), empty dirs, modes, a hard link."""
-    rng = random.Random(seed)
-    root.mkdir(parents=True)
-    for folder in ["", "dir with spaces", "dir with spaces/nested", "ünïcødé 日本"]:
-        (root / folder).mkdir(exist_ok=True)
-        for name in ("plain.bin", "with space.bin", "données été.bin"):
-            (root / folder / name).write_bytes(rng.randbytes(rng.randrange(0, 70_000)))
-    (root / "empty" / "deeper").mkdir(parents=True)
-    (root / "private").mkdir(mode=0o700)
-    (root / "private" / "key").write_bytes(rng.randbytes(512))
-    (root / "private" / "key").chmod(0o600)
-    (root / "tool").write_text("#!/bin/sh\nexit 0\n")
-    (root / "tool").chmod(0o4755)
-    (root / "shared").mkdir()
-    (root / "shared").chmod(0o2775)
-    (root / "link").symlink_to("plain.bin")
-    (root / "dangling").symlink_to("/nonexistent/target")
-    (root / "dir-link").symlink_to("dir with spaces")
-    os.link(root / "tool", root / "hard")
-    if ROOT:
-        os.chown(root / "private" / "key", 1234, 5678)
-        os.lchown(root / "dangling", 4321, 4321)
-    root.chmod(0o750)
-    return root
-
-
-def assert_same_tree(a, b):
-    assert not differences(manifest_of_directory(str(a)), manifest_of_directory(str(b)), ownership=ROOT, limit=5)
-    pending = [filecmp.dircmp(a, b)]
-    while pending:
-        cmp = pending.pop()
-        assert not cmp.left_only and not cmp.right_only and not cmp.funny_files, (cmp.left, cmp.left_only, cmp.right_only)
-        _match, mismatch, errors = filecmp.cmpfiles(cmp.left, cmp.right, cmp.common_files, shallow=False)
-        assert not mismatch and not [e for e in errors if not os.path.islink(os.path.join(cmp.left, e))]
-        pending.extend(cmp.subdirs.values())
+from trees import AS_ROOT, assert_same_tree, make_tree
 
 
 @pytest.fixture
@@ -206,7 +165,7 @@ def test_restore_replaces_keeps_the_old_content_aside_and_is_idempotent(home):
     assert result["changed"] and result["verified"]
     for name in ("chromadb", "membank"):
         assert_same_tree(os.path.join(backup, name), home / name)
-        assert not differences(pristine[name], manifest_of_directory(str(home / name)), ownership=ROOT)
+        assert not differences(pristine[name], manifest_of_directory(str(home / name)), ownership=AS_ROOT)
     # Replaced, not merged: the file added after the backup is gone from the target, kept aside.
     aside = result["restored"]["chromadb"]["kept_aside"]
     assert ".before-rollback-" in aside and not (home / "chromadb" / "added after").exists()
