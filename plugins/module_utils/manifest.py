@@ -30,7 +30,7 @@ from ansible_collections.hal9000.dind.plugins.module_utils.errors import Hal9000
 
 CHUNK = 1 << 20
 ROOT = "."
-# hashlib releases the GIL on big updates, so files hash in parallel; more threads than cores only contend.
+# hashlib releases the GIL on big updates, so big files hash in parallel; more threads than cores only contend.
 HASH_THREADS = max(1, min(4, os.cpu_count() or 1))
 _OWNERSHIP = ("uid", "gid")
 
@@ -129,20 +129,23 @@ def _iter_below(directory, prefix):
 
 
 def manifest_of_directory(path):
-    """The manifest of a host directory tree; files are hashed by HASH_THREADS threads."""
-    manifest, files = {}, []
-    for relative, full, st in iter_directory(path):
-        if stat.S_ISREG(st.st_mode):
-            manifest[relative] = None  # keeps the walk's order; filled in below
-            files.append((relative, full, st))
-            continue
-        entry = entry_from_stat(st, full)
-        if entry is not None:
-            manifest[relative] = entry
+    """The manifest of a host directory tree.
+
+    Files of CHUNK bytes or more are hashed by HASH_THREADS threads while the walk goes on and hashes the
+    small ones itself: handing each small file to a thread costs more in switching than its hash.
+    """
+    manifest, pending = {}, []
     with ThreadPoolExecutor(HASH_THREADS) as pool:
-        digests = pool.map(hash_file, [full for _relative, full, _st in files])
-        for (relative, full, st), digest in zip(files, digests):
-            manifest[relative] = entry_from_stat(st, full, digest)
+        for relative, full, st in iter_directory(path):
+            if stat.S_ISREG(st.st_mode) and st.st_size >= CHUNK:
+                manifest[relative] = None  # keeps the walk's order; filled in below
+                pending.append((relative, full, st, pool.submit(hash_file, full)))
+                continue
+            entry = entry_from_stat(st, full)
+            if entry is not None:
+                manifest[relative] = entry
+        for relative, full, st, digest in pending:
+            manifest[relative] = entry_from_stat(st, full, digest.result())
     return manifest
 
 

@@ -3,16 +3,19 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Copy a host directory into a named volume, or a volume into a host directory.
 
-Only Docker's archive API moves data: a helper container made from a local
-image (never pulled) mounts the volume at /hal9000-volume. Tar streams flow
-through a pipe, so no tree sits whole in memory. Every copy, including the copy
-of old content kept aside, is checked against a sha256 tree manifest (see
-manifest.py). A volume's manifest is computed inside the helper, next to the
-data, by manifest.py's own code when the helper image has python3 (only the
+A helper container made from a local image (never pulled) mounts the volume at
+/hal9000-volume. An import from a local daemon is copied by ``cp`` in the
+helper from a read-only bind mount of the source (the daemon's untar behind the
+archive API alone takes as long as that whole copy); when the daemon cannot
+mount the source (a remote daemon, a daemon in a VM, user namespaces) or the
+copy does not match the source, the tree is streamed through Docker's archive
+API instead. Tar streams are never held whole in memory. Every copy, including
+the copy of old content kept aside, is checked against a sha256 tree manifest
+(see manifest.py). A volume's manifest is computed inside the helper, next to
+the data, by manifest.py's own code when the helper image has python3 (only the
 manifest crosses the API); otherwise, or when that manifest disagrees with what
-was sent, the volume is read back through the archive API. Helpers are started
-only for that and to empty a volume for ``mode=replace`` (the archive API cannot
-delete).
+was sent, the volume is read back through the archive API. Emptying a volume
+for ``mode=replace`` also takes a helper (the archive API cannot delete).
 
 Pure: standard library and the docker SDK only, never ``ansible.*``.
 """
@@ -34,6 +37,7 @@ import uuid
 from contextlib import contextmanager
 
 from ansible_collections.hal9000.dind.plugins.module_utils.docker_api import (
+    APIError,
     DockerException,
     NotFound,
     RequestException,
@@ -62,6 +66,7 @@ DEFAULT_HELPER_IMAGE = "debian:bookworm-slim"
 # Preferred when no helper_image is given and it is on the Docker host: its python3 computes manifests in place.
 PREFERRED_HELPER_IMAGE = "hal9000/parent:latest"
 VOLUME_DIR = "hal9000-volume"  # where helpers mount the volume (/hal9000-volume)
+SOURCE_DIR = "hal9000-source"  # where an import's helper mounts the source directory, read-only
 ASIDE_DIR = "hal9000-aside"
 HELPER_LABELS = {"io.hal9000.managed": "true", "io.hal9000.type": "volume-data-helper"}
 REPLACED_FROM_LABEL = "io.hal9000.replaced-from"
@@ -80,6 +85,15 @@ manifest = types.ModuleType("manifest")
 exec(compile(sys.argv[1], "manifest.py", "exec"), manifest.__dict__)
 out = json.dumps({name: manifest.manifest_of_directory("/" + name) for name in sys.argv[2:]}).encode("ascii")
 sys.stdout.buffer.write(out + b"\\n" + hashlib.sha256(out).hexdigest().encode("ascii") + b"\\n")
+"""
+
+# An import's helper: GNU cp from the bind-mounted source ("$0" is _MANIFEST_PROGRAM, "$1" manifest.py's source
+# or "" without one), then the volume's manifest as above. Exit codes say which step could not run. cp keeps
+# what a tar through the archive API keeps (cp -a without extended attributes), so both ways give the same copy.
+COPY_FAILED, COPIED_WITHOUT_MANIFEST = 90, 91
+_COPY_SCRIPT = f"""cp -dR --preserve=mode,ownership,timestamps,links /{SOURCE_DIR}/. /{VOLUME_DIR}/ || exit {COPY_FAILED}
+[ -n "$1" ] && command -v python3 >/dev/null || exit {COPIED_WITHOUT_MANIFEST}
+exec python3 -I -X utf8 -c "$0" "$@"
 """
 
 # Members are checked by _safe_members; tarfile's own 'tar'/'data' filters would
@@ -201,17 +215,28 @@ def _manifest_source():
 
 
 @contextmanager
-def helper_container(client, image, mounts, volume, **extra):
+def helper_container(client, image, mounts, volume, source_dir=None, **extra):
     """A helper container with ``mounts`` ({volume: (dir, read_only)}), removed on the way out.
 
-    Unless given a command, it computes the manifests of its mounts when started (see volume_manifest).
+    Unless given a command, it computes the manifests of its mounts when started (see volume_manifest);
+    with ``source_dir`` it first copies that host directory, mounted read-only, into the volume (see
+    copy_from_bind_mount).
     """
     binds = {name: {"bind": "/" + where, "mode": "ro" if read_only else "rw"} for name, (where, read_only) in mounts.items()}
-    source = None if "command" in extra else _manifest_source()
-    if source is not None:
+    # The Mounts API, not a bind string: any path is safe in it (':' and ','), and a path the daemon
+    # does not have fails instead of being created.
+    source_mounts = [{"Type": "bind", "Source": source_dir, "Target": "/" + SOURCE_DIR, "ReadOnly": True}] if source_dir else None
+    manifest_source = None if "command" in extra else _manifest_source()
+    if source_dir:
+        extra.update(
+            entrypoint=["sh", "-c", _COPY_SCRIPT, _MANIFEST_PROGRAM],
+            command=[manifest_source or "", VOLUME_DIR],
+            user="0:0",  # keeps owners, and reads every file, as the archive API does
+        )
+    elif manifest_source is not None:
         extra.update(
             entrypoint=["python3", "-I", "-X", "utf8", "-c", _MANIFEST_PROGRAM],
-            command=[source] + [where for where, _read_only in mounts.values()],
+            command=[manifest_source] + [where for where, _read_only in mounts.values()],
             user="0:0",  # reads every file, whatever its mode, as get_archive does
         )
     container = client.api.create_container(
@@ -219,7 +244,7 @@ def helper_container(client, image, mounts, volume, **extra):
         command=extra.pop("command", ["true"]),
         name=f"hal9000-volume-data-{uuid.uuid4().hex[:12]}",
         labels=dict(HELPER_LABELS, **{"io.hal9000.volume": volume, HELPER_OWNER_LABEL: f"{socket.gethostname()}:{os.getpid()}"}),
-        host_config=client.api.create_host_config(binds=binds),
+        host_config=client.api.create_host_config(binds=binds, mounts=source_mounts),
         network_disabled=True,
         healthcheck={"test": ["NONE"]},  # an image's health check has nothing to check in a helper
         **extra,
@@ -278,6 +303,14 @@ def _manifest_in_helper(client, container, directory):
         client.api.start(container)
         if client.api.wait(container, timeout=None).get("StatusCode") != 0:
             return None
+    except (DockerException, RequestException):
+        return None
+    return _manifest_from_logs(client, container, directory)
+
+
+def _manifest_from_logs(client, container, directory):
+    """The manifest of /<directory> that a finished helper printed, or None when its output does not hold one."""
+    try:
         # Logs answer at once (a get_archive of a file would mount the container first); the last two lines are
         # this run's JSON (one line) and its sha256.
         out, digest = client.api.logs(container, stdout=True, stderr=False).rstrip(b"\n").split(b"\n")[-2:]
@@ -468,6 +501,11 @@ def extract_staged(client, container, final_path, expected, verify=True, ownersh
     return staging, written
 
 
+def _first_error(client, container):
+    lines = client.api.logs(container).decode("utf-8", "replace").strip().splitlines()
+    return lines[0] if lines else "no output"
+
+
 def clear_volume(client, image, volume):
     """Empty a volume for mode=replace; the archive API cannot delete, so a helper runs find."""
     with helper_container(
@@ -477,10 +515,40 @@ def clear_volume(client, image, volume):
         client.api.start(container)
         status = client.api.wait(container).get("StatusCode")
         if status != 0:
-            logs = client.api.logs(container).decode("utf-8", "replace").strip().splitlines()
-            raise Hal9000Error(
-                f"Emptying volume {volume} with find in {image} failed (exit {status}: {logs[-1] if logs else 'no output'})."
-            )
+            raise Hal9000Error(f"Emptying volume {volume} with find in {image} failed (exit {status}: {_first_error(client, container)}).")
+
+
+def daemon_shares_host_paths(client):
+    """True when the daemon answers on a local socket, so it can probably bind-mount this host's directories.
+
+    Only probably (a daemon in a VM, a socket forwarded from another machine): copy_from_bind_mount's copy is
+    verified, and streamed through the archive API when it does not match.
+    """
+    return client.api.base_url == "http+docker://localhost"
+
+
+def copy_from_bind_mount(client, image, volume, source_dir, source=None):
+    """``cp`` the host directory into the empty volume in a helper; returns (source manifest, problem).
+
+    The source's manifest is made on the host while the helper copies, unless given. ``problem`` is None
+    when the volume's manifest equals it, else one line saying why the copy is not good; the volume may
+    then hold part of a copy.
+    """
+    try:
+        with helper_container(client, image, {volume: (VOLUME_DIR, False)}, volume, source_dir=source_dir) as container:
+            client.api.start(container)
+            if source is None:
+                source = manifest_of_directory(source_dir)
+            status = client.api.wait(container, timeout=None).get("StatusCode")
+            if status == COPY_FAILED:
+                return source, f"cp in {image} failed: {_first_error(client, container)}"
+            copied = _manifest_from_logs(client, container, VOLUME_DIR) if status == 0 else None
+            if copied is None:  # no python3 in the image: read the volume back
+                copied = archive_manifest(client, container)
+    except APIError as exc:  # the daemon cannot mount the source, or the image has no sh
+        return source, api_error_message(exc)
+    problems = differences(source, copied, ownership=True, limit=3, names=("source", "volume"))
+    return source, f"the copy differs: {'; '.join(problems)}" if problems else None
 
 
 # --- the two directions ------------------------------------------------------------------------
@@ -587,7 +655,7 @@ def import_directory(client, volume, path, mode, keep_aside, image, verify, chec
         actions.append(f"import {_counts(source)} from {path} into volume {volume}")
         return _result(volume, path, state, source, before, source, actions, aside, False, diffs, [])
 
-    created = False
+    created, warnings = False, []
     try:
         if state == "missing":
             client.api.create_volume(name=volume)
@@ -595,24 +663,41 @@ def import_directory(client, volume, path, mode, keep_aside, image, verify, chec
         if aside:
             _keep_volume_aside(client, image, volume, before, aside, bool(keep_aside))
             clear_volume(client, image, volume)
-        with helper_container(client, image, {volume: (VOLUME_DIR, False)}, volume) as container:
-            sent = send_directory(client, container, source_dir)
-            after = volume_manifest(client, container, expected=sent) if verify else None
-        if after is not None:
-            problems = differences(sent, after, ownership=True, limit=3, names=("source", "volume"))
-            if problems:
-                raise Hal9000Error(f"Verification of the import of {path} into volume {volume} failed: {'; '.join(problems)}.")
+        sent = after = None
+        # Only a verified copy proves the daemon mounted this host's directory, so verify=false streams.
+        if verify and daemon_shares_host_paths(client):
+            source, problem = copy_from_bind_mount(client, image, volume, source_dir, source)
+            if problem is None:
+                sent = after = source
+            else:
+                warnings.append(f"Copying {path} into volume {volume} from a bind mount did not work ({problem}): sent through the archive API instead.")
+                clear_volume(client, image, volume)
+        if sent is None:
+            with helper_container(client, image, {volume: (VOLUME_DIR, False)}, volume) as container:
+                sent = send_directory(client, container, source_dir)
+                after = volume_manifest(client, container, expected=sent) if verify else None
+            if after is not None:
+                problems = differences(sent, after, ownership=True, limit=3, names=("source", "volume"))
+                if problems:
+                    raise Hal9000Error(f"Verification of the import of {path} into volume {volume} failed: {'; '.join(problems)}.")
     except BaseException as exc:
-        if created:
-            try:
-                client.api.remove_volume(volume)
-            except (DockerException, RequestException):
-                pass
+        _undo_import(client, image, volume, created, state == "empty")
         if aside and not isinstance(exc, (KeyboardInterrupt, SystemExit)):
             raise Hal9000Error(f"{_one_line(exc)} (the old content of volume {volume} is kept in {where})") from exc
         raise
     actions.append(f"import {_counts(sent)} from {path} into volume {volume}")
-    return _result(volume, path, state, sent, before, after or sent, actions, aside, after is not None, diffs, [])
+    return _result(volume, path, state, sent, before, after or sent, actions, aside, after is not None, diffs, warnings)
+
+
+def _undo_import(client, image, volume, created, was_empty):
+    """Best effort after a failed import: remove the volume it created, or empty again the one that was empty."""
+    try:
+        if created:
+            client.api.remove_volume(volume)
+        elif was_empty:
+            clear_volume(client, image, volume)
+    except (DockerException, RequestException, Hal9000Error):
+        pass
 
 
 def _keep_volume_aside(client, image, volume, old, aside, to_directory):

@@ -12,20 +12,24 @@ version_added: 0.1.0
 description:
   - Imports a host directory into a named volume, or exports a named volume into a host directory,
     for example to migrate the data of a v0.5.x installation into the C(hal9000-*) volumes, or to back a volume up.
-  - Data moves only through the Docker Engine archive API, so it works with remote engines too. A helper container
-    is created from a local image with the volume mounted at C(/hal9000-volume) and always removed. It is started
-    only to compute the volume's manifest next to the data (when the helper image has C(python3)) and to empty a
-    volume for O(mode=replace). The helper image is never pulled. A helper left behind by a run that was killed
-    (its process on this host is gone) is removed by the next run on the same volume.
+  - A helper container is created from a local image with the volume mounted at C(/hal9000-volume) and always
+    removed. The helper image is never pulled. A helper left behind by a run that was killed (its process on this
+    host is gone) is removed by the next run on the same volume.
+  - An import through the Docker Engine's local socket is copied by GNU C(cp) in the helper, from O(path) mounted
+    read-only (the fastest way into a volume). The data is streamed through the Docker Engine archive API instead
+    (which works with remote engines too) for an export, with O(verify=false), with a remote engine, and, with a
+    warning, when the engine cannot mount O(path) (an engine in a VM, say), the helper image has no
+    C(sh) or GNU C(cp), or the copy does not match the source (it is cleared first).
   - Contents, permission bits (including setuid, setgid and sticky), symlinks (kept as symlinks, never followed,
-    dangling ones too), hard links, empty directories and numeric owners are kept. The top directory's mode and owner
-    are copied too, like C(cp -a src/. dest/). Sockets are skipped (tar cannot carry them).
-    Extended attributes and ACLs are not copied.
+    dangling ones too), hard links, empty directories, modification times and numeric owners are kept. The top
+    directory's mode and owner are copied too, like C(cp -a src/. dest/). Sockets are left out of the manifests
+    (the archive API cannot carry them). Extended attributes are not copied, nor are ACLs through the archive API.
   - Every copy is verified with a sha256 manifest of both sides (type, mode, size, content, link target and, where
     they can be kept, owners). When the target already holds exactly the source, nothing is done.
   - A volume's manifest is computed by the collection's own manifest code run with the helper image's C(python3),
     so only the manifest crosses the API. Without C(python3) in the helper image, or when that manifest differs
     from the expected one, the volume is read back through the archive API instead, which is slower.
+  - Emptying a volume for O(mode=replace) also starts the helper briefly (it runs C(find)).
   - The volume name and the paths are checked before any call to the Docker Engine.
 author:
   - HAL-9000 DinD maintainers (@hal9000-dind)

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -366,8 +367,8 @@ def kill_tree(pid):
             pass
 
 
-def test_killed_during_an_import_completes_when_run_again(inst, docker_client):
-    # Small files first, the big one last: the import streams for a second or two.
+@pytest.mark.parametrize("helper_too", [True, False], ids=["crash: the copy stops too", "playbook killed: the copy runs on"])
+def test_killed_during_an_import_completes_when_run_again(inst, docker_client, helper_too):
     make_tree(inst.home / "chromadb", 7, small_files=3000, big_bytes=40 * 1000 * 1000)
     make_tree(inst.home / "membank", 8)
     sources = manifests(inst.home)
@@ -377,28 +378,41 @@ def test_killed_during_an_import_completes_when_run_again(inst, docker_client):
     proc = subprocess.Popen(cmd, cwd=inst.ansible.workdir, env=inst.ansible.env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
-        # The import's helper container appears when the copy into the first volume starts; kill mid-stream.
+        # Kill as soon as the import's helper has written into the first volume (watched on the engine's disk).
         deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and proc.poll() is None and not inst.helpers():
-            time.sleep(0.005)
-        time.sleep(0.3)
-        assert proc.poll() is None, "the migration ended before the import could be interrupted"
+        written = None
+        while time.monotonic() < deadline and proc.poll() is None and not written:
+            running = [c for c in inst.helpers() if c.status == "running"]
+            mountpoint = Path(docker_client.api.inspect_volume(target)["Mountpoint"]) if target in inst.volumes() else None
+            if running and mountpoint and any(mountpoint.iterdir()):
+                written = running
+            else:
+                time.sleep(0.002)
+        assert written and proc.poll() is None, "the migration ended before the import could be interrupted"
+        if helper_too:
+            for helper in written:
+                helper.pause()  # frozen at once, then killed: a crash stops the copy with the playbook
         kill_tree(proc.pid)
+        for helper in written if helper_too else []:
+            helper.kill()
     finally:
         if proc.poll() is None:
             kill_tree(proc.pid)
         proc.wait()
 
-    # Killed half-way through: a complete backup, the progress record, a partly written volume, no marker.
+    # Killed half-way through: a complete backup, the progress record, a written volume, no marker.
     progress = json.loads((inst.home / "migration" / "progress.json").read_text())
     (backup,) = inst.backups()
     assert progress["backup"] == str(backup) and progress["imported"] is False
     assert target in progress["imports"]
     assert (backup / "manifest.json").is_file() and inst.marker() is None
-    time.sleep(1)  # the engine finishes extracting what it had received
+    (helper,) = inst.helpers()  # the killed run could not remove its helper
+    helper.wait(timeout=120)  # a helper left running finishes its copy
     partial = inst.volume_manifest(target)
-    assert 1 < len(partial) < len(sources["chromadb"]), f"{len(partial)} entries"
-    assert inst.helpers(), "the killed import left its helper container"
+    if helper_too:
+        assert 1 < len(partial) < len(sources["chromadb"]), f"{len(partial)} entries"
+    else:
+        assert partial == sources["chromadb"], "the copy the killed run left running completed"
 
     rerun = inst.migrate(migrate_start_daemon="false")
     assert "Completing the migration started" in rerun.stdout
@@ -411,8 +425,11 @@ def test_killed_during_an_import_completes_when_run_again(inst, docker_client):
     assert marker["volumes"][target]["digest"] == summary(sources["chromadb"])["digest"]
     assert not (inst.home / "migration" / "progress.json").exists()
     assert inst.helpers() == []  # the stale helper was removed by the re-run
-    (replaced,) = [v for v in inst.volumes() if v.startswith(f"{target}-replaced-")]
-    assert inst.volume_manifest(replaced) == partial  # the partial content is kept, not merged
+    replaced = [v for v in inst.volumes() if v.startswith(f"{target}-replaced-")]
+    if helper_too:
+        assert [inst.volume_manifest(v) for v in replaced] == [partial]  # the partial content is kept, not merged
+    else:
+        assert replaced == [], "a volume already holding the source is kept as it is"
     assert recap_changed(inst.migrate(migrate_start_daemon="false").stdout) == [0]
 
 

@@ -362,11 +362,76 @@ def test_manifest_computed_in_the_helper_equals_the_read_back(docker_client, pre
     assert in_helper == (read_back if helper != IMAGE else None)
 
 
-def test_the_helper_verifies_without_reading_the_volume_back(docker_client, prefix, tmp_path, monkeypatch):
+@pytest.mark.parametrize("bind_mount", [True, False], ids=["bind-mount copy", "archive API copy"])
+def test_the_helper_verifies_without_reading_the_volume_back(docker_client, prefix, tmp_path, monkeypatch, bind_mount):
     source = small_tree(tmp_path / "source")
+    monkeypatch.setattr(volume_data, "daemon_shares_host_paths", lambda client: bind_mount)
     monkeypatch.setattr(volume_data, "archive_manifest", lambda *args: pytest.fail("the volume was read back"))
-    result = transfer(docker_client, "import", f"{prefix}-data-no-read-back", str(source), helper_image=HELPERS[0])
+    result = transfer(docker_client, "import", f"{prefix}-data-no-read-back-{int(bind_mount)}", str(source), helper_image=HELPERS[0])
     assert result["verified"] is True and result["target"] == result["source"], result
+
+
+@pytest.mark.parametrize("change", sorted(TAMPERING))
+@pytest.mark.parametrize("helper", HELPERS)
+def test_a_bind_mount_copy_that_differs_is_replaced_by_the_archive_api(docker_client, prefix, tmp_path, monkeypatch, helper, change):
+    command, reason = TAMPERING[change]
+    source = small_tree(tmp_path / "source")
+    volume = f"{prefix}-data-bind-tampered-{sorted(TAMPERING).index(change)}-{HELPERS.index(helper)}"
+    # The helper's copy step changes the volume right after cp, as a daemon seeing another tree would.
+    monkeypatch.setattr(volume_data, "_COPY_SCRIPT", volume_data._COPY_SCRIPT.replace(
+        f"/{VOLUME_DIR}/ || exit", f"/{VOLUME_DIR}/ && {command.replace('/v/', f'/{VOLUME_DIR}/')} || exit", 1))
+    sends = []
+    send = volume_data.send_directory
+    monkeypatch.setattr(volume_data, "send_directory", lambda *args: sends.append(args) or send(*args))
+    result = transfer(docker_client, "import", volume, str(source), helper_image=helper)
+    (warning,) = result["warnings"]
+    assert "from a bind mount did not work (the copy differs: " in warning and reason in warning, warning
+    assert len(sends) == 1 and result["verified"] is True, result
+    with helper_container(docker_client, helper, {volume: (VOLUME_DIR, True)}, volume) as container:
+        assert archive_manifest(docker_client, container) == manifest_of_directory(str(source)), "the tampered copy was cleared first"
+
+
+def test_an_import_from_a_local_daemon_is_copied_from_a_bind_mount(docker_client, prefix, tmp_path, monkeypatch):
+    source = make_tree(tmp_path / "source: with a colon, and a comma")
+    monkeypatch.setattr(volume_data, "send_directory", lambda *args: pytest.fail("streamed through the archive API"))
+    volume = f"{prefix}-data-bind"
+    result = transfer(docker_client, "import", volume, str(source))
+    assert result["verified"] is True and result["warnings"] == [] and result["target"] == result["source"], result
+    with helper_container(docker_client, IMAGE, {volume: (VOLUME_DIR, True)}, volume) as container:
+        assert archive_manifest(docker_client, container) == manifest_of_directory(str(source))
+    assert os.listdir(source.parent) == [source.name], "the read-only source was not written to"
+
+
+def test_a_source_the_daemon_cannot_mount_is_streamed_instead(docker_client, prefix, tmp_path, monkeypatch):
+    source = small_tree(tmp_path / "source")
+    helper = volume_data.helper_container
+
+    def daemon_without_the_path(client, image, mounts, volume, source_dir=None, **extra):
+        return helper(client, image, mounts, volume, source_dir=source_dir and f"{source_dir}-not-on-the-daemon", **extra)
+
+    monkeypatch.setattr(volume_data, "helper_container", daemon_without_the_path)
+    result = transfer(docker_client, "import", f"{prefix}-data-unmountable", str(source))
+    (warning,) = result["warnings"]
+    assert "did not work (Docker API error: " in warning and "-not-on-the-daemon" in warning, warning
+    assert result["verified"] is True and result["target"] == result["source"], result
+    assert not (tmp_path / "source-not-on-the-daemon").exists(), "the daemon created nothing on the host"
+
+
+def test_a_helper_whose_cp_fails_is_replaced_by_the_archive_api(docker_client, prefix, tmp_path, monkeypatch):
+    source = small_tree(tmp_path / "source")
+    # As with a cp without GNU options (busybox): the copy step fails before writing.
+    monkeypatch.setattr(volume_data, "_COPY_SCRIPT", volume_data._COPY_SCRIPT.replace("cp -dR", "cp --no-such-option -dR", 1))
+    result = transfer(docker_client, "import", f"{prefix}-data-cp-fails", str(source))
+    (warning,) = result["warnings"]
+    assert "did not work (cp in hal9000/parent:latest failed: cp: unrecognized option" in warning, warning
+    assert result["verified"] is True and result["target"] == result["source"], result
+
+
+def test_an_unverified_import_is_streamed(docker_client, prefix, tmp_path, monkeypatch):
+    source = small_tree(tmp_path / "source")
+    monkeypatch.setattr(volume_data, "copy_from_bind_mount", lambda *args: pytest.fail("copied without a check that the daemon saw the source"))
+    result = transfer(docker_client, "import", f"{prefix}-data-unverified", str(source), verify=False)
+    assert result["verified"] is False and result["changed"] is True, result
 
 
 @pytest.mark.parametrize("change", sorted(TAMPERING))
@@ -375,6 +440,7 @@ def test_import_fails_when_the_volume_changes_between_copy_and_verify(docker_cli
     command, reason = TAMPERING[change]
     source = small_tree(tmp_path / "source")
     volume = f"{prefix}-data-tampered"
+    monkeypatch.setattr(volume_data, "daemon_shares_host_paths", lambda client: False)  # the archive API path
     send = volume_data.send_directory
 
     def send_then_tamper(client, container, source_dir):
