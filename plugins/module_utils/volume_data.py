@@ -75,6 +75,7 @@ HELPER_OWNER_LABEL = "io.hal9000.helper-owner"
 
 # The helper's python3 runs manifest.py's own source (argv[1], its one import stubbed) on each directory named
 # after it and prints the manifests as JSON, then the JSON's sha256 (a log driver that cut the output is caught).
+# With --if-empty it exits 92 (NOT_EMPTY) when a directory holds anything.
 # -I ignores the image's PYTHONPATH; -X utf8 decodes file names as the host does.
 _MANIFEST_PROGRAM = """
 import hashlib, json, sys, types
@@ -83,17 +84,24 @@ errors.Hal9000Error = type("Hal9000Error", (Exception,), {})
 sys.modules["ansible_collections.hal9000.dind.plugins.module_utils.errors"] = errors
 manifest = types.ModuleType("manifest")
 exec(compile(sys.argv[1], "manifest.py", "exec"), manifest.__dict__)
-out = json.dumps({name: manifest.manifest_of_directory("/" + name) for name in sys.argv[2:]}).encode("ascii")
+manifests = {name: manifest.manifest_of_directory("/" + name) for name in sys.argv[2:] if name != "--if-empty"}
+out = json.dumps(manifests).encode("ascii")
 sys.stdout.buffer.write(out + b"\\n" + hashlib.sha256(out).hexdigest().encode("ascii") + b"\\n")
+if "--if-empty" in sys.argv and not all(map(manifest.is_empty, manifests.values())):
+    sys.exit(92)
 """
 
 # An import's helper: GNU cp from the bind-mounted source ("$0" is _MANIFEST_PROGRAM, "$1" manifest.py's source
-# or "" without one), then the volume's manifest as above. Exit codes say which step could not run. cp keeps
+# or "" without one, "$2" --if-empty to copy only into an empty volume), then the volume's manifest as above.
+# The exit code says how far it got; only COPIED, COPY_FAILED and COPIED_WITHOUT_MANIFEST mean cp ran. cp keeps
 # what a tar through the archive API keeps (cp -a without extended attributes), so both ways give the same copy.
-COPY_FAILED, COPIED_WITHOUT_MANIFEST = 90, 91
-_COPY_SCRIPT = f"""cp -dR --preserve=mode,ownership,timestamps,links /{SOURCE_DIR}/. /{VOLUME_DIR}/ || exit {COPY_FAILED}
+COPIED, COPY_FAILED, COPIED_WITHOUT_MANIFEST, NOT_EMPTY, NOT_CHECKED = 0, 90, 91, 92, 93
+_COPY_SCRIPT = f"""if [ "$2" = --if-empty ]; then
+  python3 -I -X utf8 -c "$0" "$1" --if-empty {VOLUME_DIR} || exit $(( $? == {NOT_EMPTY} ? {NOT_EMPTY} : {NOT_CHECKED} ))
+fi
+cp -dR --preserve=mode,ownership,timestamps,links /{SOURCE_DIR}/. /{VOLUME_DIR}/ || exit {COPY_FAILED}
 [ -n "$1" ] && command -v python3 >/dev/null || exit {COPIED_WITHOUT_MANIFEST}
-exec python3 -I -X utf8 -c "$0" "$@"
+python3 -I -X utf8 -c "$0" "$1" {VOLUME_DIR} || exit {COPIED_WITHOUT_MANIFEST}
 """
 
 # Members are checked by _safe_members; tarfile's own 'tar'/'data' filters would
@@ -215,12 +223,12 @@ def _manifest_source():
 
 
 @contextmanager
-def helper_container(client, image, mounts, volume, source_dir=None, **extra):
+def helper_container(client, image, mounts, volume, source_dir=None, if_empty=False, **extra):
     """A helper container with ``mounts`` ({volume: (dir, read_only)}), removed on the way out.
 
     Unless given a command, it computes the manifests of its mounts when started (see volume_manifest);
-    with ``source_dir`` it first copies that host directory, mounted read-only, into the volume (see
-    copy_from_bind_mount).
+    with ``source_dir`` it first copies that host directory, mounted read-only, into the volume (only when
+    the volume is empty with ``if_empty``; see copy_from_bind_mount).
     """
     binds = {name: {"bind": "/" + where, "mode": "ro" if read_only else "rw"} for name, (where, read_only) in mounts.items()}
     # The Mounts API, not a bind string: any path is safe in it (':' and ','), and a path the daemon
@@ -230,7 +238,7 @@ def helper_container(client, image, mounts, volume, source_dir=None, **extra):
     if source_dir:
         extra.update(
             entrypoint=["sh", "-c", _COPY_SCRIPT, _MANIFEST_PROGRAM],
-            command=[manifest_source or "", VOLUME_DIR],
+            command=[manifest_source or ""] + (["--if-empty"] if if_empty else []),
             user="0:0",  # keeps owners, and reads every file, as the archive API does
         )
     elif manifest_source is not None:
@@ -308,12 +316,13 @@ def _manifest_in_helper(client, container, directory):
     return _manifest_from_logs(client, container, directory)
 
 
-def _manifest_from_logs(client, container, directory):
-    """The manifest of /<directory> that a finished helper printed, or None when its output does not hold one."""
+def _manifest_from_logs(client, container, directory, run=-1):
+    """The manifest of /<directory> printed by a finished helper's ``run`` (-1: the last), or None when not there."""
     try:
-        # Logs answer at once (a get_archive of a file would mount the container first); the last two lines are
-        # this run's JSON (one line) and its sha256.
-        out, digest = client.api.logs(container, stdout=True, stderr=False).rstrip(b"\n").split(b"\n")[-2:]
+        # Logs answer at once (a get_archive of a file would mount the container first). Each run printed two
+        # lines: its JSON (one line) and the JSON's sha256.
+        lines = client.api.logs(container, stdout=True, stderr=False).rstrip(b"\n").split(b"\n")
+        out, digest = lines[2 * run: 2 * run + 2 or None]
         if hashlib.sha256(out).hexdigest().encode("ascii") != digest:
             return None
         manifest = json.loads(out)[directory]
@@ -527,28 +536,53 @@ def daemon_shares_host_paths(client):
     return client.api.base_url == "http+docker://localhost"
 
 
-def copy_from_bind_mount(client, image, volume, source_dir, source=None):
-    """``cp`` the host directory into the empty volume in a helper; returns (source manifest, problem).
+class BindCopy:
+    """What copy_from_bind_mount did: ``copied`` (verified), else a ``problem`` (one line), else found the volume
+    not empty (``before`` is its manifest when the helper could compute it). ``wrote``: cp ran in the volume."""
 
-    The source's manifest is made on the host while the helper copies, unless given. ``problem`` is None
-    when the volume's manifest equals it, else one line saying why the copy is not good; the volume may
-    then hold part of a copy.
+    def __init__(self, source):
+        self.source, self.before, self.copied, self.problem, self.wrote = source, None, False, None, False
+
+
+def copy_from_bind_mount(client, image, volume, source_dir, source=None, if_empty=False):
+    """``cp`` the host directory into the volume in a helper and verify the copy; returns a BindCopy.
+
+    The source's manifest is made on the host while the helper copies, unless given. The caller knows the
+    volume is empty, or sets ``if_empty``: the helper's python3 then computes the volume's manifest first and
+    copies only into an empty volume (one helper instead of two).
     """
+    outcome = BindCopy(source)
     try:
-        with helper_container(client, image, {volume: (VOLUME_DIR, False)}, volume, source_dir=source_dir) as container:
+        with helper_container(client, image, {volume: (VOLUME_DIR, False)}, volume, source_dir=source_dir, if_empty=if_empty) as container:
             client.api.start(container)
-            if source is None:
-                source = manifest_of_directory(source_dir)
+            try:
+                if outcome.source is None:
+                    outcome.source = manifest_of_directory(source_dir)
+            except BaseException:
+                # An unreadable source file, say: once the helper is done, a volume that was empty is emptied again.
+                wrote = client.api.wait(container, timeout=None).get("StatusCode") in (COPIED, COPY_FAILED, COPIED_WITHOUT_MANIFEST)
+                if if_empty and wrote:
+                    clear_volume(client, image, volume)
+                raise
             status = client.api.wait(container, timeout=None).get("StatusCode")
+            if if_empty and status in (COPIED, COPIED_WITHOUT_MANIFEST, NOT_EMPTY):
+                outcome.before = _manifest_from_logs(client, container, VOLUME_DIR, run=0)
+            outcome.wrote = status in (COPIED, COPY_FAILED, COPIED_WITHOUT_MANIFEST) or not if_empty
+            if not outcome.wrote:
+                return outcome  # not empty, or not known to be: nothing was written
             if status == COPY_FAILED:
-                return source, f"cp in {image} failed: {_first_error(client, container)}"
-            copied = _manifest_from_logs(client, container, VOLUME_DIR) if status == 0 else None
+                outcome.problem = f"cp in {image} failed: {_first_error(client, container)}"
+                return outcome
+            copied = _manifest_from_logs(client, container, VOLUME_DIR) if status == COPIED else None
             if copied is None:  # no python3 in the image: read the volume back
                 copied = archive_manifest(client, container)
     except APIError as exc:  # the daemon cannot mount the source, or the image has no sh
-        return source, api_error_message(exc)
-    problems = differences(source, copied, ownership=True, limit=3, names=("source", "volume"))
-    return source, f"the copy differs: {'; '.join(problems)}" if problems else None
+        outcome.problem = api_error_message(exc)
+        return outcome
+    problems = differences(outcome.source, copied, ownership=True, limit=3, names=("source", "volume"))
+    outcome.problem = f"the copy differs: {'; '.join(problems)}" if problems else None
+    outcome.copied = not problems
+    return outcome
 
 
 # --- the two directions ------------------------------------------------------------------------
@@ -609,25 +643,35 @@ def _result(volume, path, state, source, before, after, actions, kept, verified,
 
 def import_directory(client, volume, path, mode, keep_aside, image, verify, check_mode):
     source_dir = os.path.realpath(path)
-    exists = inspect_volume(client, volume) is not None
-    before = None
-    if exists:
+    # Only a verified copy proves that the daemon mounted this host's directory: verify=false streams.
+    bind = verify and daemon_shares_host_paths(client)
+    before, source, warnings = None, None, []
+    if inspect_volume(client, volume) is not None:
         users = running_users(client, volume)
         if users:
             raise Hal9000Error(
                 f"Cannot import into volume {volume}: running container(s) {', '.join(users)} use it; stop them first. Nothing was written."
             )
-        with helper_container(client, image, {volume: (VOLUME_DIR, True)}, volume) as container:
-            before = volume_manifest(client, container)
-    # Hash the source up front only when needed to compare; otherwise it is hashed while sent.
-    source = None
-    if check_mode or (before is not None and (not is_empty(before) or not _has_entries(source_dir))):
+        if bind and not check_mode and _manifest_source() is not None and _has_entries(source_dir):
+            # One helper looks and, if the volume is empty, copies.
+            attempt = copy_from_bind_mount(client, image, volume, source_dir, if_empty=True)
+            source = attempt.source
+            if attempt.copied:
+                actions = [f"import {_counts(source)} from {path} into volume {volume}"]
+                return _result(volume, path, "empty", source, attempt.before, source, actions, None, True, [], [])
+            bind = _after_bind_copy_failed(client, image, volume, path, attempt, warnings)
+            before = attempt.before
+        if before is None:
+            with helper_container(client, image, {volume: (VOLUME_DIR, True)}, volume) as container:
+                before = volume_manifest(client, container)
+    # Hash the source up front only when needed to compare; otherwise it is hashed while copied.
+    if source is None and (check_mode or (before is not None and (not is_empty(before) or not _has_entries(source_dir)))):
         source = manifest_of_directory(source_dir)
     compared = source is not None and before is not None
     diffs = differences(source, before, ownership=True, names=("source", "target")) if compared else []
     state = _state(before, diffs, compared)
     if state == "matching":
-        return _result(volume, path, state, source, before, before, [], None, True, [], [])
+        return _result(volume, path, state, source, before, before, [], None, True, [], warnings)
     if state == "different" and mode == "into_empty":
         raise Hal9000Error(
             f"Volume {volume} is not empty ({_counts(before)}) and differs from {path}: set mode=replace to keep its "
@@ -655,7 +699,7 @@ def import_directory(client, volume, path, mode, keep_aside, image, verify, chec
         actions.append(f"import {_counts(source)} from {path} into volume {volume}")
         return _result(volume, path, state, source, before, source, actions, aside, False, diffs, [])
 
-    created, warnings = False, []
+    created = False
     try:
         if state == "missing":
             client.api.create_volume(name=volume)
@@ -664,14 +708,12 @@ def import_directory(client, volume, path, mode, keep_aside, image, verify, chec
             _keep_volume_aside(client, image, volume, before, aside, bool(keep_aside))
             clear_volume(client, image, volume)
         sent = after = None
-        # Only a verified copy proves the daemon mounted this host's directory, so verify=false streams.
-        if verify and daemon_shares_host_paths(client):
-            source, problem = copy_from_bind_mount(client, image, volume, source_dir, source)
-            if problem is None:
-                sent = after = source
+        if bind:
+            attempt = copy_from_bind_mount(client, image, volume, source_dir, source)
+            if attempt.copied:
+                sent = after = attempt.source
             else:
-                warnings.append(f"Copying {path} into volume {volume} from a bind mount did not work ({problem}): sent through the archive API instead.")
-                clear_volume(client, image, volume)
+                _after_bind_copy_failed(client, image, volume, path, attempt, warnings)
         if sent is None:
             with helper_container(client, image, {volume: (VOLUME_DIR, False)}, volume) as container:
                 sent = send_directory(client, container, source_dir)
@@ -687,6 +729,17 @@ def import_directory(client, volume, path, mode, keep_aside, image, verify, chec
         raise
     actions.append(f"import {_counts(sent)} from {path} into volume {volume}")
     return _result(volume, path, state, sent, before, after or sent, actions, aside, after is not None, diffs, warnings)
+
+
+def _after_bind_copy_failed(client, image, volume, path, attempt, warnings):
+    """Warn about a failed bind-mount copy and empty the volume again if it wrote; True when worth trying again."""
+    if attempt.problem:
+        warnings.append(
+            f"Copying {path} into volume {volume} from a bind mount did not work ({attempt.problem}): sent through the archive API instead."
+        )
+    if attempt.wrote:
+        clear_volume(client, image, volume)  # it was empty: the copy starts only then
+    return attempt.problem is None
 
 
 def _undo_import(client, image, volume, created, was_empty):

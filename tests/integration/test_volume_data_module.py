@@ -9,6 +9,7 @@ import random
 import re
 import shutil
 import subprocess
+import time
 
 import pytest
 
@@ -400,6 +401,56 @@ def test_an_import_from_a_local_daemon_is_copied_from_a_bind_mount(docker_client
     with helper_container(docker_client, IMAGE, {volume: (VOLUME_DIR, True)}, volume) as container:
         assert archive_manifest(docker_client, container) == manifest_of_directory(str(source))
     assert os.listdir(source.parent) == [source.name], "the read-only source was not written to"
+
+
+def count_helpers(monkeypatch):
+    started = []
+    helper = volume_data.helper_container
+
+    def counted(*args, **kwargs):
+        started.append(kwargs.get("if_empty", False))
+        return helper(*args, **kwargs)
+
+    monkeypatch.setattr(volume_data, "helper_container", counted)
+    return started
+
+
+def test_one_helper_looks_into_an_existing_volume_and_copies_if_it_is_empty(docker_client, prefix, tmp_path, monkeypatch):
+    source = make_tree(tmp_path / "source")
+    volume = f"{prefix}-data-existing-empty"
+    docker_client.volumes.create(volume)
+    helpers = count_helpers(monkeypatch)
+    result = transfer(docker_client, "import", volume, str(source))
+    assert helpers == [True], "one helper, copying only into an empty volume"
+    assert result["target_state"] == "empty" and result["verified"] is True and result["target"] == result["source"], result
+    assert result["target_before"]["files"] == 0 and result["target_before"]["dirs"] == 0, result
+    with helper_container(docker_client, IMAGE, {volume: (VOLUME_DIR, True)}, volume) as container:
+        assert archive_manifest(docker_client, container) == manifest_of_directory(str(source))
+
+    # Not empty any more: the same helper writes nothing, and the content it saw decides.
+    other = small_tree(tmp_path / "other")
+    with pytest.raises(Hal9000Error, match="is not empty .* and differs from"):
+        transfer(docker_client, "import", volume, str(other))
+    assert helpers == [True, True], "the manifest the helper printed was used"
+    again = transfer(docker_client, "import", volume, str(source))
+    assert again["changed"] is False and again["target_state"] == "matching", again
+    with helper_container(docker_client, IMAGE, {volume: (VOLUME_DIR, True)}, volume) as container:
+        assert archive_manifest(docker_client, container) == manifest_of_directory(str(source))
+
+
+def test_a_source_that_cannot_be_read_leaves_an_empty_volume_empty(docker_client, prefix, tmp_path, monkeypatch):
+    source = small_tree(tmp_path / "source")
+    volume = f"{prefix}-data-unreadable"
+    docker_client.volumes.create(volume)
+
+    def unreadable(path):  # the host's hash of the source, while the helper copies
+        time.sleep(0.5)
+        raise PermissionError(13, "Permission denied", f"{path}/a.bin")
+
+    monkeypatch.setattr(volume_data, "manifest_of_directory", unreadable)
+    with pytest.raises(Hal9000Error, match=r"failed: Permission denied: .*/a\.bin\.$"):
+        transfer(docker_client, "import", volume, str(source))
+    assert volume_files(volume, "find", "/v", "-mindepth", "1") == "", "the volume was emptied again"
 
 
 def test_a_source_the_daemon_cannot_mount_is_streamed_instead(docker_client, prefix, tmp_path, monkeypatch):
