@@ -1,4 +1,4 @@
-"""send_directory's tar stream, made without a daemon: a stand-in for put_archive takes the chunks."""
+"""volume_data without a daemon: send_directory's tar stream (a stand-in for put_archive takes the chunks), and when to bind-mount."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import io
 import os
 import tarfile
 
+import docker
 import pytest
 
 from ansible_collections.hal9000.dind.plugins.module_utils import volume_data
@@ -81,3 +82,14 @@ def test_a_file_that_shrinks_while_it_is_sent_fails(tmp_path, monkeypatch):
     monkeypatch.setattr(volume_data, "open", shrinking, raising=False)
     with pytest.raises(OSError, match="shrank"):
         volume_data.send_directory(Client(), "helper", str(tree))
+
+
+@pytest.mark.parametrize("url, local", [
+    ("unix:///var/run/docker.sock", True),
+    ("unix:///run/user/1000/docker.sock", True),
+    ("tcp://127.0.0.1:2375", False),
+    ("https://docker.example.invalid:2376", False),
+])
+def test_only_a_daemon_on_a_local_socket_is_asked_to_mount_host_paths(url, local):
+    client = docker.DockerClient(base_url=url, version="1.41")  # given a version, it connects to nothing
+    assert volume_data.daemon_shares_host_paths(client) is local
