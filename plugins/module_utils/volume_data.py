@@ -707,21 +707,7 @@ def import_directory(client, volume, path, mode, keep_aside, image, verify, chec
         if aside:
             _keep_volume_aside(client, image, volume, before, aside, bool(keep_aside))
             clear_volume(client, image, volume)
-        sent = after = None
-        if bind:
-            attempt = copy_from_bind_mount(client, image, volume, source_dir, source)
-            if attempt.copied:
-                sent = after = attempt.source
-            else:
-                _after_bind_copy_failed(client, image, volume, path, attempt, warnings)
-        if sent is None:
-            with helper_container(client, image, {volume: (VOLUME_DIR, False)}, volume) as container:
-                sent = send_directory(client, container, source_dir)
-                after = volume_manifest(client, container, expected=sent) if verify else None
-            if after is not None:
-                problems = differences(sent, after, ownership=True, limit=3, names=("source", "volume"))
-                if problems:
-                    raise Hal9000Error(f"Verification of the import of {path} into volume {volume} failed: {'; '.join(problems)}.")
+        sent, after = _copy_into_empty_volume(client, image, volume, path, source_dir, source, bind, verify, warnings)
     except BaseException as exc:
         _undo_import(client, image, volume, created, state == "empty")
         if aside and not isinstance(exc, (KeyboardInterrupt, SystemExit)):
@@ -729,6 +715,26 @@ def import_directory(client, volume, path, mode, keep_aside, image, verify, chec
         raise
     actions.append(f"import {_counts(sent)} from {path} into volume {volume}")
     return _result(volume, path, state, sent, before, after or sent, actions, aside, after is not None, diffs, warnings)
+
+
+def _copy_into_empty_volume(client, image, volume, path, source_dir, source, bind, verify, warnings):
+    """Copy from a bind mount when ``bind``, else (or when that fails) through the archive API.
+
+    Returns the manifest of what was copied and the volume's manifest (None when not verified).
+    """
+    if bind:
+        attempt = copy_from_bind_mount(client, image, volume, source_dir, source)
+        if attempt.copied:
+            return attempt.source, attempt.source
+        _after_bind_copy_failed(client, image, volume, path, attempt, warnings)
+    with helper_container(client, image, {volume: (VOLUME_DIR, False)}, volume) as container:
+        sent = send_directory(client, container, source_dir)
+        after = volume_manifest(client, container, expected=sent) if verify else None
+    if after is not None:
+        problems = differences(sent, after, ownership=True, limit=3, names=("source", "volume"))
+        if problems:
+            raise Hal9000Error(f"Verification of the import of {path} into volume {volume} failed: {'; '.join(problems)}.")
+    return sent, after
 
 
 def _after_bind_copy_failed(client, image, volume, path, attempt, warnings):
