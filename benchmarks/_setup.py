@@ -1,4 +1,4 @@
-"""Make the working tree importable as ansible_collections.hal9000.dind (as the tests do)."""
+"""Make the working tree importable as ansible_collections.hal9000.dind (as the tests do), and the test helpers."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT / "tests"))
+sys.path.insert(1, str(REPO_ROOT / "tests" / "integration"))
 
 import conftest  # noqa: E402  (links the working tree and sets sys.path)
 

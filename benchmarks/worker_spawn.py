@@ -20,9 +20,10 @@ import tempfile
 import time
 import uuid
 
-import _setup  # noqa: F401  (makes ansible_collections.hal9000.dind importable)
+import _setup  # noqa: F401  (makes ansible_collections.hal9000.dind and the test helpers importable)
 import docker
 import yaml
+from helpers import remove_containers
 
 from ansible_collections.hal9000.dind.plugins.module_utils.workers import spawn_worker, worker_spec
 
@@ -45,14 +46,6 @@ def playbook(workdir, tasks):
     if proc.returncode != 0:
         raise RuntimeError(f"ansible-playbook failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-2000:]}")
     return elapsed
-
-
-def remove(client, *names):
-    for name in names:
-        try:
-            client.api.remove_container(name, force=True, v=True)
-        except docker.errors.NotFound:
-            pass
 
 
 def cli_command(client, inspected, name):
@@ -84,20 +77,20 @@ def cold_spawns(client):
     reference = f"{BASE}-ref"
     spawn_worker(client, worker_spec(name=reference, parent=PARENT))
     command = cli_command(client, client.api.inspect_container(reference), "NAME")
-    remove(client, reference)
+    remove_containers(client, reference)
     for run in range(RUNS):
         name = f"{BASE}-lib-{run}"
         started = time.monotonic()
         spawn_worker(client, worker_spec(name=name, parent=PARENT))
         library.append((time.monotonic() - started) * 1000)
-        remove(client, name)
+        remove_containers(client, name)
 
         name = f"{BASE}-cli-{run}"
         argv = [name if arg == "NAME" else arg for arg in command]
         started = time.monotonic()
         subprocess.run(argv, check=True, capture_output=True)
         cli.append((time.monotonic() - started) * 1000)
-        remove(client, name)
+        remove_containers(client, name)
     return library, cli
 
 
@@ -107,7 +100,7 @@ def playbook_spawns(client, workdir, count):
     try:
         return playbook(workdir, [task])
     finally:
-        remove(client, *names)
+        remove_containers(client, *names)
 
 
 def idle_memory(client, count=5):
@@ -126,7 +119,7 @@ def idle_memory(client, count=5):
             figures.append((name, (stats["usage"] - cache) / MB, rss / MB))
         return figures
     finally:
-        remove(client, *names)
+        remove_containers(client, *names)
 
 
 def main():
