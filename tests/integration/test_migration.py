@@ -333,6 +333,20 @@ def test_refuses_a_volume_with_different_data_unless_forced(inst, docker_client)
     assert manifests(inst.home) == sources
 
 
+def test_refuses_to_start_without_the_parent_image_before_anything_changes(inst):
+    make_tree(inst.home / "chromadb", 9)
+    sources = manifests(inst.home)
+    for check in (["--check"], []):
+        refused = inst.migrate(*check, check=False, daemon_image="hal9000/not-built:never")
+        assert refused.returncode != 0
+        assert "Image hal9000/not-built:never is not on this Docker host: build it first" in refused.stdout, refused.stdout
+        assert "Nothing was changed" in refused.stdout
+        assert inst.volumes() == [] and inst.backups() == [] and not (inst.home / "migration").exists()
+    assert manifests(inst.home) == sources
+    done = inst.migrate(migrate_start_daemon="false", daemon_image="hal9000/not-built:never")
+    assert recap_changed(done.stdout) != [0] and inst.marker() is not None, "not needed when the daemon is not started"
+
+
 def process_tree(pid):
     """``pid`` and every descendant (from /proc): Ansible runs modules in sessions of their own."""
     children = {}
