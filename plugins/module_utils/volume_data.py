@@ -6,10 +6,10 @@
 A helper container made from a local image (never pulled) mounts the volume at
 /hal9000-volume. An import from a local daemon is copied by ``cp`` in the
 helper from a read-only bind mount of the source (the daemon's untar behind the
-archive API alone takes as long as that whole copy); when the daemon cannot
-mount the source (a remote daemon, a daemon in a VM, user namespaces) or the
-copy does not match the source, the tree is streamed through Docker's archive
-API instead. Tar streams are never held whole in memory. Every copy, including
+archive API alone takes as long as that whole copy), and an export as root into
+a bind-mounted staging directory; when the daemon cannot mount the directory (a
+remote daemon, a daemon in a VM, user namespaces) or the copy does not match,
+the tree goes through Docker's archive API instead. Tar streams are never held whole in memory. Every copy, including
 the copy of old content kept aside, is checked against a sha256 tree manifest
 (see manifest.py). A volume's manifest is computed inside the helper, next to
 the data, by manifest.py's own code when the helper image has python3 (only the
@@ -67,6 +67,7 @@ DEFAULT_HELPER_IMAGE = "debian:bookworm-slim"
 PREFERRED_HELPER_IMAGE = "hal9000/parent:latest"
 VOLUME_DIR = "hal9000-volume"  # where helpers mount the volume (/hal9000-volume)
 SOURCE_DIR = "hal9000-source"  # where an import's helper mounts the source directory, read-only
+TARGET_DIR = "hal9000-target"  # where an export's helper mounts the staging directory
 ASIDE_DIR = "hal9000-aside"
 HELPER_LABELS = {"io.hal9000.managed": "true", "io.hal9000.type": "volume-data-helper"}
 REPLACED_FROM_LABEL = "io.hal9000.replaced-from"
@@ -96,10 +97,11 @@ if "--if-empty" in sys.argv and not all(map(manifest.is_empty, manifests.values(
 # The exit code says how far it got; only COPIED, COPY_FAILED and COPIED_WITHOUT_MANIFEST mean cp ran. cp keeps
 # what a tar through the archive API keeps (cp -a without extended attributes), so both ways give the same copy.
 COPIED, COPY_FAILED, COPIED_WITHOUT_MANIFEST, NOT_EMPTY, NOT_CHECKED = 0, 90, 91, 92, 93
+CP_OPTIONS = ["-dR", "--preserve=mode,ownership,timestamps,links"]
 _COPY_SCRIPT = f"""if [ "$2" = --if-empty ]; then
   python3 -I -X utf8 -c "$0" "$1" --if-empty {VOLUME_DIR} || exit $(( $? == {NOT_EMPTY} ? {NOT_EMPTY} : {NOT_CHECKED} ))
 fi
-cp -dR --preserve=mode,ownership,timestamps,links /{SOURCE_DIR}/. /{VOLUME_DIR}/ || exit {COPY_FAILED}
+cp {' '.join(CP_OPTIONS)} /{SOURCE_DIR}/. /{VOLUME_DIR}/ || exit {COPY_FAILED}
 [ -n "$1" ] && command -v python3 >/dev/null || exit {COPIED_WITHOUT_MANIFEST}
 python3 -I -X utf8 -c "$0" "$1" {VOLUME_DIR} || exit {COPIED_WITHOUT_MANIFEST}
 """
@@ -223,19 +225,30 @@ def _manifest_source():
 
 
 @contextmanager
-def helper_container(client, image, mounts, volume, source_dir=None, if_empty=False, **extra):
+def helper_container(client, image, mounts, volume, source_dir=None, if_empty=False, target_dir=None, **extra):
     """A helper container with ``mounts`` ({volume: (dir, read_only)}), removed on the way out.
 
     Unless given a command, it computes the manifests of its mounts when started (see volume_manifest);
     with ``source_dir`` it first copies that host directory, mounted read-only, into the volume (only when
-    the volume is empty with ``if_empty``; see copy_from_bind_mount).
+    the volume is empty with ``if_empty``; see copy_from_bind_mount); with ``target_dir`` it only copies the
+    volume into that host directory (see copy_to_bind_mount).
     """
     binds = {name: {"bind": "/" + where, "mode": "ro" if read_only else "rw"} for name, (where, read_only) in mounts.items()}
     # The Mounts API, not a bind string: any path is safe in it (':' and ','), and a path the daemon
     # does not have fails instead of being created.
-    source_mounts = [{"Type": "bind", "Source": source_dir, "Target": "/" + SOURCE_DIR, "ReadOnly": True}] if source_dir else None
+    host_mounts = [
+        {"Type": "bind", "Source": host_path, "Target": "/" + where, "ReadOnly": read_only}
+        for host_path, where, read_only in ((source_dir, SOURCE_DIR, True), (target_dir, TARGET_DIR, False))
+        if host_path
+    ]
     manifest_source = None if "command" in extra else _manifest_source()
-    if source_dir:
+    if target_dir:
+        extra.update(
+            entrypoint=["cp"],
+            command=CP_OPTIONS + [f"/{VOLUME_DIR}/.", f"/{TARGET_DIR}/"],
+            user="0:0",  # gives the files their owners, as an extraction by root does
+        )
+    elif source_dir:
         extra.update(
             entrypoint=["sh", "-c", _COPY_SCRIPT, _MANIFEST_PROGRAM],
             command=[manifest_source or ""] + (["--if-empty"] if if_empty else []),
@@ -252,7 +265,7 @@ def helper_container(client, image, mounts, volume, source_dir=None, if_empty=Fa
         command=extra.pop("command", ["true"]),
         name=f"hal9000-volume-data-{uuid.uuid4().hex[:12]}",
         labels=dict(HELPER_LABELS, **{"io.hal9000.volume": volume, HELPER_OWNER_LABEL: f"{socket.gethostname()}:{os.getpid()}"}),
-        host_config=client.api.create_host_config(binds=binds, mounts=source_mounts),
+        host_config=client.api.create_host_config(binds=binds, mounts=host_mounts or None),
         network_disabled=True,
         healthcheck={"test": ["NONE"]},  # an image's health check has nothing to check in a helper
         **extra,
@@ -486,14 +499,47 @@ def _safe_members(archive, dest, strip_prefix):
         yield member
 
 
+def _new_staging(final_path):
+    """A new private directory beside ``final_path``, renamed into place once its content is verified."""
+    staging = f"{final_path}.hal9000-partial-{uuid.uuid4().hex[:8]}"
+    os.mkdir(staging, 0o700)
+    return staging
+
+
+def copy_to_bind_mount(client, image, volume, final_path, expected):
+    """``cp`` the volume in a helper into a staging directory beside ``final_path``, mounted read-write.
+
+    Returns the staging path, its manifest and None when that equals ``expected``; else (None, None, why not
+    in one line), and the staging directory is gone.
+    """
+    staging, problem = _new_staging(final_path), None
+    try:
+        with helper_container(client, image, {volume: (VOLUME_DIR, True)}, volume, target_dir=staging) as container:
+            client.api.start(container)
+            if client.api.wait(container, timeout=None).get("StatusCode") != 0:
+                problem = f"cp in {image} failed: {_first_error(client, container)}"
+        if problem is None:
+            written = manifest_of_directory(staging)
+            problems = differences(expected, written, ownership=True, limit=3, names=("volume", "directory"))
+            problem = f"the copy differs: {'; '.join(problems)}" if problems else None
+    except APIError as exc:  # the daemon cannot mount the directory, or the image has no cp
+        problem = api_error_message(exc)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if problem:
+        shutil.rmtree(staging, ignore_errors=True)
+        return None, None, problem
+    return staging, written, None
+
+
 def extract_staged(client, container, final_path, expected, verify=True, ownership=False):
     """Extract the volume beside ``final_path`` into a staging directory and verify it.
 
     Returns the staging path (the caller renames it into place) and the manifest
     written, or None when not verified. The staging directory is removed on failure.
     """
-    staging = f"{final_path}.hal9000-partial-{uuid.uuid4().hex[:8]}"
-    os.mkdir(staging, 0o700)
+    staging = _new_staging(final_path)
     try:
         with open_archive(client, container, VOLUME_DIR) as reader:
             with tarfile.open(fileobj=reader, mode="r|") as archive:
@@ -817,7 +863,15 @@ def export_volume(client, volume, path, mode, keep_aside, image, verify, check_m
         actions.append(f"export {_counts(source)} from volume {volume} into {path}")
         if check_mode:
             return _result(volume, path, state, source, before, source, actions, aside, False, diffs, warnings)
-        staging, written = extract_staged(client, container, path, source, verify=verify, ownership=ownership)
+        staging = None
+        # As root only: the helper's cp writes the files with their owners, which only root may then manage.
+        if verify and ownership and daemon_shares_host_paths(client):
+            staging, written, problem = copy_to_bind_mount(client, image, volume, path, source)
+            if problem:
+                warnings.append(f"Copying volume {volume} into {path} through a bind mount did not work ({problem}): "
+                                "extracted through the archive API instead.")
+        if staging is None:
+            staging, written = extract_staged(client, container, path, source, verify=verify, ownership=ownership)
     try:
         if aside:
             os.rename(path, aside)

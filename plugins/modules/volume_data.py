@@ -16,10 +16,12 @@ description:
     removed. The helper image is never pulled. A helper left behind by a run that was killed (its process on this
     host is gone) is removed by the next run on the same volume.
   - An import through the Docker Engine's local socket is copied by GNU C(cp) in the helper, from O(path) mounted
-    read-only (the fastest way into a volume). The data is streamed through the Docker Engine archive API instead
-    (which works with remote engines too) for an export, with O(verify=false), with a remote engine, and, with a
-    warning, when the engine cannot mount O(path) (an engine in a VM, say), the helper image has no
-    C(sh) or GNU C(cp), or the copy does not match the source (it is cleared first).
+    read-only (the fastest way into a volume). An export run as root through the local socket is copied the same
+    way into a new directory beside O(path), mounted read-write. The data is streamed through the Docker Engine
+    archive API instead (which works with remote engines too) with O(verify=false), with a remote engine, for an
+    export not run as root (the copy's owners could not be managed), and, with a warning, when the engine cannot
+    mount the directory (an engine in a VM, say), the helper image has no C(sh) or GNU C(cp), or the copy does not
+    match the source (it is cleared first).
   - Contents, permission bits (including setuid, setgid and sticky), symlinks (kept as symlinks, never followed,
     dangling ones too), hard links, empty directories, modification times and numeric owners are kept. The top
     directory's mode and owner are copied too, like C(cp -a src/. dest/). Sockets are left out of the manifests

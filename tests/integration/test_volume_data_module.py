@@ -525,19 +525,59 @@ def test_a_corrupted_volume_is_not_taken_for_the_source(docker_client, prefix, t
     docker_client.volumes.get(fixed["kept_aside"]).remove()
 
 
+@pytest.mark.parametrize("first_step", ["copy_to_bind_mount", "extract_staged"])
 @pytest.mark.parametrize("helper", HELPERS)
-def test_export_fails_when_the_volume_changes_before_it_is_extracted(docker_client, prefix, tmp_path, monkeypatch, helper):
+def test_export_fails_when_the_volume_changes_before_it_is_extracted(docker_client, prefix, tmp_path, monkeypatch, helper, first_step):
     source = small_tree(tmp_path / "source")
-    volume = f"{prefix}-data-export-tampered-{helper.split('/')[0].split(':')[0]}"
+    volume = f"{prefix}-data-export-tampered-{HELPERS.index(helper)}-{len(first_step)}"
     transfer(docker_client, "import", volume, str(source), helper_image=helper)
-    extract = volume_data.extract_staged
+    if first_step == "extract_staged":
+        monkeypatch.setattr(volume_data, "daemon_shares_host_paths", lambda client: False)
+    step = getattr(volume_data, first_step)
 
-    def tamper_then_extract(client, *args, **kwargs):
+    def tamper_then_copy(client, *args, **kwargs):
         tamper(client, volume, TAMPERING["flipped byte"][0])
-        return extract(client, *args, **kwargs)
+        return step(client, *args, **kwargs)
 
-    monkeypatch.setattr(volume_data, "extract_staged", tamper_then_extract)
+    monkeypatch.setattr(volume_data, first_step, tamper_then_copy)
     target = tmp_path / "exported"
+    # The bind-mount copy differs from the volume's manifest, so the archive API reads the volume again: it differs too.
     with pytest.raises(Hal9000Error, match="Verification of the copy in .* failed: a.bin: content"):
         transfer(docker_client, "export", volume, str(target), helper_image=helper)
     assert sorted(os.listdir(tmp_path)) == ["source"], "nothing is left beside the target"
+
+
+def test_an_export_as_root_is_copied_into_a_bind_mount(docker_client, prefix, tmp_path, monkeypatch):
+    source = make_tree(tmp_path / "source")
+    volume = f"{prefix}-data-export-bind"
+    transfer(docker_client, "import", volume, str(source))
+    monkeypatch.setattr(volume_data, "extract_staged", lambda *args, **kwargs: pytest.fail("extracted through the archive API"))
+    target = tmp_path / "exported: with a colon, and a comma"
+    result = transfer(docker_client, "export", volume, str(target))
+    assert result["verified"] is True and result["warnings"] == [] and result["target"] == result["source"], result
+    assert_same_tree(source, target)
+    assert sorted(os.listdir(tmp_path)) == sorted(["source", target.name]), "no staging directory is left"
+
+
+@pytest.mark.parametrize("failure", ["copy differs", "cannot mount"])
+def test_an_export_whose_bind_mount_copy_fails_is_extracted_instead(docker_client, prefix, tmp_path, monkeypatch, failure):
+    source = make_tree(tmp_path / "source")
+    volume = f"{prefix}-data-export-fallback-{len(failure)}"
+    transfer(docker_client, "import", volume, str(source))
+    if failure == "copy differs":  # cp that keeps no modes, owners or times
+        monkeypatch.setattr(volume_data, "CP_OPTIONS", ["-dR"])
+    else:
+        helper = volume_data.helper_container
+
+        def daemon_without_the_path(*args, target_dir=None, **kwargs):
+            return helper(*args, target_dir=target_dir and f"{target_dir}-not-on-the-daemon", **kwargs)
+
+        monkeypatch.setattr(volume_data, "helper_container", daemon_without_the_path)
+    target = tmp_path / "exported"
+    result = transfer(docker_client, "export", volume, str(target))
+    (warning,) = result["warnings"]
+    reason = "the copy differs: " if failure == "copy differs" else "Docker API error: "
+    assert f"through a bind mount did not work ({reason}" in warning, warning
+    assert result["verified"] is True and result["target"] == result["source"], result
+    assert_same_tree(source, target)
+    assert sorted(os.listdir(tmp_path)) == ["exported", "source"], "no staging directory is left"
