@@ -9,13 +9,14 @@ helper from a read-only bind mount of the source (the daemon's untar behind the
 archive API alone takes as long as that whole copy), and an export as root into
 a bind-mounted staging directory; when the daemon cannot mount the directory (a
 remote daemon, a daemon in a VM, user namespaces) or the copy does not match,
-the tree goes through Docker's archive API instead. Tar streams are never held whole in memory. Every copy, including
-the copy of old content kept aside, is checked against a sha256 tree manifest
-(see manifest.py). A volume's manifest is computed inside the helper, next to
-the data, by manifest.py's own code when the helper image has python3 (only the
-manifest crosses the API); otherwise, or when that manifest disagrees with what
-was sent, the volume is read back through the archive API. Emptying a volume
-for ``mode=replace`` also takes a helper (the archive API cannot delete).
+the tree goes through Docker's archive API instead. Tar streams are never held
+whole in memory. Every copy, including the copy of old content kept aside, is
+checked against a sha256 tree manifest (see manifest.py). A volume's manifest
+is computed inside the helper, next to the data, by manifest.py's own code when
+the helper image has python3 (only the manifest crosses the API); otherwise, or
+when that manifest disagrees with what was sent, the volume is read back
+through the archive API. Emptying a volume for ``mode=replace`` also takes a
+helper (the archive API cannot delete).
 
 Pure: standard library and the docker SDK only, never ``ansible.*``.
 """
