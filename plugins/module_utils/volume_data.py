@@ -24,6 +24,7 @@ Pure: standard library and the docker SDK only, never ``ansible.*``.
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import io
 import json
@@ -95,9 +96,10 @@ if "--if-empty" in sys.argv and not all(map(manifest.is_empty, manifests.values(
 
 # An import's helper: GNU cp from the bind-mounted source ("$0" is _MANIFEST_PROGRAM, "$1" manifest.py's source
 # or "" without one, "$2" --if-empty to copy only into an empty volume), then the volume's manifest as above.
-# The exit code says how far it got; only COPIED, COPY_FAILED and COPIED_WITHOUT_MANIFEST mean cp ran. cp keeps
+# The exit code says how far it got; only those in CP_RAN mean cp ran. cp keeps
 # what a tar through the archive API keeps (cp -a without extended attributes), so both ways give the same copy.
 COPIED, COPY_FAILED, COPIED_WITHOUT_MANIFEST, NOT_EMPTY, NOT_CHECKED = 0, 90, 91, 92, 93
+CP_RAN = (COPIED, COPY_FAILED, COPIED_WITHOUT_MANIFEST)
 CP_OPTIONS = ["-dR", "--preserve=mode,ownership,timestamps,links"]
 _COPY_SCRIPT = f"""if [ "$2" = --if-empty ]; then
   python3 -I -X utf8 -c "$0" "$1" --if-empty {VOLUME_DIR} || exit $(( $? == {NOT_EMPTY} ? {NOT_EMPTY} : {NOT_CHECKED} ))
@@ -217,8 +219,9 @@ def running_users(client, volume):
 # --- helper containers and archive streams -------------------------------------------------
 
 
+@functools.lru_cache(maxsize=None)
 def _manifest_source():
-    """manifest.py's source for the helper's python3, or None where the loader cannot give it."""
+    """manifest.py's source for the helper's python3, or None where the loader cannot give it (read once)."""
     try:
         return _manifest_module.__loader__.get_source(_manifest_module.__name__)
     except (AttributeError, ImportError, OSError):
@@ -607,14 +610,14 @@ def copy_from_bind_mount(client, image, volume, source_dir, source=None, if_empt
                     outcome.source = manifest_of_directory(source_dir)
             except BaseException:
                 # An unreadable source file, say: once the helper is done, a volume that was empty is emptied again.
-                wrote = client.api.wait(container, timeout=None).get("StatusCode") in (COPIED, COPY_FAILED, COPIED_WITHOUT_MANIFEST)
+                wrote = client.api.wait(container, timeout=None).get("StatusCode") in CP_RAN
                 if if_empty and wrote:
                     clear_volume(client, image, volume)
                 raise
             status = client.api.wait(container, timeout=None).get("StatusCode")
             if if_empty and status in (COPIED, COPIED_WITHOUT_MANIFEST, NOT_EMPTY):
                 outcome.before = _manifest_from_logs(client, container, VOLUME_DIR, run=0)
-            outcome.wrote = status in (COPIED, COPY_FAILED, COPIED_WITHOUT_MANIFEST) or not if_empty
+            outcome.wrote = status in CP_RAN or not if_empty
             if not outcome.wrote:
                 return outcome  # not empty, or not known to be: nothing was written
             if status == COPY_FAILED:
