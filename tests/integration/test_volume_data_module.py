@@ -453,14 +453,21 @@ def test_a_source_that_cannot_be_read_leaves_an_empty_volume_empty(docker_client
     assert volume_files(volume, "find", "/v", "-mindepth", "1") == "", "the volume was emptied again"
 
 
-def test_a_source_the_daemon_cannot_mount_is_streamed_instead(docker_client, prefix, tmp_path, monkeypatch):
-    source = small_tree(tmp_path / "source")
+def engine_without_the_directory(monkeypatch, keyword):
+    """Helpers get a host directory (``keyword``: source_dir or target_dir) the engine does not have, as an engine in a VM would."""
     helper = volume_data.helper_container
 
-    def daemon_without_the_path(client, image, mounts, volume, source_dir=None, **extra):
-        return helper(client, image, mounts, volume, source_dir=source_dir and f"{source_dir}-not-on-the-daemon", **extra)
+    def elsewhere(*args, **kwargs):
+        if kwargs.get(keyword):
+            kwargs[keyword] += "-not-on-the-daemon"
+        return helper(*args, **kwargs)
 
-    monkeypatch.setattr(volume_data, "helper_container", daemon_without_the_path)
+    monkeypatch.setattr(volume_data, "helper_container", elsewhere)
+
+
+def test_a_source_the_daemon_cannot_mount_is_streamed_instead(docker_client, prefix, tmp_path, monkeypatch):
+    source = small_tree(tmp_path / "source")
+    engine_without_the_directory(monkeypatch, "source_dir")
     result = transfer(docker_client, "import", f"{prefix}-data-unmountable", str(source))
     (warning,) = result["warnings"]
     assert "did not work (Docker API error: " in warning and "-not-on-the-daemon" in warning, warning
@@ -567,12 +574,7 @@ def test_an_export_whose_bind_mount_copy_fails_is_extracted_instead(docker_clien
     if failure == "copy differs":  # cp that keeps no modes, owners or times
         monkeypatch.setattr(volume_data, "CP_OPTIONS", ["-dR"])
     else:
-        helper = volume_data.helper_container
-
-        def daemon_without_the_path(*args, target_dir=None, **kwargs):
-            return helper(*args, target_dir=target_dir and f"{target_dir}-not-on-the-daemon", **kwargs)
-
-        monkeypatch.setattr(volume_data, "helper_container", daemon_without_the_path)
+        engine_without_the_directory(monkeypatch, "target_dir")
     target = tmp_path / "exported"
     result = transfer(docker_client, "export", volume, str(target))
     (warning,) = result["warnings"]
