@@ -311,7 +311,9 @@ HELPERS = ["hal9000/parent:latest", IMAGE]  # with python3, and without (debian:
 
 def small_tree(root):
     root.mkdir()
-    (root / "a.bin").write_bytes(os.urandom(100_000))
+    content = bytearray(os.urandom(100_000))
+    content[500] = 0  # so that TAMPERING's "flipped byte" (an X at 500) always changes it
+    (root / "a.bin").write_bytes(content)
     (root / "a.bin").chmod(0o644)
     (root / "dir").mkdir()
     (root / "dir" / "b.txt").write_text("b")
