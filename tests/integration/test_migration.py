@@ -333,18 +333,24 @@ def test_refuses_a_volume_with_different_data_unless_forced(inst, docker_client)
     assert manifests(inst.home) == sources
 
 
-def test_refuses_to_start_without_the_parent_image_before_anything_changes(inst):
+@pytest.mark.parametrize("missing, message", [
+    (dict(daemon_image="hal9000/not-built:never"), "Image hal9000/not-built:never is not on this Docker host: build it first"),
+    (dict(migrate_start_daemon="false", migrate_helper_image="hal9000/not-built:never"),
+     "No image for the volume copies is on this Docker host (looked for hal9000/not-built:never; never pulled)"),
+])
+def test_refuses_to_start_without_its_images_before_anything_changes(inst, missing, message):
     make_tree(inst.home / "chromadb", 9)
     sources = manifests(inst.home)
     for check in (["--check"], []):
-        refused = inst.migrate(*check, check=False, daemon_image="hal9000/not-built:never")
+        refused = inst.migrate(*check, check=False, **missing)
         assert refused.returncode != 0
-        assert "Image hal9000/not-built:never is not on this Docker host: build it first" in refused.stdout, refused.stdout
+        assert message in refused.stdout, refused.stdout
         assert "Nothing was changed" in refused.stdout
         assert inst.volumes() == [] and inst.backups() == [] and not (inst.home / "migration").exists()
     assert manifests(inst.home) == sources
-    done = inst.migrate(migrate_start_daemon="false", daemon_image="hal9000/not-built:never")
-    assert recap_changed(done.stdout) != [0] and inst.marker() is not None, "not needed when the daemon is not started"
+    if "daemon_image" in missing:
+        done = inst.migrate(migrate_start_daemon="false", **missing)
+        assert recap_changed(done.stdout) != [0] and inst.marker() is not None, "not needed when the daemon is not started"
 
 
 def process_tree(pid):
