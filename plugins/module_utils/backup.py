@@ -29,7 +29,6 @@ import sqlite3
 import stat
 import subprocess
 import tempfile
-import uuid
 
 from ansible_collections.hal9000.dind.plugins.module_utils.errors import Hal9000Error
 from ansible_collections.hal9000.dind.plugins.module_utils.manifest import (
@@ -38,6 +37,7 @@ from ansible_collections.hal9000.dind.plugins.module_utils.manifest import (
     manifest_of_directory,
     summary,
 )
+from ansible_collections.hal9000.dind.plugins.module_utils.staging import leftover_staging, staging_name
 from ansible_collections.hal9000.dind.plugins.module_utils.validate import first_free
 
 ACTIONS = ("create", "list", "verify", "restore", "inspect")
@@ -420,14 +420,6 @@ def verify_backup(home, backup=None):
     return result
 
 
-def _leftover_staging(target):
-    parent, base = os.path.split(target)
-    if not os.path.isdir(parent):
-        return []
-    with os.scandir(parent) as scan:
-        return sorted(e.path for e in scan if e.name.startswith(base + STAGING_INFIX) and e.is_dir(follow_symlinks=False))
-
-
 def restore_backup(home, backup=None, paths=None, check_mode=False):
     """Make each directory of a backup exactly its copy again: replace, never merge; old content kept aside."""
     path = resolve_backup(home, backup)
@@ -475,14 +467,14 @@ def restore_backup(home, backup=None, paths=None, check_mode=False):
     if not check_mode:
         for name, target, record in plan:
             entry = restored[name]
-            for leftover in _leftover_staging(target):
+            for leftover in leftover_staging(target, STAGING_INFIX):
                 shutil.rmtree(leftover)  # our own copy from an interrupted restore; the backup still holds it
             if entry["state"] == "matching":
                 continue
             staging = None
             if record is not None:
                 # Copied and verified beside the target first, so an interruption never leaves a half-written target.
-                staging = f"{target}{STAGING_INFIX}{uuid.uuid4().hex[:8]}"
+                staging = staging_name(target, STAGING_INFIX)
                 copy_tree(os.path.join(path, name), staging)
                 problems = differences(record["entries"], manifest_of_directory(staging), ownership=ownership, limit=3,
                                        names=("backup", "copy"))

@@ -59,6 +59,7 @@ from ansible_collections.hal9000.dind.plugins.module_utils.manifest import (
     summary,
     tar_member_name,
 )
+from ansible_collections.hal9000.dind.plugins.module_utils.staging import leftover_staging, process_alive, staging_name
 from ansible_collections.hal9000.dind.plugins.module_utils.validate import first_free, validate_name
 from ansible_collections.hal9000.dind.plugins.module_utils.volumes import inspect_volume
 
@@ -71,6 +72,7 @@ VOLUME_DIR = "hal9000-volume"  # where helpers mount the volume (/hal9000-volume
 SOURCE_DIR = "hal9000-source"  # where an import's helper mounts the source directory, read-only
 TARGET_DIR = "hal9000-target"  # where an export's helper mounts the staging directory
 ASIDE_DIR = "hal9000-aside"
+STAGING_INFIX = ".hal9000-partial-"  # an export's copy beside its directory, renamed into place once verified
 HELPER_LABELS = {"io.hal9000.managed": "true", "io.hal9000.type": "volume-data-helper"}
 REPLACED_FROM_LABEL = "io.hal9000.replaced-from"
 # "<host>:<pid>" of the process that created a helper, so a helper left by a killed run can be recognised.
@@ -180,16 +182,6 @@ def require_local_image(client, image):
     return image
 
 
-def _alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def remove_stale_helpers(client, volume):
     """Remove the helpers of ``volume`` left by a run that was killed (created on this host by a process now gone).
 
@@ -201,7 +193,7 @@ def remove_stale_helpers(client, volume):
     filters = {"label": [f"io.hal9000.type={HELPER_LABELS['io.hal9000.type']}", f"io.hal9000.volume={volume}"]}
     for found in client.api.containers(all=True, filters=filters):
         owner_host, _sep, pid = (found.get("Labels") or {}).get(HELPER_OWNER_LABEL, "").rpartition(":")
-        if owner_host != host or not pid.isdigit() or _alive(int(pid)):
+        if owner_host != host or not pid.isdigit() or process_alive(int(pid)):
             continue
         try:
             client.api.remove_container(found["Id"], force=True)
@@ -505,7 +497,7 @@ def _safe_members(archive, dest, strip_prefix):
 
 def _new_staging(final_path):
     """A new private directory beside ``final_path``, renamed into place once its content is verified."""
-    staging = f"{final_path}.hal9000-partial-{uuid.uuid4().hex[:8]}"
+    staging = staging_name(final_path, STAGING_INFIX)
     os.mkdir(staging, 0o700)
     return staging
 
@@ -900,13 +892,21 @@ def transfer(client, direction, volume, path, mode="into_empty", keep_aside=None
     path, keep_aside = validate_request(direction, volume, path, mode, keep_aside, helper_image)
     helper_image = require_local_image(client, helper_image)
     stale = [] if check_mode else remove_stale_helpers(client, volume)
+    # An export killed before its rename leaves its staging directory; it never holds the only copy.
+    leftovers = leftover_staging(path, STAGING_INFIX) if direction == "export" else []
     run = import_directory if direction == "import" else export_volume
     try:
+        if not check_mode:
+            for leftover in leftovers:
+                shutil.rmtree(leftover)
         result = run(client, volume, path, mode, keep_aside, helper_image, verify, check_mode)
     except (DockerException, RequestException, Hal9000Error):
         raise
     except (OSError, tarfile.TarError) as exc:
         raise Hal9000Error(f"Copying between volume {volume} and {path} failed: {_os_message(exc)}.") from None
+    if leftovers:
+        result["actions"][:0] = [f"remove {leftover}, left by an interrupted export" for leftover in leftovers]
+        result["changed"] = True
     if stale:
         result["warnings"].append(f"Removed helper container(s) {', '.join(stale)} of volume {volume}, left by an interrupted run.")
     seconds = max(time.monotonic() - started, 1e-6)

@@ -21,7 +21,9 @@ description:
     archive API instead (which works with remote engines too) with O(verify=false), with a remote engine, for an
     export not run as root (the copy's owners could not be managed), and, with a warning, when the engine cannot
     mount the directory (an engine in a VM, say), the helper image has no C(sh) or GNU C(cp), or the copy does not
-    match the source (it is cleared first).
+    match the source (it is cleared first). An export is renamed into place only once verified; the directory
+    C(<path>.hal9000-partial-<pid>-<id>) an export left when it was killed (its process is gone) is removed by the
+    next export to O(path).
   - Contents, permission bits (including setuid, setgid and sticky), symlinks (kept as symlinks, never followed,
     dangling ones too), hard links, empty directories, modification times and numeric owners are kept. The top
     directory's mode and owner are copied too, like C(cp -a src/. dest/). Sockets are left out of the manifests

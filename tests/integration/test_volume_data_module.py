@@ -568,6 +568,30 @@ def test_an_export_as_root_is_copied_into_a_bind_mount(docker_client, prefix, tm
     assert sorted(os.listdir(tmp_path)) == sorted(["source", target.name]), "no staging directory is left"
 
 
+def test_the_staging_directory_of_a_killed_export_is_removed_by_the_next_run(docker_client, prefix, tmp_path):
+    source = small_tree(tmp_path / "source")
+    volume = f"{prefix}-data-export-leftover"
+    transfer(docker_client, "import", volume, str(source))
+    target = tmp_path / "exported"
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    leftover = tmp_path / f"exported{volume_data.STAGING_INFIX}{gone.pid}-0123abcd"
+    running = tmp_path / f"exported{volume_data.STAGING_INFIX}{os.getppid()}-4567cdef"  # a process still alive
+    for partial in (leftover, running):
+        (partial / "dir").mkdir(parents=True)
+        (partial / "dir" / "half.bin").write_bytes(b"half")
+        os.chmod(partial / "dir", 0o500)  # as cp leaves a directory whose mode it set before the kill
+    plan = transfer(docker_client, "export", volume, str(target), check_mode=True)
+    assert plan["actions"][0] == f"remove {leftover}, left by an interrupted export" and len(plan["actions"]) == 2, plan
+    assert leftover.exists()
+    done = transfer(docker_client, "export", volume, str(target))
+    assert done["actions"] == plan["actions"] and done["verified"] is True, done
+    assert sorted(os.listdir(tmp_path)) == sorted(["exported", "source", running.name])
+    assert_same_tree(source, target)
+    again = transfer(docker_client, "export", volume, str(target))
+    assert again["changed"] is False and again["actions"] == [], again
+
+
 @pytest.mark.parametrize("failure", ["copy differs", "cannot mount"])
 def test_an_export_whose_bind_mount_copy_fails_is_extracted_instead(docker_client, prefix, tmp_path, monkeypatch, failure):
     source = make_tree(tmp_path / "source")
