@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: HAL-9000 DinD maintainers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Migration throughput: volume_data's import against a plain `cp -a` in a container.
+"""Migration throughput: volume_data's import and export against a plain `cp -a` in a container.
 
 Generates a mixed tree (default 200 MB: two 50 MB files, ten 5 MB files and
 small files), imports it with the library call the hal9000.dind.volume_data
@@ -9,8 +9,10 @@ module makes (verification included) into a new volume, and into a volume
 created just before (as the migrate role does), copies the same tree into
 another new volume with
 ``docker run --rm -v SRC:/s:ro -v VOL:/d debian:bookworm-slim cp -a /s/. /d/``,
-and prints the times and the ratios to cp -a (goal: <= 1.5). Every run uses
-fresh volumes and starts after a sync; the best of --runs is compared, and the
+and prints the times and the ratios to cp -a (goal: <= 1.5). The export (as
+rollback makes it) is compared the same way: the volume into a new host
+directory, against ``cp -a`` from the volume into a bind-mounted new directory.
+Every run uses fresh volumes and directories and starts after a sync; the best of --runs is compared, and the
 median ratio of the paired runs is printed too. Everything it creates is removed.
 The import uses the module's helper image (hal9000/parent:latest when present,
 whose python3 computes the volume's manifest in place) unless --helper-image
@@ -75,11 +77,22 @@ def run_ours(client, source, volume, helper_image, existing=False):
     return time.monotonic() - started
 
 
-def run_cp(client, source, volume, image):
+def run_export(client, volume, target, helper_image):
     started = time.monotonic()
-    client.api.create_volume(name=volume)  # as transfer does (timed too), so --tmpfs applies to both
+    result = transfer(client, "export", volume, target, helper_image=helper_image)
+    assert result["verified"] and result["source"]["digest"] == result["target"]["digest"], result
+    return time.monotonic() - started
+
+
+def run_cp(client, source, target, image, into_volume=True):
+    """``cp -a`` in a container from ``source`` (a directory, or a volume) into a new volume (or directory)."""
+    started = time.monotonic()
+    if into_volume:
+        client.api.create_volume(name=target)  # as transfer does (timed too), so --tmpfs applies to both
+    else:
+        os.mkdir(target)
     subprocess.run(
-        ["docker", "run", "--rm", "-v", f"{source}:/s:ro", "-v", f"{volume}:/d", image, "cp", "-a", "/s/.", "/d/"],
+        ["docker", "run", "--rm", "-v", f"{source}:/s:ro", "-v", f"{target}:/d", image, "cp", "-a", "/s/.", "/d/"],
         check=True,
     )
     return time.monotonic() - started
@@ -119,37 +132,44 @@ def main():
     helper = require_local_image(client, args.helper_image)
     tag = f"h9bench-{uuid.uuid4().hex[:8]}"
     source = tempfile.mkdtemp(prefix=f"{tag}-")
-    times = {"new volume": [], "existing volume": [], "cp -a": []}
+    exports = tempfile.mkdtemp(prefix=f"{tag}-out-", dir="/dev/shm" if args.tmpfs else None)
+    exported = f"{tag}-exported"  # the volume the exports read
     copies = {
-        "new volume": lambda v: run_ours(client, source, v, args.helper_image),
-        "existing volume": lambda v: run_ours(client, source, v, args.helper_image, existing=True),
-        "cp -a": lambda v: run_cp(client, source, v, args.image),
+        "import, new volume": lambda v: run_ours(client, source, v, args.helper_image),
+        "import, existing volume": lambda v: run_ours(client, source, v, args.helper_image, existing=True),
+        "cp -a into a volume": lambda v: run_cp(client, source, v, args.image),
+        "export": lambda d: run_export(client, exported, os.path.join(exports, d), args.helper_image),
+        "cp -a out of a volume": lambda d: run_cp(client, exported, os.path.join(exports, d), args.image, into_volume=False),
     }
+    times = {label: [] for label in copies}
     try:
         size, files = make_tree(source, args.mb)
-        print(f"tree: {files} files, {size / MB:.0f} MB in {source}; import helper image {helper}")
+        print(f"tree: {files} files, {size / MB:.0f} MB in {source}; helper image {helper}")
+        transfer(client, "import", exported, source, helper_image=args.helper_image)
         for run in range(args.runs):
             # Rotate which copy goes first, so drifting load on the host hits all alike.
-            order = list(copies)[run % 3:] + list(copies)[:run % 3]
+            order = list(copies)[run % len(copies):] + list(copies)[:run % len(copies)]
             for label in order:
-                volume = f"{tag}-{label.replace(' ', '')}-{run}"
+                name = f"{tag}-{''.join(c for c in label if c.isalnum())}-{run}"
                 os.sync()  # earlier runs' write-back would otherwise land in this run's time
                 try:
-                    times[label].append(copies[label](volume))
+                    times[label].append(copies[label](name))
                 finally:
-                    remove_volume(client, volume)
-                print(f"run {run + 1}: {label:15} {times[label][-1]:6.2f} s  {size / MB / times[label][-1]:7.1f} MB/s")
-        best_cp = min(times["cp -a"])
-        print(f"docker run cp -a:                  {best_cp:.2f} s, {size / MB / best_cp:.1f} MB/s (best of {args.runs})")
-        for label in ("new volume", "existing volume"):
-            best = min(times[label])
-            paired = sorted(a / b for a, b in zip(times[label], times["cp -a"]))
+                    remove_volume(client, name)
+                    shutil.rmtree(os.path.join(exports, name), ignore_errors=True)
+                print(f"run {run + 1}: {label:23} {times[label][-1]:6.2f} s  {size / MB / times[label][-1]:7.1f} MB/s")
+        for ours, baseline in (("import, new volume", "cp -a into a volume"), ("import, existing volume", "cp -a into a volume"),
+                               ("export", "cp -a out of a volume")):
+            best, best_cp = min(times[ours]), min(times[baseline])
+            paired = sorted(a / b for a, b in zip(times[ours], times[baseline]))
             ratio = best / best_cp
-            print(f"volume_data import, {label + ':':16} {best:.2f} s, {size / MB / best:.1f} MB/s (best of {args.runs}, verified)")
+            print(f"volume_data {ours + ':':24} {best:.2f} s, {size / MB / best:.1f} MB/s (best of {args.runs}, verified); "
+                  f"{baseline}: {best_cp:.2f} s")
             print(f"  ratio to cp -a: {ratio:.2f}, median of paired runs {paired[len(paired) // 2]:.2f} "
                   f"(goal <= 1.5: {'met' if ratio <= 1.5 else 'NOT met'})")
     finally:
         shutil.rmtree(source, ignore_errors=True)
+        shutil.rmtree(exports, ignore_errors=True)
         for volume in client.volumes.list(filters={"name": tag}):
             remove_volume(client, volume.name)
     return 0

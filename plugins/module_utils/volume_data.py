@@ -502,31 +502,43 @@ def _new_staging(final_path):
     return staging
 
 
+class StagedCopy:
+    """What copy_to_bind_mount did: ``staging`` and its manifest ``written`` (equal to ``expected``), else a
+    ``problem`` (one line). ``expected`` is None when it was to be computed and cp could not start."""
+
+    def __init__(self, expected):
+        self.expected, self.staging, self.written, self.problem = expected, None, None, None
+
+
 def copy_to_bind_mount(client, image, volume, final_path, expected):
     """``cp`` the volume in a helper into a staging directory beside ``final_path``, mounted read-write.
 
-    Returns the staging path, its manifest and None when that equals ``expected``; else (None, None, why not
-    in one line), and the staging directory is gone.
+    ``expected`` is the volume's manifest, or a function computing it, called while cp runs. Returns a
+    StagedCopy; when the copy does not equal ``expected`` the staging directory is gone.
     """
-    staging, problem = _new_staging(final_path), None
+    copy = StagedCopy(None if callable(expected) else expected)
+    staging = _new_staging(final_path)
     try:
         with helper_container(client, image, {volume: (VOLUME_DIR, True)}, volume, target_dir=staging) as container:
             client.api.start(container)
+            if callable(expected):
+                copy.expected = expected()
             if client.api.wait(container, timeout=None).get("StatusCode") != 0:
-                problem = f"cp in {image} failed: {_first_error(client, container)}"
-        if problem is None:
+                copy.problem = f"cp in {image} failed: {_first_error(client, container)}"
+        if copy.problem is None:
             written = manifest_of_directory(staging)
-            problems = differences(expected, written, ownership=True, limit=3, names=("volume", "directory"))
-            problem = f"the copy differs: {'; '.join(problems)}" if problems else None
+            problems = differences(copy.expected, written, ownership=True, limit=3, names=("volume", "directory"))
+            copy.problem = f"the copy differs: {'; '.join(problems)}" if problems else None
     except APIError as exc:  # the daemon cannot mount the directory, or the image has no cp
-        problem = api_error_message(exc)
+        copy.problem = api_error_message(exc)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    if problem:
+    if copy.problem:
         shutil.rmtree(staging, ignore_errors=True)
-        return None, None, problem
-    return staging, written, None
+    else:
+        copy.staging, copy.written = staging, written
+    return copy
 
 
 def extract_staged(client, container, final_path, expected, verify=True, ownership=False):
@@ -840,8 +852,14 @@ def export_volume(client, volume, path, mode, keep_aside, image, verify, check_m
         )
     ownership = os.geteuid() == 0  # only root can give files back their owners
     before = manifest_of_directory(path) if os.path.isdir(path) else None
+    # As root only: the helper's cp writes the files with their owners, which only root may then manage.
+    bind = verify and ownership and daemon_shares_host_paths(client)
     with helper_container(client, image, {volume: (VOLUME_DIR, True)}, volume) as container:
-        source = volume_manifest(client, container)
+        copy = None
+        if bind and before is None and not check_mode:
+            # Into a new directory nothing is decided first: cp runs while the helper computes the volume's manifest.
+            copy = copy_to_bind_mount(client, image, volume, path, lambda: volume_manifest(client, container))
+        source = copy.expected if copy and copy.expected is not None else volume_manifest(client, container)
         compared = before is not None
         diffs = differences(source, before, ownership=ownership, names=("source", "target")) if compared else []
         state = _state(before, diffs, compared)
@@ -859,14 +877,14 @@ def export_volume(client, volume, path, mode, keep_aside, image, verify, check_m
         actions.append(f"export {_counts(source)} from volume {volume} into {path}")
         if check_mode:
             return _result(volume, path, state, source, before, source, actions, aside, False, diffs, warnings)
-        staging = None
-        # As root only: the helper's cp writes the files with their owners, which only root may then manage.
-        if verify and ownership and daemon_shares_host_paths(client):
-            staging, written, problem = copy_to_bind_mount(client, image, volume, path, source)
-            if problem:
-                warnings.append(f"Copying volume {volume} into {path} through a bind mount did not work ({problem}): "
-                                "extracted through the archive API instead.")
-        if staging is None:
+        if bind and copy is None:
+            copy = copy_to_bind_mount(client, image, volume, path, source)
+        if copy and copy.problem:
+            warnings.append(f"Copying volume {volume} into {path} through a bind mount did not work ({copy.problem}): "
+                            "extracted through the archive API instead.")
+        if copy and copy.staging:
+            staging, written = copy.staging, copy.written
+        else:
             staging, written = extract_staged(client, container, path, source, verify=verify, ownership=ownership)
     try:
         if aside:

@@ -545,6 +545,9 @@ def test_export_fails_when_the_volume_changes_before_it_is_extracted(docker_clie
     step = getattr(volume_data, first_step)
 
     def tamper_then_copy(client, *args, **kwargs):
+        if first_step == "copy_to_bind_mount":  # the volume's manifest, computed before the change instead of during cp
+            *args, expected = args
+            args.append(expected() if callable(expected) else expected)
         tamper(client, volume, TAMPERING["flipped byte"][0])
         return step(client, *args, **kwargs)
 
@@ -561,8 +564,18 @@ def test_an_export_as_root_is_copied_into_a_bind_mount(docker_client, prefix, tm
     volume = f"{prefix}-data-export-bind"
     transfer(docker_client, "import", volume, str(source))
     monkeypatch.setattr(volume_data, "extract_staged", lambda *args, **kwargs: pytest.fail("extracted through the archive API"))
+    helpers_while_hashing = []
+    manifest = volume_data.volume_manifest
+
+    def seen_helpers_then_manifest(*args, **kwargs):
+        helpers_while_hashing.append(docker_client.api.containers(all=True, filters=HELPER_FILTER))
+        return manifest(*args, **kwargs)
+
+    monkeypatch.setattr(volume_data, "volume_manifest", seen_helpers_then_manifest)
     target = tmp_path / "exported: with a colon, and a comma"
     result = transfer(docker_client, "export", volume, str(target))
+    (helpers,) = helpers_while_hashing
+    assert any(h["Command"].startswith("cp ") for h in helpers), "into a new directory, cp runs while the volume is hashed"
     assert result["verified"] is True and result["warnings"] == [] and result["target"] == result["source"], result
     assert_same_tree(source, target)
     assert sorted(os.listdir(tmp_path)) == sorted(["source", target.name]), "no staging directory is left"
