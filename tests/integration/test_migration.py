@@ -387,38 +387,77 @@ def kill_tree(pid):
             pass
 
 
+def migrate_killed_when(inst, reached, before_kill=lambda found: None):
+    """Start a migration (no daemon) and SIGKILL it as soon as ``reached()`` returns something; returns that."""
+    cmd = [str(shutil.which("ansible-playbook", path=os.path.dirname(sys.executable))), "-i",
+           str(REPO_ROOT / "inventory" / "localhost.yml"), str(MIGRATE), "-e", inst.extra(migrate_start_daemon=False)]
+    proc = subprocess.Popen(cmd, cwd=inst.ansible.workdir, env=inst.ansible.env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        found = None
+        while time.monotonic() < deadline and proc.poll() is None and not found:
+            found = reached()
+            time.sleep(0 if found else 0.002)
+        assert found and proc.poll() is None, "the migration ended before it could be interrupted there"
+        before_kill(found)
+        kill_tree(proc.pid)
+        return found
+    finally:
+        if proc.poll() is None:
+            kill_tree(proc.pid)
+        proc.wait()
+
+
+def test_killed_during_the_backup_completes_when_run_again(inst):
+    make_tree(inst.home / "chromadb", 5, small_files=3000, big_bytes=40 * 1000 * 1000)
+    make_tree(inst.home / "membank", 6)
+    sources = manifests(inst.home)
+
+    def backup_being_copied():
+        return [b for b in (inst.home / "backups").glob("pre-dind-*/chromadb") if any(b.iterdir())]
+
+    (copying,) = migrate_killed_when(inst, backup_being_copied)
+    incomplete = copying.parent
+    assert not (incomplete / "manifest.json").exists() and inst.marker() is None
+    assert inst.volumes() == [] and not (inst.home / "migration" / "progress.json").exists()
+
+    rerun = inst.migrate(migrate_start_daemon="false")
+    assert "Completing the migration" not in rerun.stdout, "nothing was recorded before the backup was complete"
+    backups = inst.backups()
+    assert incomplete in backups and len(backups) == 2, "the incomplete backup is left as it was, a new one taken"
+    (complete,) = [b for b in backups if b != incomplete]
+    assert inst.marker()["backup"] == str(complete)
+    assert manifests(inst.home) == sources
+    for name in ("chromadb", "membank"):
+        assert differences(sources[name], inst.volume_manifest(inst.volume(name)), ownership=True) == []
+        assert differences(sources[name], manifest_of_directory(str(complete / name)), ownership=True) == []
+    listed = inst.rollback(rollback_action="list").stdout
+    assert f"{incomplete}: created " in listed and "INCOMPLETE (interrupted; cannot be restored)" in listed, listed
+    assert listed.count("INCOMPLETE") == 1 and f"{complete}: created " in listed
+    assert recap_changed(inst.migrate(migrate_start_daemon="false").stdout) == [0]
+
+
 @pytest.mark.parametrize("helper_too", [True, False], ids=["crash: the copy stops too", "playbook killed: the copy runs on"])
 def test_killed_during_an_import_completes_when_run_again(inst, docker_client, helper_too):
     make_tree(inst.home / "chromadb", 7, small_files=3000, big_bytes=40 * 1000 * 1000)
     make_tree(inst.home / "membank", 8)
     sources = manifests(inst.home)
     target = inst.volume("chromadb")
-    cmd = [str(shutil.which("ansible-playbook", path=os.path.dirname(sys.executable))), "-i",
-           str(REPO_ROOT / "inventory" / "localhost.yml"), str(MIGRATE), "-e", inst.extra(migrate_start_daemon=False)]
-    proc = subprocess.Popen(cmd, cwd=inst.ansible.workdir, env=inst.ansible.env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    try:
-        # Kill as soon as the import's helper has written into the first volume (watched on the engine's disk).
-        deadline = time.monotonic() + 300
-        written = None
-        while time.monotonic() < deadline and proc.poll() is None and not written:
-            running = [c for c in inst.helpers() if c.status == "running"]
-            mountpoint = Path(docker_client.api.inspect_volume(target)["Mountpoint"]) if target in inst.volumes() else None
-            if running and mountpoint and any(mountpoint.iterdir()):
-                written = running
-            else:
-                time.sleep(0.002)
-        assert written and proc.poll() is None, "the migration ended before the import could be interrupted"
-        if helper_too:
-            for helper in written:
-                helper.pause()  # frozen at once, then killed: a crash stops the copy with the playbook
-        kill_tree(proc.pid)
-        for helper in written if helper_too else []:
-            helper.kill()
-    finally:
-        if proc.poll() is None:
-            kill_tree(proc.pid)
-        proc.wait()
+
+    def helpers_writing():
+        """The running helpers once the first volume holds something (watched on the engine's disk)."""
+        running = [c for c in inst.helpers() if c.status == "running"]
+        mountpoint = Path(docker_client.api.inspect_volume(target)["Mountpoint"]) if target in inst.volumes() else None
+        return running if running and mountpoint and any(mountpoint.iterdir()) else None
+
+    def freeze(helpers):  # frozen at once, then killed with the playbook: a crash stops the copy too
+        for helper in helpers if helper_too else []:
+            helper.pause()
+
+    written = migrate_killed_when(inst, helpers_writing, freeze)
+    for helper in written if helper_too else []:
+        helper.kill()
 
     # Killed half-way through: a complete backup, the progress record, a written volume, no marker.
     progress = json.loads((inst.home / "migration" / "progress.json").read_text())
