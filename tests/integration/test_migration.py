@@ -387,10 +387,10 @@ def kill_tree(pid):
             pass
 
 
-def migrate_killed_when(inst, reached, before_kill=lambda found: None):
-    """Start a migration (no daemon) and SIGKILL it as soon as ``reached()`` returns something; returns that."""
+def migrate_killed_when(inst, reached, before_kill=lambda found: None, start_daemon=False):
+    """Start a migration and SIGKILL it as soon as ``reached()`` returns something; returns that."""
     cmd = [str(shutil.which("ansible-playbook", path=os.path.dirname(sys.executable))), "-i",
-           str(REPO_ROOT / "inventory" / "localhost.yml"), str(MIGRATE), "-e", inst.extra(migrate_start_daemon=False)]
+           str(REPO_ROOT / "inventory" / "localhost.yml"), str(MIGRATE), "-e", inst.extra(migrate_start_daemon=start_daemon)]
     proc = subprocess.Popen(cmd, cwd=inst.ansible.workdir, env=inst.ansible.env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
@@ -436,6 +436,25 @@ def test_killed_during_the_backup_completes_when_run_again(inst):
     assert f"{incomplete}: created " in listed and "INCOMPLETE (interrupted; cannot be restored)" in listed, listed
     assert listed.count("INCOMPLETE") == 1 and f"{complete}: created " in listed
     assert recap_changed(inst.migrate(migrate_start_daemon="false").stdout) == [0]
+
+
+def test_killed_while_the_daemon_starts_completes_when_run_again(inst, docker_client):
+    make_v05_chromadb(docker_client, inst)
+    sources = manifests(inst.home)
+    migrate_killed_when(inst, inst.containers, start_daemon=True)  # the parent exists: the imports are done
+    progress = json.loads((inst.home / "migration" / "progress.json").read_text())
+    assert progress["imported"] is True and inst.marker() is None
+    volumes = inst.volumes()
+    assert inst.volume("chromadb") in volumes
+
+    rerun = inst.migrate()
+    assert "Completing the migration started" in rerun.stdout
+    assert "lists every migrated collection (code-index, notes)" in rerun.stdout, rerun.stdout
+    # The running ChromaDB writes to its volume, so it no longer equals the source; it is not imported again.
+    assert inst.volumes() == volumes, "no volume replaced"
+    assert inst.marker()["chromadb_collections"] == ["code-index", "notes"] and len(inst.backups()) == 1
+    assert manifests(inst.home) == sources
+    assert recap_changed(inst.migrate().stdout) == [0]
 
 
 @pytest.mark.parametrize("helper_too", [True, False], ids=["crash: the copy stops too", "playbook killed: the copy runs on"])
