@@ -387,10 +387,12 @@ def kill_tree(pid):
             pass
 
 
-def migrate_killed_when(inst, reached, before_kill=lambda found: None, start_daemon=False):
-    """Start a migration and SIGKILL it as soon as ``reached()`` returns something; returns that."""
+def killed_when(inst, reached, before_kill=lambda found: None, playbook=MIGRATE, **extra):
+    """Start a playbook (a migration without the daemon unless told) and SIGKILL it as soon as ``reached()``
+    returns something; returns that."""
+    extra.setdefault("migrate_start_daemon", False)
     cmd = [str(shutil.which("ansible-playbook", path=os.path.dirname(sys.executable))), "-i",
-           str(REPO_ROOT / "inventory" / "localhost.yml"), str(MIGRATE), "-e", inst.extra(migrate_start_daemon=start_daemon)]
+           str(REPO_ROOT / "inventory" / "localhost.yml"), str(playbook), "-e", inst.extra(**extra)]
     proc = subprocess.Popen(cmd, cwd=inst.ansible.workdir, env=inst.ansible.env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
@@ -417,7 +419,7 @@ def test_killed_during_the_backup_completes_when_run_again(inst):
     def backup_being_copied():
         return [b for b in (inst.home / "backups").glob("pre-dind-*/chromadb") if any(b.iterdir())]
 
-    (copying,) = migrate_killed_when(inst, backup_being_copied)
+    (copying,) = killed_when(inst, backup_being_copied)
     incomplete = copying.parent
     assert not (incomplete / "manifest.json").exists() and inst.marker() is None
     assert inst.volumes() == [] and not (inst.home / "migration" / "progress.json").exists()
@@ -441,7 +443,7 @@ def test_killed_during_the_backup_completes_when_run_again(inst):
 def test_killed_while_the_daemon_starts_completes_when_run_again(inst, docker_client):
     make_v05_chromadb(docker_client, inst)
     sources = manifests(inst.home)
-    migrate_killed_when(inst, inst.containers, start_daemon=True)  # the parent exists: the imports are done
+    killed_when(inst, inst.containers, migrate_start_daemon=True)  # the parent exists: the imports are done
     progress = json.loads((inst.home / "migration" / "progress.json").read_text())
     assert progress["imported"] is True and inst.marker() is None
     volumes = inst.volumes()
@@ -474,7 +476,7 @@ def test_killed_during_an_import_completes_when_run_again(inst, docker_client, h
         for helper in helpers if helper_too else []:
             helper.pause()
 
-    written = migrate_killed_when(inst, helpers_writing, freeze)
+    written = killed_when(inst, helpers_writing, freeze)
     for helper in written if helper_too else []:
         helper.kill()
 
@@ -509,6 +511,40 @@ def test_killed_during_an_import_completes_when_run_again(inst, docker_client, h
     else:
         assert replaced == [], "a volume already holding the source is kept as it is"
     assert recap_changed(inst.migrate(migrate_start_daemon="false").stdout) == [0]
+
+
+def test_rollback_killed_during_an_export_completes_it_in_the_same_directory(inst):
+    make_tree(inst.home / "chromadb", 11, small_files=3000, big_bytes=40 * 1000 * 1000)
+    make_tree(inst.home / "plugins", 12)
+    sources = manifests(inst.home)
+    inst.migrate(migrate_start_daemon="false")
+    (backup,) = inst.backups()
+    (inst.home / "plugins" / "added after the migration").write_text("kept aside by the rollback")
+
+    def export_being_copied():
+        return [p for p in inst.home.glob("volume-exports-*/chromadb.hal9000-partial-*") if any(p.iterdir())]
+
+    (partial,) = killed_when(inst, export_being_copied, playbook=ROLLBACK)
+    exports = partial.parent
+    assert inst.marker() is not None and inst.volume("chromadb") in inst.volumes(), "killed before the volumes were removed"
+    (exports / "plugins").mkdir()  # as if exported then, and the volume changed since
+    (exports / "plugins" / "stale").write_text("an older export")
+
+    rerun = inst.rollback()
+    assert "Rolled back to " in rerun.stdout
+    assert list(inst.home.glob("volume-exports-*")) == [exports], "the interrupted rollback's directory is completed"
+    (stale,) = exports.glob("plugins.replaced-*")
+    assert (stale / "stale").read_text() == "an older export"
+    assert sorted(p.name for p in exports.iterdir()) == ["chromadb", "membank", "plugins", stale.name], "no partial copy is left"
+    assert differences(sources["chromadb"], manifest_of_directory(str(exports / "chromadb")), ownership=True) == []
+    assert differences(sources["plugins"], manifest_of_directory(str(exports / "plugins")), ownership=True) == []
+    assert inst.volumes() == [] and inst.marker() is None
+    assert not (inst.home / "migration" / "rollback.json").exists()
+    for name in ("chromadb", "plugins"):
+        assert_same_tree(backup / name, inst.home / name)
+    (aside,) = inst.home.glob("plugins.before-rollback-*")
+    assert (aside / "added after the migration").read_text() == "kept aside by the rollback"
+    assert recap_changed(inst.rollback().stdout) == [0]
 
 
 def test_rollback_list_is_newest_first_and_empty_is_fine(inst):
