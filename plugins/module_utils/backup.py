@@ -25,6 +25,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import sqlite3
 import stat
 import subprocess
@@ -37,7 +38,7 @@ from ansible_collections.hal9000.dind.plugins.module_utils.manifest import (
     manifest_of_directory,
     summary,
 )
-from ansible_collections.hal9000.dind.plugins.module_utils.staging import leftover_staging, staging_name
+from ansible_collections.hal9000.dind.plugins.module_utils.staging import leftover_staging, process_alive, staging_name
 from ansible_collections.hal9000.dind.plugins.module_utils.validate import first_free
 
 ACTIONS = ("create", "list", "verify", "restore", "inspect")
@@ -46,6 +47,9 @@ SOURCE_VERSION = "v0.5.x"
 TARGET_VERSION = "0.6.x-dind"
 BACKUP_PREFIX = "pre-dind-"
 MANIFEST = "manifest.json"
+# "<host>:<pid>" of the run writing a backup, removed once its manifest is written: an incomplete backup
+# whose writer is gone was interrupted, and the next backup removes it.
+WRITER = ".writer"
 ASIDE_INFIX = ".before-rollback-"
 STAGING_INFIX = ".hal9000-restore-partial-"
 CHROMA_DB = "chroma.sqlite3"
@@ -282,6 +286,20 @@ def list_backups(home):
     return [describe_backup(os.path.join(root, name)) for name in sorted(names, key=_newest_first, reverse=True)]
 
 
+def abandoned_backups(home):
+    """Incomplete backups whose writer, a process on this host, is gone (sorted paths)."""
+    abandoned = []
+    for backup in list_backups(home):
+        try:
+            with open(os.path.join(backup["path"], WRITER), encoding="utf-8") as handle:
+                host, _sep, pid = handle.read().strip().rpartition(":")
+        except OSError:
+            continue  # complete, or written before writers were recorded: left to the user
+        if not backup["complete"] and host == socket.gethostname() and pid.isdigit() and not process_alive(int(pid)):
+            abandoned.append(backup["path"])
+    return sorted(abandoned)
+
+
 def newest_complete(home):
     for backup in list_backups(home):
         if backup["complete"]:
@@ -321,7 +339,9 @@ def create_backup(home, sources=None, source_version=SOURCE_VERSION, target_vers
         raise Hal9000Error(f"None of the source directories exists ({', '.join(sources.values())}): nothing to back up.")
     moment = _now()
     path = first_free(os.path.join(backups_dir(home), BACKUP_PREFIX + _stamp(moment)), os.path.lexists)
-    actions = [f"create backup {path}"]
+    abandoned = abandoned_backups(home)
+    actions = [f"remove incomplete backup {old} (its run was interrupted)" for old in abandoned]
+    actions.append(f"create backup {path}")
     actions += [f"skip {name}: {source} does not exist" for name, source in missing.items()]
     directories = {}
     if check_mode:
@@ -332,8 +352,12 @@ def create_backup(home, sources=None, source_version=SOURCE_VERSION, target_vers
         actions.append(f"write {path}/{MANIFEST}")
         return _backup_result(True, home, path, moment, directories, missing, actions, False, source_version, target_version)
 
+    for old in abandoned:
+        shutil.rmtree(old)  # a partial copy of sources that are never modified: nothing is lost
     os.makedirs(backups_dir(home), mode=0o700, exist_ok=True)
     os.mkdir(path, 0o700)
+    with open(os.path.join(path, WRITER), "w", encoding="utf-8") as handle:
+        handle.write(f"{socket.gethostname()}:{os.getpid()}\n")
     ownership = _ownership()
     for name, source in present.items():
         dest = os.path.join(path, name)
@@ -360,6 +384,7 @@ def create_backup(home, sources=None, source_version=SOURCE_VERSION, target_vers
         "missing": missing,
     }
     _write_json_atomically(os.path.join(path, MANIFEST), manifest)  # last: its presence means complete
+    os.unlink(os.path.join(path, WRITER))
     actions.append(f"write {path}/{MANIFEST}")
     return _backup_result(True, home, path, moment, directories, missing, actions, True, source_version, target_version)
 

@@ -18,6 +18,8 @@ description:
   - Copies are made with C(cp -a), which keeps contents, modes, symlinks, hard links, empty directories, and owners
     when run as root. Every copy is verified against a sha256 manifest of its source.
   - C(manifest.json) is written last and atomically, so an interrupted backup has none and is listed as incomplete.
+    The next O(action=create) removes an incomplete backup whose writing process on this host is gone (it is a
+    partial copy of sources that are never modified).
   - Works on local files only; it does not talk to Docker.
 author:
   - HAL-9000 DinD maintainers (@hal9000-dind)

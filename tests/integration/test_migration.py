@@ -424,19 +424,19 @@ def test_killed_during_the_backup_completes_when_run_again(inst):
     assert not (incomplete / "manifest.json").exists() and inst.marker() is None
     assert inst.volumes() == [] and not (inst.home / "migration" / "progress.json").exists()
 
+    assert "INCOMPLETE (interrupted; cannot be restored)" in inst.rollback(rollback_action="list").stdout
+
     rerun = inst.migrate(migrate_start_daemon="false")
     assert "Completing the migration" not in rerun.stdout, "nothing was recorded before the backup was complete"
-    backups = inst.backups()
-    assert incomplete in backups and len(backups) == 2, "the incomplete backup is left as it was, a new one taken"
-    (complete,) = [b for b in backups if b != incomplete]
-    assert inst.marker()["backup"] == str(complete)
+    assert f"verified; removed incomplete backup {incomplete} (its run was interrupted)" in rerun.stdout, rerun.stdout
+    (complete,) = inst.backups()
+    assert complete != incomplete and inst.marker()["backup"] == str(complete)
     assert manifests(inst.home) == sources
     for name in ("chromadb", "membank"):
         assert differences(sources[name], inst.volume_manifest(inst.volume(name)), ownership=True) == []
         assert differences(sources[name], manifest_of_directory(str(complete / name)), ownership=True) == []
     listed = inst.rollback(rollback_action="list").stdout
-    assert f"{incomplete}: created " in listed and "INCOMPLETE (interrupted; cannot be restored)" in listed, listed
-    assert listed.count("INCOMPLETE") == 1 and f"{complete}: created " in listed
+    assert f"{complete}: created " in listed and "INCOMPLETE" not in listed, listed
     assert recap_changed(inst.migrate(migrate_start_daemon="false").stdout) == [0]
 
 

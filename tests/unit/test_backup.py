@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sqlite3
 import stat
+import subprocess
 
 import pytest
 
@@ -60,6 +62,36 @@ def test_create_in_check_mode_touches_nothing_but_reports_the_plan(home):
     assert result["changed"] and not result["verified"] and not result["backup"]["complete"]
     assert result["backup"]["directories"]["membank"]["digest"] == summary(manifest_of_directory(str(home / "membank")))["digest"]
     assert any("skip plugins" in line for line in result["actions"])
+
+
+def interrupted_backup(home, name, writer):
+    path = home / "backups" / name
+    (path / "chromadb").mkdir(parents=True)
+    (path / "chromadb" / "half").write_text("half")
+    if writer is not None:
+        (path / ".writer").write_text(f"{writer}\n")
+    return path
+
+
+def test_create_removes_the_incomplete_backups_of_interrupted_runs_only(home):
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    host = socket.gethostname()
+    abandoned = interrupted_backup(home, "pre-dind-20250101-000000", f"{host}:{gone.pid}")
+    kept = {
+        "writing now": interrupted_backup(home, "pre-dind-20250102-000000", f"{host}:{os.getppid()}"),
+        "another host": interrupted_backup(home, "pre-dind-20250103-000000", f"elsewhere:{gone.pid}"),
+        "no writer recorded": interrupted_backup(home, "pre-dind-20250104-000000", None),
+    }
+    plan = create_backup(str(home), check_mode=True)
+    assert plan["actions"][0] == f"remove incomplete backup {abandoned} (its run was interrupted)", plan["actions"]
+    assert abandoned.exists()
+    result = create_backup(str(home))
+    assert result["actions"][0] == plan["actions"][0] and not abandoned.exists()
+    assert all(path.exists() for path in kept.values())
+    assert not os.path.exists(os.path.join(result["backup"]["path"], ".writer")), "a complete backup names no writer"
+    assert [b["complete"] for b in list_backups(str(home))] == [True, False, False, False]
+    assert create_backup(str(home))["actions"][0].startswith("create backup "), "complete backups are never removed"
 
 
 def test_create_with_no_source_fails_and_writes_nothing(tmp_path):
