@@ -25,7 +25,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import sqlite3
 import stat
 import subprocess
@@ -38,7 +37,7 @@ from ansible_collections.hal9000.dind.plugins.module_utils.manifest import (
     manifest_of_directory,
     summary,
 )
-from ansible_collections.hal9000.dind.plugins.module_utils.staging import leftover_staging, process_alive, staging_name
+from ansible_collections.hal9000.dind.plugins.module_utils.staging import leftover_staging, owner_gone, owner_tag, staging_name
 from ansible_collections.hal9000.dind.plugins.module_utils.validate import first_free
 
 ACTIONS = ("create", "list", "verify", "restore", "inspect")
@@ -292,10 +291,10 @@ def abandoned_backups(home):
     for backup in list_backups(home):
         try:
             with open(os.path.join(backup["path"], WRITER), encoding="utf-8") as handle:
-                host, _sep, pid = handle.read().strip().rpartition(":")
+                writer = handle.read()
         except OSError:
             continue  # complete, or written before writers were recorded: left to the user
-        if not backup["complete"] and host == socket.gethostname() and pid.isdigit() and not process_alive(int(pid)):
+        if not backup["complete"] and owner_gone(writer):
             abandoned.append(backup["path"])
     return sorted(abandoned)
 
@@ -357,7 +356,7 @@ def create_backup(home, sources=None, source_version=SOURCE_VERSION, target_vers
     os.makedirs(backups_dir(home), mode=0o700, exist_ok=True)
     os.mkdir(path, 0o700)
     with open(os.path.join(path, WRITER), "w", encoding="utf-8") as handle:
-        handle.write(f"{socket.gethostname()}:{os.getpid()}\n")
+        handle.write(owner_tag() + "\n")
     ownership = _ownership()
     for name, source in present.items():
         dest = os.path.join(path, name)

@@ -4,12 +4,14 @@
 """Staging directories: a copy is written beside its target and renamed into place once verified.
 
 Their names carry the writing process's pid, so the next run can tell the ones a killed run left
-(its process is gone) from one another run is still writing.
+(its process is gone) from one another run is still writing. Helper containers and backups being
+written name their writer as ``<host>:<pid>`` (owner_tag) for the same reason.
 """
 
 from __future__ import annotations
 
 import os
+import socket
 import uuid
 
 
@@ -22,6 +24,17 @@ def process_alive(pid):
     except PermissionError:
         return True
     return True
+
+
+def owner_tag():
+    """``<host>:<pid>`` of this process."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def owner_gone(tag):
+    """True when ``tag`` (from owner_tag) names a process of this host that no longer runs."""
+    host, _sep, pid = tag.strip().rpartition(":")
+    return host == socket.gethostname() and pid.isdigit() and not process_alive(int(pid))
 
 
 def staging_name(target, infix):

@@ -31,7 +31,6 @@ import json
 import os
 import posixpath
 import shutil
-import socket
 import tarfile
 import threading
 import time
@@ -59,7 +58,7 @@ from ansible_collections.hal9000.dind.plugins.module_utils.manifest import (
     summary,
     tar_member_name,
 )
-from ansible_collections.hal9000.dind.plugins.module_utils.staging import leftover_staging, process_alive, staging_name
+from ansible_collections.hal9000.dind.plugins.module_utils.staging import leftover_staging, owner_gone, owner_tag, staging_name
 from ansible_collections.hal9000.dind.plugins.module_utils.validate import first_free, validate_name
 from ansible_collections.hal9000.dind.plugins.module_utils.volumes import inspect_volume
 
@@ -189,11 +188,9 @@ def remove_stale_helpers(client, volume):
     block removing the volume later. Helpers of live processes are left alone.
     """
     removed = []
-    host = socket.gethostname()
     filters = {"label": [f"io.hal9000.type={HELPER_LABELS['io.hal9000.type']}", f"io.hal9000.volume={volume}"]}
     for found in client.api.containers(all=True, filters=filters):
-        owner_host, _sep, pid = (found.get("Labels") or {}).get(HELPER_OWNER_LABEL, "").rpartition(":")
-        if owner_host != host or not pid.isdigit() or process_alive(int(pid)):
+        if not owner_gone((found.get("Labels") or {}).get(HELPER_OWNER_LABEL, "")):
             continue
         try:
             client.api.remove_container(found["Id"], force=True)
@@ -260,7 +257,7 @@ def helper_container(client, image, mounts, volume, source_dir=None, if_empty=Fa
         image,
         command=extra.pop("command", ["true"]),
         name=f"hal9000-volume-data-{uuid.uuid4().hex[:12]}",
-        labels=dict(HELPER_LABELS, **{"io.hal9000.volume": volume, HELPER_OWNER_LABEL: f"{socket.gethostname()}:{os.getpid()}"}),
+        labels=dict(HELPER_LABELS, **{"io.hal9000.volume": volume, HELPER_OWNER_LABEL: owner_tag()}),
         host_config=client.api.create_host_config(binds=binds, mounts=host_mounts or None),
         network_disabled=True,
         healthcheck={"test": ["NONE"]},  # an image's health check has nothing to check in a helper

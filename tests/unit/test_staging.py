@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 
-from ansible_collections.hal9000.dind.plugins.module_utils.staging import leftover_staging, process_alive, staging_name
+from ansible_collections.hal9000.dind.plugins.module_utils.staging import (
+    leftover_staging,
+    owner_gone,
+    owner_tag,
+    process_alive,
+    staging_name,
+)
 
 INFIX = ".hal9000-test-partial-"
 
@@ -36,3 +43,10 @@ def test_no_parent_directory_means_no_leftovers(tmp_path):
 def test_process_alive():
     assert process_alive(os.getpid()) and process_alive(1)
     assert not process_alive(dead_pid())
+
+
+def test_only_an_owner_of_this_host_that_is_gone_is_gone():
+    assert owner_tag() == f"{socket.gethostname()}:{os.getpid()}" and not owner_gone(owner_tag())
+    assert owner_gone(f"{socket.gethostname()}:{dead_pid()}\n")
+    for other in (f"elsewhere:{dead_pid()}", "", "no pid", f"{socket.gethostname()}:x"):
+        assert not owner_gone(other), other
