@@ -274,28 +274,39 @@ def _newest_first(name):
     return (1, match.group(1), int(match.group(2) or 0), name)
 
 
-def list_backups(home):
-    """Every ``pre-dind-*`` backup under ``<home>/backups``, newest first; an empty list when there are none."""
-    home = _absolute(home, "hal9000_home")
-    root = backups_dir(home)
+def _backup_paths(home):
+    """The ``pre-dind-*`` directories under ``<home>/backups``, newest first."""
+    root = backups_dir(_absolute(home, "hal9000_home"))
     if not os.path.isdir(root):
         return []
     with os.scandir(root) as scan:
         names = [e.name for e in scan if e.is_dir(follow_symlinks=False) and e.name.startswith(BACKUP_PREFIX)]
-    return [describe_backup(os.path.join(root, name)) for name in sorted(names, key=_newest_first, reverse=True)]
+    return [os.path.join(root, name) for name in sorted(names, key=_newest_first, reverse=True)]
+
+
+def list_backups(home):
+    """Every ``pre-dind-*`` backup under ``<home>/backups``, newest first; an empty list when there are none."""
+    return [describe_backup(path) for path in _backup_paths(home)]
 
 
 def abandoned_backups(home):
-    """Incomplete backups whose writer, a process on this host, is gone (sorted paths)."""
+    """Incomplete backups whose writer, a process on this host, is gone (sorted paths).
+
+    Only a backup that still names its writer is read further, so complete backups are not opened.
+    """
     abandoned = []
-    for backup in list_backups(home):
+    for path in _backup_paths(home):
         try:
-            with open(os.path.join(backup["path"], WRITER), encoding="utf-8") as handle:
+            with open(os.path.join(path, WRITER), encoding="utf-8") as handle:
                 writer = handle.read()
         except OSError:
             continue  # complete, or written before writers were recorded: left to the user
-        if not backup["complete"] and owner_gone(writer):
-            abandoned.append(backup["path"])
+        if not owner_gone(writer):
+            continue
+        try:
+            read_manifest(path)  # killed after its manifest was written: complete
+        except Hal9000Error:
+            abandoned.append(path)
     return sorted(abandoned)
 
 

@@ -91,7 +91,10 @@ def test_create_removes_the_incomplete_backups_of_interrupted_runs_only(home):
     assert all(path.exists() for path in kept.values())
     assert not os.path.exists(os.path.join(result["backup"]["path"], ".writer")), "a complete backup names no writer"
     assert [b["complete"] for b in list_backups(str(home))] == [True, False, False, False]
+    # Killed after its manifest was written, before the writer was removed: complete, so kept.
+    (home / "backups" / result["backup"]["name"] / ".writer").write_text(f"{host}:{gone.pid}\n")
     assert create_backup(str(home))["actions"][0].startswith("create backup "), "complete backups are never removed"
+    assert os.path.isdir(result["backup"]["path"])
 
 
 def test_create_with_no_source_fails_and_writes_nothing(tmp_path):
