@@ -2,6 +2,7 @@
 
 Run after the images exist (site.yml or playbooks/build_images.yml):
     .venv/bin/python benchmarks/image_sizes.py
+Exit status 0 when every goal is met, 1 when one is missed, 2 when it fails (scripts/bench.sh runs them all).
 """
 
 from __future__ import annotations
@@ -12,12 +13,13 @@ import subprocess
 import sys
 import time
 
-import _setup  # noqa: F401
+import _setup
 import docker
 
 MB = 1_000_000
 SEED = {"parent": 264, "ultramin_without_cli": 469 - 206, "git": 588 - 469}
 TARGET = {"parent": 264, "ultramin_without_cli": 150, "git": 60}
+GOALS = _setup.Goals(__file__)
 
 
 def claude_binary_size(client, tag):
@@ -26,7 +28,8 @@ def claude_binary_size(client, tag):
 
 
 def line(label, value_mb, target_mb, seed_mb):
-    verdict = "meets target" if value_mb <= target_mb else f"MISSES target by {value_mb - target_mb:.1f} MB"
+    met = GOALS.at_most(label, value_mb, target_mb, "MB")
+    verdict = "meets target" if met else f"MISSES target by {value_mb - target_mb:.1f} MB"
     print(f"{label:<34} {value_mb:8.1f} MB   target <= {target_mb} MB ({verdict}); ratio to seed {value_mb / seed_mb:.2f}")
 
 
@@ -80,8 +83,9 @@ def main():
     for flavour in ("parent", "minimal", "ultramin"):
         seconds, changed = noop_module_seconds(flavour)
         print(f"second build of {flavour:<9}: {seconds:.2f} s (changed={changed}; goal < 2 s)")
+        GOALS.check(f"second build of {flavour} (no-op)", f"{seconds:.2f} s", "< 2 s", seconds < 2)
     print(f"second build_images.yml run (nothing to build): {second_build_seconds():.1f} s for the whole playbook")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(GOALS.run(main))

@@ -21,6 +21,8 @@ With --tmpfs every volume is a bind mount of a directory in /dev/shm, which
 takes the disk's write speed out of both copies.
 
     .venv/bin/python benchmarks/volume_data_throughput.py [--mb 200] [--runs 3] [--helper-image IMAGE] [--tmpfs]
+
+Exit status 0 when every goal is met, 1 when one is missed, 2 when it fails (scripts/bench.sh runs them all).
 """
 
 from __future__ import annotations
@@ -33,21 +35,18 @@ import sys
 import tempfile
 import time
 import uuid
-from pathlib import Path
 
-# tests/conftest.py links this checkout as ansible_collections.hal9000.dind and puts it on sys.path.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-import conftest  # noqa: E402,F401  pylint: disable=wrong-import-position,unused-import
+import _setup  # (links this checkout as ansible_collections.hal9000.dind, and Goals)
+import docker
 
-import docker  # noqa: E402  pylint: disable=wrong-import-position
-
-from ansible_collections.hal9000.dind.plugins.module_utils.volume_data import (  # noqa: E402  pylint: disable=wrong-import-position
+from ansible_collections.hal9000.dind.plugins.module_utils.volume_data import (
     DEFAULT_HELPER_IMAGE,
     require_local_image,
     transfer,
 )
 
 MB = 1000 * 1000
+GOALS = _setup.Goals(__file__)
 
 
 def make_tree(root, total_mb):
@@ -163,17 +162,17 @@ def main():
             best, best_cp = min(times[ours]), min(times[baseline])
             paired = sorted(a / b for a, b in zip(times[ours], times[baseline]))
             ratio = best / best_cp
+            met = GOALS.at_most(f"volume_data {ours}, ratio to {baseline}", ratio, 1.5, "", digits=2)
             print(f"volume_data {ours + ':':24} {best:.2f} s, {size / MB / best:.1f} MB/s (best of {args.runs}, verified); "
                   f"{baseline}: {best_cp:.2f} s")
             print(f"  ratio to cp -a: {ratio:.2f}, median of paired runs {paired[len(paired) // 2]:.2f} "
-                  f"(goal <= 1.5: {'met' if ratio <= 1.5 else 'NOT met'})")
+                  f"(goal <= 1.5: {'met' if met else 'NOT met'})")
     finally:
         shutil.rmtree(source, ignore_errors=True)
         shutil.rmtree(exports, ignore_errors=True)
         for volume in client.volumes.list(filters={"name": tag}):
             remove_volume(client, volume.name)
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(GOALS.run(main))

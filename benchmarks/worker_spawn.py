@@ -7,6 +7,7 @@
 
 It starts a parent of its own (names h9bench-<random>) and removes everything it made.
 Run after the images exist:  .venv/bin/python benchmarks/worker_spawn.py
+Exit status 0 when every goal is met, 1 when one is missed, 2 when it fails (scripts/bench.sh runs them all).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import tempfile
 import time
 import uuid
 
-import _setup  # noqa: F401  (makes ansible_collections.hal9000.dind and the test helpers importable)
+import _setup  # (makes ansible_collections.hal9000.dind and the test helpers importable, and Goals)
 import docker
 import yaml
 from helpers import remove_containers
@@ -33,6 +34,7 @@ BASE = f"h9bench-{uuid.uuid4().hex[:8]}"
 PARENT = f"{BASE}-parent"
 ANSIBLE_PLAYBOOK = os.path.join(os.path.dirname(sys.executable), "ansible-playbook")
 INVENTORY = str(_setup.REPO_ROOT / "inventory" / "localhost.yml")
+GOALS = _setup.Goals(__file__)
 
 
 def playbook(workdir, tasks):
@@ -135,7 +137,7 @@ def main():
         print(f"\n(a) Cold spawn, median of {RUNS}    library spawn_worker   docker run -d (CLI)")
         print(f"    create + start                {lib_ms:10.1f} ms         {cli_ms:10.1f} ms")
         print(f"    min / max                     {min(library):6.1f} / {max(library):6.1f}    {min(cli):6.1f} / {max(cli):6.1f}")
-        verdict = "meets goal" if ratio <= 1.1 else "MISSES goal"
+        verdict = "meets goal" if GOALS.at_most("cold spawn, library / docker run -d", ratio, 1.1, "", digits=2) else "MISSES goal"
         print(f"    ratio library / CLI           {ratio:.2f} (goal <= 1.1: {verdict})")
 
         print("\n(b) Workers spawned by ONE ansible-playbook run (loop over hal9000.dind.worker)")
@@ -148,8 +150,11 @@ def main():
               f"(fixed playbook cost about {totals[1] - per_extra:.2f} s)")
 
         print("\n(c) Idle workers after 3 s    memory (docker stats)    RSS        goal <= 10 MB")
-        for name, used, rss in idle_memory(client):
+        idle = idle_memory(client)
+        for name, used, rss in idle:
             print(f"    {name:<30} {used:8.1f} MB         {rss:6.1f} MB  {'meets goal' if used <= 10 else 'MISSES goal'}")
+        # The goal is per worker: every one meets it when the largest does.
+        GOALS.at_most(f"idle worker memory, largest of {len(idle)}", max(used for _name, used, _rss in idle), 10, "MB")
     finally:
         for container in client.containers.list(ignore_removed=True, all=True, filters={"name": BASE}):
             container.remove(force=True, v=True)
@@ -159,4 +164,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(GOALS.run(main))
