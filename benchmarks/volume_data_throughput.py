@@ -162,7 +162,7 @@ def main():
             best, best_cp = min(times[ours]), min(times[baseline])
             paired = sorted(a / b for a, b in zip(times[ours], times[baseline]))
             ratio = best / best_cp
-            met = GOALS.at_most(f"volume_data {ours}, ratio to {baseline}", ratio, 1.5, "", digits=2)
+            met = GOALS.at_most(f"{ours} / {baseline}", ratio, 1.5, "", digits=2)
             print(f"volume_data {ours + ':':24} {best:.2f} s, {size / MB / best:.1f} MB/s (best of {args.runs}, verified); "
                   f"{baseline}: {best_cp:.2f} s")
             print(f"  ratio to cp -a: {ratio:.2f}, median of paired runs {paired[len(paired) // 2]:.2f} "
