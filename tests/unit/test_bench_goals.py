@@ -13,8 +13,8 @@ import pytest
 SETUP = Path(__file__).resolve().parents[2] / "benchmarks" / "_setup.py"
 
 
-@pytest.fixture(scope="module", name="setup_module")
-def fixture_setup_module():
+@pytest.fixture(scope="module", name="bench_setup")
+def fixture_bench_setup():
     """benchmarks/_setup.py, loaded by path; the sys.path entries it adds are taken back afterwards."""
     saved = list(sys.path)
     spec = importlib.util.spec_from_file_location("bench_setup", SETUP)
@@ -28,8 +28,8 @@ def lines(path):
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
-def test_all_met_exits_0(setup_module, tmp_path):
-    goals = setup_module.Goals("/x/benchmarks/pool_claims.py", results_path=str(tmp_path / "r.jsonl"))
+def test_all_met_exits_0(bench_setup, tmp_path):
+    goals = bench_setup.Goals("/x/benchmarks/pool_claims.py", results_path=str(tmp_path / "r.jsonl"))
     assert goals.at_most("claim p50", 3.24, 10, "ms") is True
     assert goals.check("second run", "4.2 s, changed=0", "<= 10 s and changed=0", True) is True
     assert goals.run(lambda: None) == 0
@@ -39,8 +39,8 @@ def test_all_met_exits_0(setup_module, tmp_path):
     ]
 
 
-def test_a_missed_goal_exits_1_and_is_printed(setup_module, tmp_path, capsys):
-    goals = setup_module.Goals("image_sizes", results_path=str(tmp_path / "r.jsonl"))
+def test_a_missed_goal_exits_1_and_is_printed(bench_setup, tmp_path, capsys):
+    goals = bench_setup.Goals("image_sizes", results_path=str(tmp_path / "r.jsonl"))
 
     def main():
         goals.at_most("parent", 215.6, 264, "MB")
@@ -53,14 +53,14 @@ def test_a_missed_goal_exits_1_and_is_printed(setup_module, tmp_path, capsys):
     assert [line["met"] for line in lines(tmp_path / "r.jsonl")] == [True, False]
 
 
-def test_at_most_includes_the_limit(setup_module):
-    goals = setup_module.Goals("x", results_path="")
+def test_at_most_includes_the_limit(bench_setup):
+    goals = bench_setup.Goals("x", results_path="")
     assert goals.at_most("refill", 10.0, 10, "s") is True
     assert goals.exit_status() == 0
 
 
-def test_a_crash_exits_2_and_keeps_the_goals_so_far(setup_module, tmp_path, capsys):
-    goals = setup_module.Goals("worker_spawn", results_path=str(tmp_path / "r.jsonl"))
+def test_a_crash_exits_2_and_keeps_the_goals_so_far(bench_setup, tmp_path, capsys):
+    goals = bench_setup.Goals("worker_spawn", results_path=str(tmp_path / "r.jsonl"))
 
     def main():
         goals.at_most("cold spawn ratio", 0.86, 1.1, "", digits=2)
@@ -76,20 +76,20 @@ def test_a_crash_exits_2_and_keeps_the_goals_so_far(setup_module, tmp_path, caps
     ]
 
 
-def test_results_are_appended_from_the_environment(setup_module, tmp_path, monkeypatch):
+def test_results_are_appended_from_the_environment(bench_setup, tmp_path, monkeypatch):
     path = tmp_path / "r.jsonl"
     path.write_text('{"script": "earlier", "figure": "f", "value": "1 s", "goal": "<= 2 s", "met": true}\n', encoding="utf-8")
-    monkeypatch.setenv(setup_module.RESULTS_ENV, str(path))
-    goals = setup_module.Goals("later")
+    monkeypatch.setenv(bench_setup.RESULTS_ENV, str(path))
+    goals = bench_setup.Goals("later")
     goals.check("f", "3 s", "<= 2 s", False)
     goals.report(out=io.StringIO())
     assert [(line["script"], line["met"]) for line in lines(path)] == [("earlier", True), ("later", False)]
 
 
-def test_nothing_is_written_without_a_results_file(setup_module, tmp_path, monkeypatch):
-    monkeypatch.delenv(setup_module.RESULTS_ENV, raising=False)
+def test_nothing_is_written_without_a_results_file(bench_setup, tmp_path, monkeypatch):
+    monkeypatch.delenv(bench_setup.RESULTS_ENV, raising=False)
     monkeypatch.chdir(tmp_path)
-    goals = setup_module.Goals("x")
+    goals = bench_setup.Goals("x")
     goals.check("f", "1", "<= 2", True)
     goals.report(out=io.StringIO())
     assert not list(tmp_path.iterdir())
