@@ -41,11 +41,15 @@ install_collection() {
 }
 
 # Point Ansible at the working tree (tests run what is checked out, not an installed copy).
+# ANSIBLE_HOME too: ansible-lint and molecule (ansible-compat) put $ANSIBLE_HOME/collections first,
+# ahead of ANSIBLE_COLLECTIONS_PATH, and reinstall the project there unless it holds this very link;
+# with the default ~/.ansible they read, and overwrote, the copy a user installed.
 use_working_tree_collection() {
   local root="$REPO_ROOT/.ansible/collections"
   mkdir -p "$root/ansible_collections/hal9000"
   ln -sfn "$REPO_ROOT" "$root/ansible_collections/hal9000/dind"
   export ANSIBLE_COLLECTIONS_PATH="$root"
+  export ANSIBLE_HOME="$REPO_ROOT/.ansible"
 }
 
 docker_answers() {
