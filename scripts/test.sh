@@ -71,10 +71,11 @@ run_molecule() {
   done
 }
 
-# Build the tarball, install it into an empty collections path and run site.yml from it, twice.
+# Build the tarball, install it into an empty collections path and run site.yml from it, twice;
+# and prove every step runs the working tree even with another hal9000.dind in ~/.ansible/collections.
 run_package() {
   require_engine
-  log "Collection build, install and site.yml from the tarball"
+  log "Collection build, install and site.yml from the tarball; every step runs the working tree"
   python -m pytest -q tests/package
 }
 
