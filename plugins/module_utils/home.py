@@ -10,18 +10,17 @@ layout is written down once. Pure: standard library only, never ``ansible.*``.
 from __future__ import annotations
 
 import os
-import re
 import tempfile
 
+from ansible_collections.hal9000.dind.plugins.module_utils.constants import config_path
 from ansible_collections.hal9000.dind.plugins.module_utils.errors import Hal9000Error
+from ansible_collections.hal9000.dind.plugins.module_utils.settings import check_file_settings
 
 LAYOUT = ("sessions", "logs", "config", "workers")
-CONFIG_FILE = os.path.join("config", "hal9000.conf")
 CONFIG_HEADER = (
-    "# HAL-9000 settings, read by the parent container at start-up.\n"
+    "# HAL-9000 settings, read by the parent, the worker module, coordinator spawn and the pool manager.\n"
     "# Written by hal9000.dind.home: local changes are overwritten on the next run.\n"
 )
-_SETTING_KEY = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 
 
 def validate_layout(directories):
@@ -40,8 +39,6 @@ def config_text(settings):
         value = "" if settings[key] is None else str(settings[key])
         if isinstance(settings[key], bool):
             value = value.lower()  # the seed's files say true/false
-        if not _SETTING_KEY.match(str(key)):
-            raise Hal9000Error(f"Setting name {key!r} must be upper case letters, digits and underscores, like WORKER_MEMORY.")
         if "\n" in value or "\r" in value:
             raise Hal9000Error(f"Setting {key} must be one line: remove the line break from its value.")
         lines.append(f"{key}={value}\n")
@@ -103,13 +100,13 @@ def ensure_home(home, directories, settings, check_mode, mode=0o700):
 
     Everything is validated before the first directory is made.
     """
-    text = config_text(settings)
+    text = config_text(check_file_settings(settings))
     layout = validate_layout(directories)
     if "config" not in layout:
         layout.append("config")  # where hal9000.conf lives
     actions = ensure_directory(home, mode, check_mode)
     for directory in layout:
         actions += ensure_directory(os.path.join(home, directory), mode, check_mode)
-    config = os.path.join(home, CONFIG_FILE)
+    config = config_path(home)
     written, previous = ensure_file(config, text, 0o600, check_mode)
     return actions + written, previous, text

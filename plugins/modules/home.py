@@ -35,7 +35,12 @@ options:
   settings:
     description:
       - The settings written to C(config/hal9000.conf), one C(KEY=value) line each, in key order.
-      - Keys are upper case letters, digits and underscores; values are one line. Booleans are written C(true)/C(false).
+      - Keys are the settings the collection declares (C(WORKER_MEMORY), C(WORKER_CPUS), C(WORKER_PIDS_LIMIT), C(WORKER_IMAGE),
+        C(SKIP_IMAGE_PULL), C(LAZY_IMAGE_PULL), C(ENABLE_POOL_MANAGER), C(MIN_WARM_WORKERS), C(MAX_WARM_WORKERS),
+        C(IDLE_TIMEOUT), C(CHROMADB_PORT)); each value is checked as its readers check it (a bad size, an unknown key or
+        a minimum above the maximum fails before anything is written). Booleans are written C(true)/C(false).
+      - Every reader (the parent, the worker module, C(coordinator spawn), the pool manager) takes a setting from here
+        unless it was given explicitly; settings left out take the seed's defaults.
     type: dict
     default: {}
 attributes:
@@ -90,7 +95,8 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.hal9000.dind.plugins.module_utils.errors import Hal9000Error
-from ansible_collections.hal9000.dind.plugins.module_utils.home import CONFIG_FILE, LAYOUT, ensure_home
+from ansible_collections.hal9000.dind.plugins.module_utils.constants import CONFIG_FILE, DEFAULT_HOME
+from ansible_collections.hal9000.dind.plugins.module_utils.home import LAYOUT, ensure_home
 
 
 def parse_mode(text):
@@ -106,7 +112,7 @@ def parse_mode(text):
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            path=dict(type="path", default="~/.hal9000"),
+            path=dict(type="path", default=DEFAULT_HOME),
             directories=dict(type="list", elements="str", default=list(LAYOUT)),
             mode=dict(type="str", default="0700"),
             settings=dict(type="dict", default={}),

@@ -7,7 +7,7 @@ import stat
 
 import pytest
 
-from ansible_collections.hal9000.dind.plugins.module_utils.parent import read_config_file
+from ansible_collections.hal9000.dind.plugins.module_utils.settings import read_config
 
 MODULE = "hal9000.dind.home"
 SETTINGS = {"WORKER_MEMORY": "4g", "ENABLE_POOL_MANAGER": False, "MIN_WARM_WORKERS": 2}
@@ -26,7 +26,7 @@ def test_lays_out_the_home_once_and_the_parent_can_read_the_settings(ansible, tm
     config = home / "config" / "hal9000.conf"
     assert first["config_file"] == str(config) and mode_of(config) == 0o600
     # What the parent's entrypoint reads back.
-    assert read_config_file(str(config)) == {"WORKER_MEMORY": "4g", "ENABLE_POOL_MANAGER": "false", "MIN_WARM_WORKERS": "2"}
+    assert read_config(str(config)) == {"WORKER_MEMORY": "4g", "ENABLE_POOL_MANAGER": "false", "MIN_WARM_WORKERS": "2"}
 
     again = ansible.task(MODULE, {"path": str(home), "settings": SETTINGS})
     assert again["changed"] is False and again["actions"] == [], again
@@ -43,7 +43,7 @@ def test_check_mode_creates_nothing_and_diff_shows_the_config(ansible, tmp_path)
     changed = dict(SETTINGS, WORKER_MEMORY="8g")
     diff = ansible.task(MODULE, {"path": str(home), "settings": changed}, check_mode=True, diff=True)
     assert diff["changed"] is True and "WORKER_MEMORY=4g" in diff["diff"]["before"] and "WORKER_MEMORY=8g" in diff["diff"]["after"]
-    assert read_config_file(str(home / "config" / "hal9000.conf"))["WORKER_MEMORY"] == "4g", "check mode wrote the file"
+    assert read_config(str(home / "config" / "hal9000.conf"))["WORKER_MEMORY"] == "4g", "check mode wrote the file"
 
 
 def test_modes_are_put_right_and_other_files_are_left_alone(ansible, tmp_path):
@@ -59,7 +59,9 @@ def test_modes_are_put_right_and_other_files_are_left_alone(ansible, tmp_path):
 
 
 @pytest.mark.parametrize("args, words", [
-    ({"settings": {"worker_memory": "4g"}}, "upper case"),
+    ({"settings": {"worker_memory": "4g"}}, "Unknown setting worker_memory"),
+    ({"settings": {"WORKER_MEMORY": "lots"}}, "WORKER_MEMORY"),
+    ({"settings": {"MIN_WARM_WORKERS": 9}}, "MAX_WARM_WORKERS=5"),
     ({"settings": {"WORKER_MEMORY": "4g\nEVIL=1"}}, "one line"),
     ({"directories": ["../outside"]}, "relative path"),
     ({"directories": ["/etc/hal9000"]}, "relative path"),

@@ -1,0 +1,106 @@
+"""The settings declaration and its one precedence rule: explicit > environment > hal9000.conf > default."""
+
+from __future__ import annotations
+
+import pytest
+
+from ansible_collections.hal9000.dind.plugins.module_utils.errors import Hal9000Error
+from ansible_collections.hal9000.dind.plugins.module_utils.home import config_text
+from ansible_collections.hal9000.dind.plugins.module_utils.settings import (
+    SETTINGS,
+    check_file_settings,
+    environment,
+    file_defaults,
+    read_config,
+    resolve,
+    resolve_in_home,
+)
+
+# A valid value for every setting that differs from its default: (in the file, typed).
+CHANGED = {
+    "WORKER_IMAGE": ("example/worker:2", "example/worker:2"),
+    "WORKER_MEMORY": ("6g", "6g"),
+    "WORKER_CPUS": ("1.5", "1.5"),
+    "WORKER_PIDS_LIMIT": ("250", 250),
+    "SKIP_IMAGE_PULL": ("true", True),
+    "LAZY_IMAGE_PULL": ("yes", True),
+    "ENABLE_POOL_MANAGER": ("on", True),
+    "MIN_WARM_WORKERS": ("1", 1),
+    "MAX_WARM_WORKERS": ("9", 9),
+    "IDLE_TIMEOUT": ("30", 30),
+    "CHROMADB_PORT": ("8100", 8100),
+}
+
+
+def test_every_setting_has_a_changed_value_here():
+    assert set(CHANGED) == {s.key for s in SETTINGS}
+
+
+def test_defaults_are_the_seeds():
+    assert resolve() == {
+        "worker_image": "hal9000/worker:latest", "memory": "4g", "cpus": "2", "pids_limit": 100,
+        "skip_image_pull": False, "lazy_image_pull": False, "enable_pool_manager": False,
+        "min_warm_workers": 2, "max_warm_workers": 5, "idle_timeout": 300, "chromadb_port": 8000,
+    }
+
+
+@pytest.mark.parametrize("setting", SETTINGS, ids=lambda s: s.key)
+def test_the_file_beats_the_default_the_environment_beats_the_file_an_option_beats_both(setting, tmp_path):
+    in_file, typed = CHANGED[setting.key]
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "hal9000.conf").write_text(config_text({setting.key: in_file}))
+    assert resolve_in_home(str(tmp_path))[setting.option] == typed
+    assert resolve()[setting.option] == setting.default
+
+    default_text = file_defaults()[setting.key]
+    from_environment = resolve_in_home(str(tmp_path), environ={setting.key: default_text})
+    assert from_environment[setting.option] == resolve()[setting.option], "the environment wins over the file"
+
+    explicit = resolve_in_home(str(tmp_path), {setting.option: setting.default}, {setting.key: in_file})
+    assert explicit[setting.option] == resolve()[setting.option], "an explicit value wins over everything"
+
+
+def test_none_and_empty_mean_not_given():
+    assert resolve({"memory": None}, {"WORKER_MEMORY": ""}, {"WORKER_MEMORY": ""})["memory"] == "4g"
+
+
+@pytest.mark.parametrize("values,words", [
+    ({"WORKER_MEMORY": "lots"}, ["WORKER_MEMORY", "lots"]),
+    ({"WORKER_CPUS": "0"}, ["WORKER_CPUS"]),
+    ({"WORKER_PIDS_LIMIT": "-3"}, ["WORKER_PIDS_LIMIT"]),
+    ({"ENABLE_POOL_MANAGER": "maybe"}, ["ENABLE_POOL_MANAGER", "true or false"]),
+    ({"CHROMADB_PORT": "70000"}, ["CHROMADB_PORT", "1-65535"]),
+    ({"MIN_WARM_WORKERS": "6"}, ["MIN_WARM_WORKERS=6", "MAX_WARM_WORKERS=5"]),
+    ({"IDLE_TIMEOUT": "1.5"}, ["IDLE_TIMEOUT", "whole number"]),
+])
+def test_bad_values_fail_in_one_line_naming_the_setting(values, words):
+    with pytest.raises(Hal9000Error) as caught:
+        resolve(file_values=values)
+    message = str(caught.value)
+    assert "\n" not in message and all(word in message for word in words), message
+    with pytest.raises(Hal9000Error):
+        check_file_settings(values)
+
+
+def test_the_file_may_not_name_unknown_settings_but_readers_ignore_them():
+    with pytest.raises(Hal9000Error, match="Unknown setting WORKER_MEMROY"):
+        check_file_settings({"WORKER_MEMROY": "6g"})
+    assert resolve(file_values={"SOMETHING_NEWER": "1"}) == resolve()
+
+
+def test_the_parents_environment_holds_only_explicit_options():
+    assert environment({"min_warm_workers": 3, "skip_image_pull": True, "chromadb_port": None}) == {
+        "MIN_WARM_WORKERS": "3", "SKIP_IMAGE_PULL": "true",
+    }
+
+
+def test_read_config_skips_comments_and_blank_lines(tmp_path):
+    path = tmp_path / "hal9000.conf"
+    path.write_text("# a comment\n\nWORKER_MEMORY = 6g\nnot a setting\n")
+    assert read_config(str(path)) == {"WORKER_MEMORY": "6g"}
+    assert read_config(str(tmp_path / "missing.conf")) == {}
+
+
+def test_an_unreadable_file_is_one_line(tmp_path):
+    with pytest.raises(Hal9000Error, match="Cannot read"):
+        read_config(str(tmp_path))  # a directory: not readable as a file
