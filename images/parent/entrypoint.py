@@ -21,21 +21,20 @@ import threading
 import time
 import urllib.request
 
+from ansible_collections.hal9000.dind.plugins.module_utils.constants import (
+    DOCKER_SOCKET as SOCKET,
+    HOME_IN_PARENT,
+    PARENT_NAME,
+    POOL_PID_FILE,
+    STARTUP_FILE,
+)
 from ansible_collections.hal9000.dind.plugins.module_utils.docker_api import connect
 from ansible_collections.hal9000.dind.plugins.module_utils.errors import Hal9000Error
 from ansible_collections.hal9000.dind.plugins.module_utils.fleet import list_workers
 from ansible_collections.hal9000.dind.plugins.module_utils.home import LAYOUT as HOME_LAYOUT
 from ansible_collections.hal9000.dind.plugins.module_utils.pool import load_pools
-from ansible_collections.hal9000.dind.plugins.module_utils.parent import (
-    HOME_IN_PARENT,
-    SETTINGS_DEFAULTS,
-    STARTUP_FILE,
-    read_config_file,
-    validate_settings,
-)
+from ansible_collections.hal9000.dind.plugins.module_utils.settings import resolve_in_parent
 
-SOCKET = "/var/run/docker.sock"
-POOL_PID_FILE = "/run/hal9000/pool-manager.pid"
 DASHBOARD = "/opt/hal9000/bin/dashboard.sh"
 POOL_MANAGER = "/opt/hal9000/bin/pool_manager.py"
 CHROMADB_PATH = os.environ.get("CHROMADB_PATH", "/data/chromadb")
@@ -98,10 +97,8 @@ class Parent:
             os.makedirs(os.path.join(HOME_IN_PARENT, sub), mode=0o700, exist_ok=True)
         os.makedirs(CHROMADB_PATH, exist_ok=True)
         self.log_file = open(os.path.join(HOME_IN_PARENT, "logs", "parent.log"), "a", encoding="utf-8")
-        conf = read_config_file(os.path.join(HOME_IN_PARENT, "config", "hal9000.conf"))
-        # The environment wins over the config file, which wins over the defaults.
-        raw = {key: os.environ.get(key, conf.get(key)) for key in SETTINGS_DEFAULTS}
-        self.settings = validate_settings(raw)
+        # The environment holds only what the parent was explicitly given; hal9000.conf decides the rest.
+        self.settings = resolve_in_parent()
         if not os.path.exists(SOCKET):
             raise Hal9000Error(SOCKET_HELP)
         try:
@@ -227,7 +224,7 @@ class Parent:
         subprocess.run(["tmux", "-L", "hal9000", "kill-server"], capture_output=True, check=False)
         try:
             running = [w["name"] for w in list_workers(
-                self.client, include_stopped=False, parent=os.environ.get("HAL9000_PARENT_NAME", "hal9000-parent"))]
+                self.client, include_stopped=False, parent=os.environ.get("HAL9000_PARENT_NAME", PARENT_NAME))]
             self.log(f"Workers left running: {', '.join(running) if running else 'none'}")
         except Exception as exc:  # the daemon may be gone too; the log must still be written
             self.log(f"Could not list workers: {exc}")

@@ -3,10 +3,12 @@
 Standard library only, so the check stays cheap every 10 s.
 """
 
-import os
+import json
 import socket
 import sys
 import urllib.request
+
+STARTUP_FILE = "/run/hal9000/startup.json"  # constants.STARTUP_FILE; not imported, to keep the check cheap
 
 
 def docker_answers(path="/var/run/docker.sock"):
@@ -22,7 +24,12 @@ def main():
         if not docker_answers():
             print("docker socket does not answer")
             return 1
-        port = os.environ.get("CHROMADB_PORT", "8000")
+        # The port the entrypoint resolved (hal9000.conf or the environment), not only the environment's.
+        try:
+            with open(STARTUP_FILE, encoding="utf-8") as handle:
+                port = (json.load(handle).get("settings") or {}).get("chromadb_port", 8000)
+        except (OSError, ValueError):
+            port = 8000
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v2/heartbeat", timeout=4) as response:
             return 0 if response.status == 200 else 1
     except OSError as exc:

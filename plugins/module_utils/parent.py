@@ -13,7 +13,7 @@ import json
 import os
 import time
 
-from ansible_collections.hal9000.dind.plugins.module_utils.docker_api import NotFound
+from ansible_collections.hal9000.dind.plugins.module_utils.constants import HOME_IN_PARENT, STARTUP_FILE
 from ansible_collections.hal9000.dind.plugins.module_utils.errors import Hal9000Error
 from ansible_collections.hal9000.dind.plugins.module_utils.fleet import (
     LABEL_MANAGED,
@@ -21,6 +21,7 @@ from ansible_collections.hal9000.dind.plugins.module_utils.fleet import (
     LABEL_SPEC,
     ROLE_PARENT,
 )
+from ansible_collections.hal9000.dind.plugins.module_utils.settings import at_start, environment, resolve
 from ansible_collections.hal9000.dind.plugins.module_utils.validate import (
     parse_cpus,
     parse_memory,
@@ -28,105 +29,24 @@ from ansible_collections.hal9000.dind.plugins.module_utils.validate import (
 )
 from ansible_collections.hal9000.dind.plugins.module_utils.volumes import shared_volumes
 
-PARENT_NAME = "hal9000-parent"
-PARENT_IMAGE = "hal9000/parent:latest"
-HOME_IN_PARENT = "/root/.hal9000"
-STARTUP_FILE = "/run/hal9000/startup.json"
 
-# Settings the parent reads from its environment (the seed's variables) and their defaults.
-SETTINGS_DEFAULTS = {
-    "CHROMADB_PORT": "8000",
-    "WORKER_IMAGE": "hal9000/worker:latest",
-    "SKIP_IMAGE_PULL": "false",
-    "LAZY_IMAGE_PULL": "false",
-    "ENABLE_POOL_MANAGER": "false",
-    "MIN_WARM_WORKERS": "2",
-    "MAX_WARM_WORKERS": "5",
-    "IDLE_TIMEOUT": "300",
-}
+def parent_spec(name, image, hal9000_home, docker_socket, memory, cpus, explicit, volume_prefix="hal9000", file_values=None):
+    """Everything that decides what the parent container looks like, validated.
 
-
-def _bool_setting(value, name):
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off", ""):
-        return False
-    raise Hal9000Error(f"{name}={value!r} is not a boolean: use true or false.")
-
-
-def _count_setting(value, name):
-    text = str(value).strip()
-    if not text.isdigit():
-        raise Hal9000Error(f"{name}={value!r} must be a whole number, 0 or more.")
-    return int(text)
-
-
-def validate_settings(settings):
-    """Check the seed's settings and return them typed; say plainly what is wrong."""
-    merged = dict(SETTINGS_DEFAULTS)
-    merged.update({k: str(v) for k, v in settings.items() if v is not None})
-    port = _count_setting(merged["CHROMADB_PORT"], "CHROMADB_PORT")
-    if not 1 <= port <= 65535:
-        raise Hal9000Error(f"CHROMADB_PORT={port} is not a TCP port (1-65535).")
-    typed = {
-        "chromadb_port": port,
-        "worker_image": merged["WORKER_IMAGE"],
-        "skip_image_pull": _bool_setting(merged["SKIP_IMAGE_PULL"], "SKIP_IMAGE_PULL"),
-        "lazy_image_pull": _bool_setting(merged["LAZY_IMAGE_PULL"], "LAZY_IMAGE_PULL"),
-        "enable_pool_manager": _bool_setting(merged["ENABLE_POOL_MANAGER"], "ENABLE_POOL_MANAGER"),
-        "min_warm_workers": _count_setting(merged["MIN_WARM_WORKERS"], "MIN_WARM_WORKERS"),
-        "max_warm_workers": _count_setting(merged["MAX_WARM_WORKERS"], "MAX_WARM_WORKERS"),
-        "idle_timeout": _count_setting(merged["IDLE_TIMEOUT"], "IDLE_TIMEOUT"),
-    }
-    if typed["min_warm_workers"] > typed["max_warm_workers"]:
-        raise Hal9000Error(
-            f"MIN_WARM_WORKERS={typed['min_warm_workers']} is more than MAX_WARM_WORKERS={typed['max_warm_workers']}: "
-            "the minimum must not exceed the maximum."
-        )
-    return typed
-
-
-def settings_environment(typed):
-    """The typed settings back as the environment the parent reads."""
-    return {
-        "CHROMADB_PORT": str(typed["chromadb_port"]),
-        "WORKER_IMAGE": typed["worker_image"],
-        "SKIP_IMAGE_PULL": str(typed["skip_image_pull"]).lower(),
-        "LAZY_IMAGE_PULL": str(typed["lazy_image_pull"]).lower(),
-        "ENABLE_POOL_MANAGER": str(typed["enable_pool_manager"]).lower(),
-        "MIN_WARM_WORKERS": str(typed["min_warm_workers"]),
-        "MAX_WARM_WORKERS": str(typed["max_warm_workers"]),
-        "IDLE_TIMEOUT": str(typed["idle_timeout"]),
-    }
-
-
-def read_config_file(path):
-    """KEY=value lines of ~/.hal9000/config/hal9000.conf (comments and blanks ignored)."""
-    values = {}
-    if not os.path.isfile(path):
-        return values
-    with open(path, encoding="utf-8") as handle:
-        for line in handle:
-            line = line.strip()
-            if line and not line.startswith("#") and "=" in line:
-                key, value = line.split("=", 1)
-                values[key.strip()] = value.strip()
-    return values
-
-
-def parent_spec(name, image, hal9000_home, docker_socket, memory, cpus, settings, volume_prefix="hal9000"):
-    """Everything that decides what the parent container looks like, validated."""
+    Only the ``explicit`` settings (option name -> value, None for not given) go into the parent's
+    environment, so hal9000.conf (``file_values``) decides the rest, for this parent and for one
+    started by hand. The settings read at start-up are in the digest: changing them in the file
+    makes a new parent.
+    """
     validate_name(name, "container")
     if not os.path.isabs(hal9000_home):
         raise Hal9000Error(f"hal9000_home {hal9000_home!r} must be an absolute path on the Docker host.")
     if not os.path.isabs(docker_socket):
         raise Hal9000Error(f"docker_socket {docker_socket!r} must be an absolute path on the Docker host.")
-    typed = validate_settings(settings)
-    environment = settings_environment(typed)
-    environment["HAL9000_HOME_HOST"] = hal9000_home
-    environment["HAL9000_PARENT_NAME"] = name
-    environment["HAL9000_VOLUME_PREFIX"] = validate_name(volume_prefix, "volume prefix")
+    typed = resolve(explicit, file_values)
+    env = environment(explicit)
+    env["HAL9000_PARENT_NAME"] = name
+    env["HAL9000_VOLUME_PREFIX"] = validate_name(volume_prefix, "volume prefix")
     binds = {
         docker_socket: {"bind": "/var/run/docker.sock", "mode": "rw"},
         hal9000_home: {"bind": HOME_IN_PARENT, "mode": "rw"},
@@ -135,13 +55,15 @@ def parent_spec(name, image, hal9000_home, docker_socket, memory, cpus, settings
     spec = {
         "name": name,
         "image": image,
-        "environment": dict(sorted(environment.items())),
+        "environment": dict(sorted(env.items())),
         "binds": binds,
         "memory": parse_memory(memory),
         "nano_cpus": int(parse_cpus(cpus) * 1e9),
         "restart_policy": "unless-stopped",
+        "settings_at_start": at_start(typed),
     }
     spec["digest"] = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+    spec["settings"] = typed
     return spec
 
 
@@ -166,11 +88,12 @@ def create_parent(client, spec):
     return created["Id"]
 
 
-def inspect_container(client, name):
-    try:
-        return client.api.inspect_container(name)
-    except NotFound:
-        return None
+def mounted_home(inspected):
+    """The host directory a parent mounts as its home, or None."""
+    for mount in (inspected or {}).get("Mounts") or []:
+        if mount.get("Destination") == HOME_IN_PARENT:
+            return mount["Source"]
+    return None
 
 
 def read_startup(client, container_id):

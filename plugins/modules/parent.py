@@ -59,37 +59,36 @@ options:
     type: float
     default: 2
   chromadb_port:
-    description: Port ChromaDB listens on inside the parent (and so on every worker's localhost).
+    description:
+      - Port ChromaDB listens on inside the parent (and so on every worker's localhost).
+      - Unset, C(CHROMADB_PORT) in C(config/hal9000.conf) under O(hal9000_home) decides, else V(8000). The same rule
+        holds for every setting below; only the options given here are put in the parent's environment.
     type: int
-    default: 8000
   worker_image:
-    description: The image workers are started from; the parent checks it at start-up.
+    description: The image workers are started from; the parent checks it at start-up. Unset, C(WORKER_IMAGE) in hal9000.conf, else C(hal9000/worker:latest).
     type: str
-    default: hal9000/worker:latest
   skip_image_pull:
-    description: Do not pull a missing worker image at start-up (only warn).
+    description: Do not pull a missing worker image at start-up (only warn). Unset, C(SKIP_IMAGE_PULL) in hal9000.conf, else V(false).
     type: bool
-    default: false
   lazy_image_pull:
-    description: Pull a missing worker image in the background instead of before ChromaDB is waited for.
+    description:
+      - Pull a missing worker image in the background instead of before ChromaDB is waited for.
+      - Unset, C(LAZY_IMAGE_PULL) in hal9000.conf, else V(false).
     type: bool
-    default: false
   enable_pool_manager:
-    description: Run the warm-worker pool manager in the parent.
+    description: Run the warm-worker pool manager in the parent. Unset, C(ENABLE_POOL_MANAGER) in hal9000.conf, else V(false).
     type: bool
-    default: false
   min_warm_workers:
-    description: Warm workers the pool manager keeps ready.
+    description: Warm workers the pool manager keeps ready. Unset, C(MIN_WARM_WORKERS) in hal9000.conf, else V(2).
     type: int
-    default: 2
   max_warm_workers:
-    description: Most warm workers the pool manager keeps.
+    description: Most warm workers the pool manager keeps. Unset, C(MAX_WARM_WORKERS) in hal9000.conf, else V(5).
     type: int
-    default: 5
   idle_timeout:
-    description: Seconds a warm worker above the minimum may stay idle before the pool manager removes it.
+    description:
+      - Seconds a warm worker above the minimum may stay idle before the pool manager removes it.
+      - Unset, C(IDLE_TIMEOUT) in hal9000.conf, else V(300).
     type: int
-    default: 300
   force:
     description:
       - Recreate, restart, stop or remove the parent even though workers share its network namespace.
@@ -180,7 +179,7 @@ parent:
       type: dict
       sample: {"critical_init": 40, "parallel_init": 120, "service_ready": 300, "background_services": 0}
     settings:
-      description: The settings the parent runs with.
+      description: The settings the parent runs with (read at its start-up).
       type: dict
 actions:
   description: What was done, or would be done in check mode.
@@ -207,16 +206,13 @@ status_lines:
 import os
 
 from ansible_collections.hal9000.dind.plugins.module_utils.ansible_docker import build_module, run_module
-from ansible_collections.hal9000.dind.plugins.module_utils.docker_api import resolve_docker_host
+from ansible_collections.hal9000.dind.plugins.module_utils.constants import DEFAULT_HOME, DOCKER_SOCKET, PARENT_IMAGE, PARENT_NAME
+from ansible_collections.hal9000.dind.plugins.module_utils.docker_api import inspect_container, resolve_docker_host
 from ansible_collections.hal9000.dind.plugins.module_utils.errors import Hal9000Error
 from ansible_collections.hal9000.dind.plugins.module_utils.fleet import LABEL_SPEC, workers_sharing_network
 from ansible_collections.hal9000.dind.plugins.module_utils.images import inspect_image
-from ansible_collections.hal9000.dind.plugins.module_utils.parent import (
-    create_parent,
-    inspect_container,
-    parent_spec,
-    wait_until_ready,
-)
+from ansible_collections.hal9000.dind.plugins.module_utils.parent import create_parent, parent_spec, wait_until_ready
+from ansible_collections.hal9000.dind.plugins.module_utils.settings import PARENT_OPTIONS, argument_spec, read_home_config
 from ansible_collections.hal9000.dind.plugins.module_utils.status import format_status, installation_status
 
 
@@ -240,17 +236,11 @@ def comparable(spec, inspected=None):
 
 
 def spec_from_params(params):
-    """Validated before any call to the daemon."""
+    """Validated before any call to the daemon; hal9000.conf is read here, on the Docker host."""
     return parent_spec(
         params["name"], params["image"], params["hal9000_home"], params["docker_socket"], params["memory"],
-        params["cpus"],
-        {
-            "CHROMADB_PORT": params["chromadb_port"], "WORKER_IMAGE": params["worker_image"],
-            "SKIP_IMAGE_PULL": params["skip_image_pull"], "LAZY_IMAGE_PULL": params["lazy_image_pull"],
-            "ENABLE_POOL_MANAGER": params["enable_pool_manager"], "MIN_WARM_WORKERS": params["min_warm_workers"],
-            "MAX_WARM_WORKERS": params["max_warm_workers"], "IDLE_TIMEOUT": params["idle_timeout"],
-        },
-        params["volume_prefix"],
+        params["cpus"], {option: params[option] for option in PARENT_OPTIONS}, params["volume_prefix"],
+        read_home_config(params["hal9000_home"]),
     )
 
 
@@ -321,7 +311,7 @@ def manage_parent(module, client):
             client.api.remove_container(current["Id"], force=True)
 
     # The status the daemon playbook prints, read once here instead of by a second task.
-    status = installation_status(client, name, params["volume_prefix"])
+    status = installation_status(client, name, params["volume_prefix"], params["hal9000_home"])
     result = dict(changed=bool(actions), parent=status["parent"], actions=actions, affected_workers=affected,
                   status_lines=format_status(status).splitlines())
     if affected:
@@ -344,22 +334,15 @@ def manage_parent(module, client):
 def main():
     module = build_module(
         dict(
-            name=dict(type="str", default="hal9000-parent"),
-            image=dict(type="str", default="hal9000/parent:latest"),
+            name=dict(type="str", default=PARENT_NAME),
+            image=dict(type="str", default=PARENT_IMAGE),
             state=dict(type="str", default="started", choices=["started", "stopped", "restarted", "absent"]),
-            hal9000_home=dict(type="path", default="~/.hal9000"),
+            hal9000_home=dict(type="path", default=DEFAULT_HOME),
             volume_prefix=dict(type="str", default="hal9000"),
-            docker_socket=dict(type="path", default="/var/run/docker.sock"),
+            docker_socket=dict(type="path", default=DOCKER_SOCKET),
             memory=dict(type="str", default="4g"),
             cpus=dict(type="float", default=2),
-            chromadb_port=dict(type="int", default=8000),
-            worker_image=dict(type="str", default="hal9000/worker:latest"),
-            skip_image_pull=dict(type="bool", default=False),
-            lazy_image_pull=dict(type="bool", default=False),
-            enable_pool_manager=dict(type="bool", default=False),
-            min_warm_workers=dict(type="int", default=2),
-            max_warm_workers=dict(type="int", default=5),
-            idle_timeout=dict(type="int", default=300),
+            **argument_spec(PARENT_OPTIONS),
             force=dict(type="bool", default=False),
             wait=dict(type="bool", default=True),
             wait_timeout=dict(type="int", default=60),
