@@ -26,33 +26,39 @@ import subprocess
 import sys
 import time
 
+from ansible_collections.hal9000.dind.plugins.module_utils.constants import (
+    HOME_IN_PARENT,
+    PARENT_NAME as DEFAULT_PARENT_NAME,
+    POOL_PID_FILE,
+    POOL_SCALE_FILE,
+)
 from ansible_collections.hal9000.dind.plugins.module_utils.docker_api import DockerException, api_error_message, connect
 from ansible_collections.hal9000.dind.plugins.module_utils.errors import Hal9000Error
 from ansible_collections.hal9000.dind.plugins.module_utils.fleet import get_worker, list_workers
-from ansible_collections.hal9000.dind.plugins.module_utils.parent import (
-    HOME_IN_PARENT,
-    SETTINGS_DEFAULTS,
-    read_config_file,
-    validate_settings,
-)
 from ansible_collections.hal9000.dind.plugins.module_utils.pool import (
+    GENERIC_POOL,
     claim,
     load_pools,
     pool_spec,
+    read_pools,
     remove_warm,
     save_pools,
     spawn_warm,
     warm_workers,
 )
+from ansible_collections.hal9000.dind.plugins.module_utils.settings import WORKER_LIMIT_OPTIONS, resolve_in_parent
 from ansible_collections.hal9000.dind.plugins.module_utils.status import format_status, installation_status
 from ansible_collections.hal9000.dind.plugins.module_utils.validate import validate_name
-from ansible_collections.hal9000.dind.plugins.module_utils.workers import spawn_worker, worker_spec
+from ansible_collections.hal9000.dind.plugins.module_utils.workers import (
+    WORKER_OPTIONS,
+    add_spawn_flags,
+    spawn_worker,
+    worker_spec,
+)
 
 POOL_MANAGER = "/opt/hal9000/bin/pool_manager.py"
-POOL_PID_FILE = "/run/hal9000/pool-manager.pid"
-POOL_SCALE_FILE = "/run/hal9000/pool-scale.json"
 
-PARENT_NAME = os.environ.get("HAL9000_PARENT_NAME", "hal9000-parent")
+PARENT_NAME = os.environ.get("HAL9000_PARENT_NAME", DEFAULT_PARENT_NAME)
 VOLUME_PREFIX = os.environ.get("HAL9000_VOLUME_PREFIX", "hal9000")
 
 
@@ -74,7 +80,7 @@ def command_count(client, args):
 
 
 def command_status(client, args):
-    status = installation_status(client, PARENT_NAME, VOLUME_PREFIX)
+    status = installation_status(client, PARENT_NAME, VOLUME_PREFIX, HOME_IN_PARENT)
     print(json.dumps(status, indent=2) if args.json else format_status(status))
 
 
@@ -118,29 +124,17 @@ def command_attach(client, args):
     os.execvp("docker", ["docker", "exec", "-it" if sys.stdin.isatty() else "-i", args.name, "bash"])
 
 
-def worker_defaults():
-    """WORKER_MEMORY, WORKER_CPUS and WORKER_PIDS_LIMIT from the environment, else from hal9000.conf."""
-    conf = read_config_file(os.path.join(HOME_IN_PARENT, "config", "hal9000.conf"))
-    for key in ("WORKER_MEMORY", "WORKER_CPUS", "WORKER_PIDS_LIMIT"):
-        if conf.get(key):
-            os.environ.setdefault(key, conf[key])
-
-
 def command_spawn(client, args):
-    worker_defaults()
+    spawn_options = {option.name: getattr(args, option.name) for option in WORKER_OPTIONS if option.flag}
+    resolved = resolve_in_parent({option: spawn_options[option] for option in WORKER_LIMIT_OPTIONS})
     spec = worker_spec(
-        name=args.name, image=args.image or os.environ.get("WORKER_IMAGE", "hal9000/worker:latest"),
-        project_dir=args.project, parent=PARENT_NAME, memory=args.memory, cpus=args.cpus,
-        pids_limit=args.pids_limit, no_limits=args.no_limits, auto_remove=not args.no_rm,
-        user=args.user, check_host_paths=False,  # host paths are not visible in here; the daemon checks them
+        name=args.name, image=args.image or resolved["worker_image"], parent=PARENT_NAME, settings=resolved,
+        check_host_paths=False,  # host paths are not visible in here; the daemon checks them
+        **spawn_options,
     )
     milliseconds = spawn_worker(client, spec)[1]
     print(f"Worker spawned in background: {spec['name']} ({milliseconds:.0f} ms)")
     print(f"Attach with: docker exec -it {spec['name']} claude")
-
-
-def pool_settings():
-    return validate_settings({key: os.environ.get(key) for key in SETTINGS_DEFAULTS})
 
 
 def find_pool(config, name=None, project=None):
@@ -151,12 +145,12 @@ def find_pool(config, name=None, project=None):
 
 
 def command_claim(client, args):
-    config = load_pools(HOME_IN_PARENT, pool_settings())
+    resolved = resolve_in_parent()
+    config = load_pools(HOME_IN_PARENT, resolved)
     pool = find_pool(config, args.pool, args.project)
-    spec = pool_spec(pool, PARENT_NAME)
-    parent_started = client.api.inspect_container(PARENT_NAME)["State"]["StartedAt"]
+    spec = pool_spec(pool, PARENT_NAME, resolved)
     started = time.monotonic()
-    claimed_id = claim(client, spec, args.name, HOME_IN_PARENT, parent_started)
+    claimed_id = claim(client, spec, args.name, HOME_IN_PARENT)
     if claimed_id is None:
         # A cold spawn is no warm worker: without the pool label it carries no warm-name either,
         # so the pool manager never counts, trims or hands it out.
@@ -179,13 +173,14 @@ def manager_pid():
 
 
 def set_enabled(enabled):
-    config = load_pools(HOME_IN_PARENT, pool_settings())
-    config["enabled"] = enabled
-    save_pools(HOME_IN_PARENT, config)
+    # As saved: what was left to hal9000.conf stays so.
+    saved = read_pools(HOME_IN_PARENT) or {"pools": [{"name": GENERIC_POOL}]}
+    save_pools(HOME_IN_PARENT, dict(saved, enabled=enabled))
 
 
 def command_pool(client, args):
-    config = load_pools(HOME_IN_PARENT, pool_settings())
+    resolved = resolve_in_parent()
+    config = load_pools(HOME_IN_PARENT, resolved)
     action = args.action
     if action == "start":
         set_enabled(True)
@@ -238,7 +233,7 @@ def command_pool(client, args):
         pool = find_pool(config, args.pool)
         if len(warm_workers(client, PARENT_NAME, pool=pool["name"])) >= pool["max"]:
             raise Hal9000Error(f"Pool {pool['name']} already has its maximum of {pool['max']} warm workers.")
-        spec = spawn_warm(client, pool, PARENT_NAME)  # as the manager makes them
+        spec = spawn_warm(client, pool, PARENT_NAME, resolved)  # as the manager makes them
         print(f"Warm worker {spec['name']} ready in pool {pool['name']}")
     elif action == "cleanup":
         removed = 0
@@ -270,13 +265,7 @@ def parser():
     spawn.add_argument("-n", "--name")
     spawn.add_argument("-d", "--detach", action="store_true", help="accepted for the seed's syntax; always detached")
     spawn.add_argument("-i", "--image")
-    spawn.add_argument("--project", help="project directory on the Docker host")
-    spawn.add_argument("--user", help="uid:gid to run as (default 1001:1001)")
-    spawn.add_argument("--memory")
-    spawn.add_argument("--cpus")
-    spawn.add_argument("--pids-limit", dest="pids_limit")
-    spawn.add_argument("--no-limits", dest="no_limits", action="store_true")
-    spawn.add_argument("--no-rm", dest="no_rm", action="store_true")
+    add_spawn_flags(spawn)
     claim_parser = sub.add_parser("claim", help="take a warm worker and name it (cold spawn when none fits)")
     claim_parser.set_defaults(handler=command_claim)
     claim_parser.add_argument("name")

@@ -19,19 +19,20 @@ import time
 from ansible_collections.hal9000.dind.plugins.module_utils.docker_api import connect
 from ansible_collections.hal9000.dind.plugins.module_utils.errors import Hal9000Error
 from ansible_collections.hal9000.dind.plugins.module_utils.fleet import LABEL_PARENT, LABEL_POOL, LABEL_ROLE, ROLE_WORKER
-from ansible_collections.hal9000.dind.plugins.module_utils.parent import HOME_IN_PARENT, SETTINGS_DEFAULTS, read_config_file, validate_settings
+from ansible_collections.hal9000.dind.plugins.module_utils.constants import (
+    HOME_IN_PARENT,
+    PARENT_NAME as DEFAULT_PARENT_NAME,
+    POOL_PID_FILE as PID_FILE,
+    POOL_SCALE_FILE as SCALE_FILE,
+    POOL_STATUS_FILE as STATUS_FILE,
+)
 from ansible_collections.hal9000.dind.plugins.module_utils.pool import Reconciler, load_pools
+from ansible_collections.hal9000.dind.plugins.module_utils.settings import resolve_in_parent
 
-PARENT_NAME = os.environ.get("HAL9000_PARENT_NAME", "hal9000-parent")
-PID_FILE = "/run/hal9000/pool-manager.pid"
-SCALE_FILE = "/run/hal9000/pool-scale.json"
-STATUS_FILE = "/run/hal9000/pool-status.json"
+PARENT_NAME = os.environ.get("HAL9000_PARENT_NAME", DEFAULT_PARENT_NAME)
 CHECK_INTERVAL = float(os.environ.get("POOL_CHECK_INTERVAL", "10"))
-
-
-def settings():
-    conf = read_config_file(os.path.join(HOME_IN_PARENT, "config", "hal9000.conf"))
-    return validate_settings({key: os.environ.get(key, conf.get(key)) for key in SETTINGS_DEFAULTS})
+# A new image under a pool's tag (a rebuild, a load): its warm workers are replaced at once.
+IMAGE_EVENTS = {"type": "image", "event": ["tag", "load", "pull"]}
 
 
 class Manager:
@@ -46,22 +47,18 @@ class Manager:
         self.log_file.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {message}\n")
         self.log_file.flush()
 
-    def watch_events(self):
-        """Wake the loop on every worker event; a rename of a warm worker is a claim."""
-        filters = {"type": "container", "label": [f"{LABEL_ROLE}={ROLE_WORKER}", f"{LABEL_PARENT}={PARENT_NAME}"]}
+    def watch_events(self, filters, wakes_on):
+        """Wake the loop on these events (``wakes_on``: actions, None for all); a rename of a warm worker is a claim."""
         while not self.stopping.is_set():
             try:
                 for event in self.client.events(decode=True, filters=filters):
                     if event.get("Action") == "rename":
                         self.reconciler.note_claim(event["Actor"]["Attributes"].get(LABEL_POOL, ""))
-                    if event.get("Action") in ("rename", "die", "destroy", "stop", "kill"):
+                    if wakes_on is None or event.get("Action") in wakes_on:
                         self.wake.set()
             except Exception as exc:  # the stream breaks when the daemon restarts; reconnect
                 self.log(f"event stream interrupted ({exc}); reconnecting")
                 time.sleep(1)
-
-    def parent_started(self):
-        return self.client.api.inspect_container(PARENT_NAME)["State"]["StartedAt"]
 
     def read_scale(self):
         if os.path.exists(SCALE_FILE):
@@ -75,13 +72,17 @@ class Manager:
             handle.write(str(os.getpid()))
         signal.signal(signal.SIGTERM, lambda *_args: (self.stopping.set(), self.wake.set()))
         signal.signal(signal.SIGHUP, lambda *_args: self.wake.set())  # `coordinator pool reload`: settings changed
-        threading.Thread(target=self.watch_events, daemon=True).start()
+        workers = {"type": "container", "label": [f"{LABEL_ROLE}={ROLE_WORKER}", f"{LABEL_PARENT}={PARENT_NAME}"]}
+        threading.Thread(target=self.watch_events, args=(workers, ("rename", "die", "destroy", "stop", "kill")),
+                         daemon=True).start()
+        threading.Thread(target=self.watch_events, args=(IMAGE_EVENTS, None), daemon=True).start()
         self.log(f"pool manager started for parent {PARENT_NAME}")
         while not self.stopping.is_set():
             try:
-                config = load_pools(HOME_IN_PARENT, settings())
+                settings = resolve_in_parent()
+                config = load_pools(HOME_IN_PARENT, settings)
                 self.read_scale()
-                counts = self.reconciler.reconcile(config, self.parent_started())
+                counts = self.reconciler.reconcile(config, settings)
                 with open(STATUS_FILE + ".tmp", "w", encoding="utf-8") as handle:
                     json.dump({"pid": os.getpid(), "warm": counts, "at": time.time()}, handle)
                 os.replace(STATUS_FILE + ".tmp", STATUS_FILE)

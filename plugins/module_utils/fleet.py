@@ -10,6 +10,8 @@ Pure: standard library and the docker SDK only, never ``ansible.*``.
 
 from __future__ import annotations
 
+import json
+
 from ansible_collections.hal9000.dind.plugins.module_utils.docker_api import NotFound
 from ansible_collections.hal9000.dind.plugins.module_utils.errors import Hal9000Error
 from ansible_collections.hal9000.dind.plugins.module_utils.validate import validate_name
@@ -24,6 +26,8 @@ LABEL_SPEC = "io.hal9000.spec-digest"
 LABEL_PARENT_STARTED = "io.hal9000.parent-started"
 # The name a warm worker was created with; a claim renames it, so name != warm-name means claimed.
 LABEL_WARM_NAME = "io.hal9000.warm-name"
+# The limits a worker was created with: a warm worker's are read from its listing, without an inspect.
+LABEL_LIMITS = "io.hal9000.limits"
 
 ROLE_PARENT = "parent"
 ROLE_WORKER = "worker"
@@ -120,3 +124,7 @@ def workers_sharing_network(client, parent_id):
         if mode == f"container:{parent_id}" and not warm:
             names.append(_name(summary))
     return sorted(names)
+
+
+def limits_label(limits):
+    return json.dumps(limits, sort_keys=True)

@@ -18,76 +18,100 @@ import json
 import os
 import time
 
-from ansible_collections.hal9000.dind.plugins.module_utils.docker_api import APIError, NotFound
+from ansible_collections.hal9000.dind.plugins.module_utils.constants import CLAIM_LOCK_FILE, HOME_IN_PARENT, POOLS_FILE
+from ansible_collections.hal9000.dind.plugins.module_utils.docker_api import APIError, NotFound, image_id, inspect_container
 from ansible_collections.hal9000.dind.plugins.module_utils.errors import Hal9000Error
 from ansible_collections.hal9000.dind.plugins.module_utils.fleet import (
+    LABEL_LIMITS,
     LABEL_PARENT,
-    LABEL_PARENT_STARTED,
     LABEL_POOL,
     LABEL_ROLE,
     LABEL_SPEC,
     LABEL_WARM_NAME,
     ROLE_WORKER,
+    limits_label,
 )
-from ansible_collections.hal9000.dind.plugins.module_utils.parent import HOME_IN_PARENT
+from ansible_collections.hal9000.dind.plugins.module_utils.parent import mounted_home
 from ansible_collections.hal9000.dind.plugins.module_utils.validate import validate_name
-from ansible_collections.hal9000.dind.plugins.module_utils.workers import generate_name, spawn_worker, worker_spec
+from ansible_collections.hal9000.dind.plugins.module_utils.workers import (
+    CLAUDE_USER,
+    POOL_OPTIONS,
+    generate_name,
+    parent_network,
+    spawn_worker,
+    stale_reasons,
+    update_limits,
+    worker_facts,
+    worker_spec,
+)
 
 GENERIC_POOL = "generic"
 WARM_PREFIX = "hal9000-warm"
-POOLS_FILE = os.path.join("config", "pools.json")
-CLAIM_LOCK_FILE = os.path.join("run", "claim.lock")
 
 
 def _count(value, what):
+    if value is None:
+        return None  # not given: hal9000.conf's setting decides when the pools are loaded
     if isinstance(value, bool) or not str(value).strip().isdigit():  # also refuses "-1" and "1.5"
         raise Hal9000Error(f"{what}={value!r} must be a whole number, 0 or more.")
     return int(value)
 
 
-def validate_pools(config):
-    """The pool settings typed and checked: min <= max, non-negative integers, unique names."""
+def validate_pools(config, settings=None):
+    """The pool settings typed and checked: min <= max, non-negative integers, unique names.
+
+    A pool's min, max and image and the idle timeout may be left out (None): with ``settings``
+    (``settings.resolve``) they take MIN_WARM_WORKERS, MAX_WARM_WORKERS, WORKER_IMAGE and
+    IDLE_TIMEOUT, so pools.json keeps following hal9000.conf; without, they stay None (as saved).
+    """
     pools, seen = [], set()
     for pool in config.get("pools") or []:
         name = validate_name(str(pool.get("name", "")), "pool")
         if name in seen:
             raise Hal9000Error(f"Pool {name} is declared twice: give each pool its own name.")
         seen.add(name)
-        low = _count(pool.get("min", 2), f"pool {name} min")
-        high = _count(pool.get("max", 5), f"pool {name} max")
-        if low > high:
+        low = _count(pool.get("min"), f"pool {name} min")
+        high = _count(pool.get("max"), f"pool {name} max")
+        image = pool.get("image") or None
+        if settings is not None:
+            low = settings["min_warm_workers"] if low is None else low
+            high = settings["max_warm_workers"] if high is None else high
+            image = image or settings["worker_image"]
+        if low is not None and high is not None and low > high:
             raise Hal9000Error(f"Pool {name}: min {low} is more than max {high}; the minimum must not exceed the maximum.")
         project = str(pool.get("project") or "")
         if project and not os.path.isabs(project):
             raise Hal9000Error(f"Pool {name}: project {project!r} must be an absolute path on the Docker host.")
-        pools.append({
-            "name": name, "project": project, "min": low, "max": high,
-            "user": str(pool.get("user") or "1001:1001"), "image": str(pool.get("image") or "hal9000/worker:latest"),
-            "api_key_file": str(pool.get("api_key_file") or ""),
-        })
-    return {
-        "enabled": bool(config.get("enabled", False)),
-        "idle_timeout": _count(config.get("idle_timeout", 300), "idle_timeout"),
-        "pools": pools,
-    }
+        entry = {"name": name, "project": project, "min": low, "max": high, "image": image,
+                 "user": str(pool.get("user") or CLAUDE_USER)}
+        for option in POOL_OPTIONS:  # the worker options pools offer (workers.WORKER_OPTIONS)
+            value = pool.get(option.name)
+            entry[option.name] = bool(value) if option.ansible["type"] == "bool" else str(value or "")
+        pools.append(entry)
+    idle_timeout = _count(config.get("idle_timeout"), "idle_timeout")
+    if settings is not None and idle_timeout is None:
+        idle_timeout = settings["idle_timeout"]
+    return {"enabled": bool(config.get("enabled", False)), "idle_timeout": idle_timeout, "pools": pools}
 
 
 def default_pools(settings):
-    """The seed's single pool from MIN_WARM_WORKERS / MAX_WARM_WORKERS / IDLE_TIMEOUT."""
-    return validate_pools({
-        "enabled": settings["enable_pool_manager"],
-        "idle_timeout": settings["idle_timeout"],
-        "pools": [{"name": GENERIC_POOL, "min": settings["min_warm_workers"], "max": settings["max_warm_workers"],
-                   "image": settings["worker_image"]}],
-    })
+    """Without pools.json: the seed's single pool, all from hal9000.conf's settings."""
+    return validate_pools({"enabled": settings["enable_pool_manager"], "pools": [{"name": GENERIC_POOL}]}, settings)
+
+
+def read_pools(home):
+    """pools.json as saved (None where hal9000.conf decides), or None when there is none."""
+    path = os.path.join(home, POOLS_FILE)
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as handle:
+        return validate_pools(json.load(handle))
 
 
 def load_pools(home, settings):
-    path = os.path.join(home, POOLS_FILE)
-    if not os.path.exists(path):
-        return default_pools(settings)
-    with open(path, encoding="utf-8") as handle:
-        return validate_pools(json.load(handle))
+    """The pools in force: pools.json with hal9000.conf's settings filled in, or the seed's single pool."""
+    saved = read_pools(home)
+    return default_pools(settings) if saved is None else validate_pools(saved, settings)
 
 
 def save_pools(home, config):
@@ -99,32 +123,34 @@ def save_pools(home, config):
     os.replace(tmp, path)
 
 
-def pool_spec(pool, parent):
-    """The spec every warm worker of ``pool`` is made from (host paths were checked when the pool was declared)."""
+def pool_spec(pool, parent, settings):
+    """The spec every warm worker of ``pool`` is made from (host paths were checked when the pool was declared).
+
+    Its limits are hal9000.conf's worker limits, as for every other worker made without explicit ones.
+    """
     return worker_spec(
         name=generate_name(WARM_PREFIX), image=pool["image"], project_dir=pool["project"] or None,
-        parent=parent, pool=pool["name"], user=pool["user"], api_key_file=pool["api_key_file"] or None,
-        check_host_paths=False,
+        parent=parent, pool=pool["name"], user=pool["user"], check_host_paths=False, settings=settings,
+        **{option.name: pool[option.name] for option in POOL_OPTIONS},
     )
 
 
-def spawn_warm(client, pool, parent):
+def spawn_warm(client, pool, parent, settings, network=None):
     """Create and start one warm worker of ``pool``; returns its spec."""
-    spec = pool_spec(pool, parent)
-    spawn_worker(client, spec)
+    spec = pool_spec(pool, parent, settings)
+    spawn_worker(client, spec, network)
     return spec
 
 
 def installation_home(client, parent):
     """The host directory the parent mounts as its home: where the claim lock of its pools lives."""
-    try:
-        mounts = client.api.inspect_container(parent)["Mounts"]
-    except NotFound:
-        raise Hal9000Error(f"Parent {parent} does not exist: start the daemon first (ansible-playbook playbooks/daemon.yml).") from None
-    for mount in mounts:
-        if mount.get("Destination") == HOME_IN_PARENT:
-            return mount["Source"]
-    raise Hal9000Error(f"Parent {parent} has no home mounted at {HOME_IN_PARENT}: recreate it with hal9000.dind.parent.")
+    inspected = inspect_container(client, parent)
+    if inspected is None:
+        raise Hal9000Error(f"Parent {parent} does not exist: start the daemon first (ansible-playbook playbooks/daemon.yml).")
+    home = mounted_home(inspected)
+    if home is None:
+        raise Hal9000Error(f"Parent {parent} has no home mounted at {HOME_IN_PARENT}: recreate it with hal9000.dind.parent.")
+    return home
 
 
 @contextlib.contextmanager
@@ -167,22 +193,25 @@ def warm_workers(client, parent, digest=None, pool=None):
         labels = summary.get("Labels") or {}
         name = summary["Names"][0].lstrip("/")
         if labels.get(LABEL_POOL) and labels.get(LABEL_WARM_NAME) == name:
-            warm.append({"id": summary["Id"], "name": name, "pool": labels[LABEL_POOL], "created": summary["Created"],
-                         "parent_started": labels.get(LABEL_PARENT_STARTED, ""), "digest": labels.get(LABEL_SPEC, "")})
+            warm.append(dict(worker_facts(summary), id=summary["Id"], name=name, pool=labels[LABEL_POOL],
+                             created=summary["Created"], limits_label=labels.get(LABEL_LIMITS, "")))
     return sorted(warm, key=lambda w: w["created"])
 
 
-def claim(client, spec, new_name, home, parent_started=None):
-    """Rename a warm worker made from exactly ``spec`` to ``new_name``; returns its ID or None.
+def claim(client, spec, new_name, home, network=None, current_image_id=None):
+    """Rename a warm worker that is current for ``spec`` to ``new_name``; returns its ID or None.
 
-    Under the claim lock of the installation whose home is ``home``: one container list and one
-    rename. With ``parent_started``, warm workers from an earlier start of the parent (a dead network)
-    are skipped.
+    Current as ``workers.stale_reasons`` decides for every worker: the spec's digest, the image ID
+    the spec's tag names now and the parent's ``network`` (both looked up when not given). Under the
+    claim lock of the installation whose home is ``home``: one container list and one rename. The
+    spec's limits are applied in place when the warm worker was made with others.
     """
     validate_name(new_name, "worker")
+    network = network or parent_network(client, spec)
+    current_image_id = current_image_id or image_id(client, spec["image"])
     with claim_lock(home):
         for candidate in warm_workers(client, spec["parent"], digest=spec["digest"]):
-            if parent_started is not None and candidate["parent_started"] != parent_started:
+            if stale_reasons(candidate, spec, current_image_id, network):
                 continue
             try:
                 client.api.rename(candidate["id"], new_name)
@@ -192,8 +221,12 @@ def claim(client, spec, new_name, home, parent_started=None):
                 if exc.status_code == 409 and new_name in str(exc):
                     raise Hal9000Error(f"A container named {new_name} already exists: choose another name.") from None
                 continue  # e.g. its removal is in progress: the next candidate
-            return candidate["id"]
-    return None
+            break
+        else:
+            return None
+    if candidate["limits_label"] != limits_label(spec["limits"]):
+        update_limits(client, candidate["id"], spec["limits"])
+    return candidate["id"]
 
 
 def remove_warm(client, home, name):
@@ -236,7 +269,7 @@ class Reconciler:
     def note_claim(self, pool):
         self.last_activity[pool] = self.clock()
 
-    def reconcile(self, config, parent_started):
+    def reconcile(self, config, settings):
         """One pass over every pool; returns {pool: warm count after the pass}."""
         configured = {pool["name"] for pool in config["pools"]}
         for worker in warm_workers(self.client, self.parent):
@@ -244,20 +277,25 @@ class Reconciler:
                 self._remove(worker, "its pool is no longer configured")
         counts = {}
         for pool in config["pools"]:
-            counts[pool["name"]] = self._reconcile_pool(pool, config["idle_timeout"], parent_started)
+            counts[pool["name"]] = self._reconcile_pool(pool, config["idle_timeout"], settings)
         return counts
 
-    def _reconcile_pool(self, pool, idle_timeout, parent_started):
+    def _reconcile_pool(self, pool, idle_timeout, settings):
         name = pool["name"]
         now = self.clock()
         self.last_activity.setdefault(name, now)
-        warm = warm_workers(self.client, self.parent, pool=name)
-        digest = pool_spec(pool, self.parent)["digest"]
-        stale = [w for w in warm if w["parent_started"] != parent_started or w["digest"] != digest]
-        for worker in stale:  # joined a previous network namespace of the parent, or the pool's settings changed
-            self._remove(worker, "its network belongs to a previous start of the parent"
-                         if worker["parent_started"] != parent_started else "the pool's settings changed")
-        warm = [w for w in warm if w not in stale]
+        spec = pool_spec(pool, self.parent, settings)
+        network = parent_network(self.client, spec)
+        current_image_id = image_id(self.client, spec["image"])
+        warm, outdated = [], []
+        for worker in warm_workers(self.client, self.parent, pool=name):
+            reasons = stale_reasons(worker, spec, current_image_id, network)
+            if reasons == ["image changed"]:
+                outdated.append(worker)  # replaced below, once its successors run
+            elif reasons:  # joined a previous network namespace of the parent, or the pool's settings changed
+                self._remove(worker, " and ".join(reasons))
+            else:
+                warm.append(worker)
         target = min(max(self.targets.get(name, pool["min"]), pool["min"]), pool["max"])
         if len(warm) > pool["max"]:
             for worker in warm[pool["max"]:]:
@@ -275,27 +313,36 @@ class Reconciler:
             warm = warm[:target]
             self.targets.pop(name, None)
         self.scaled.discard(name)
-        missing = target - len(warm)
-        failures, next_try = self.backoff.get(name, (0, 0))
-        if missing > 0 and now >= next_try:
-            made = self._create(pool, missing)
-            if made < missing:
-                failures += 1
-                delay = min(2 ** failures, 60)
-                self.backoff[name] = (failures, now + delay)
-                self.log(f"pool {name}: created {made} of {missing} warm workers; retrying in {delay} s")
-            else:
-                self.backoff.pop(name, None)
-            if made:
-                self.last_activity[name] = now  # the pool grew: idle time counts from here
-            return len(warm) + made
-        return len(warm)
+        made = self._fill(pool, target - len(warm), settings, network, now)
+        # Claims never take a worker on an older image, so the old ones go as soon as the new ones run
+        # (the pool is never emptied first, and at most its target is made at once).
+        for worker in outdated:
+            self._remove(worker, "its image was rebuilt")
+        return len(warm) + made
 
-    def _create(self, pool, count):
+    def _fill(self, pool, missing, settings, network, now):
+        """Create ``missing`` warm workers unless backing off; returns how many were made."""
+        name = pool["name"]
+        failures, next_try = self.backoff.get(name, (0, 0))
+        if missing <= 0 or now < next_try:
+            return 0
+        made = self._create(pool, missing, settings, network)
+        if made < missing:
+            failures += 1
+            delay = min(2 ** failures, 60)
+            self.backoff[name] = (failures, now + delay)
+            self.log(f"pool {name}: created {made} of {missing} warm workers; retrying in {delay} s")
+        else:
+            self.backoff.pop(name, None)
+        if made:
+            self.last_activity[name] = now  # the pool grew: idle time counts from here
+        return made
+
+    def _create(self, pool, count, settings, network):
         made = 0
         for _attempt in range(count):
             try:
-                spec = spawn_warm(self.client, pool, self.parent)
+                spec = spawn_warm(self.client, pool, self.parent, settings, network)
             except (Hal9000Error, APIError) as exc:
                 self.log(f"pool {pool['name']}: creating a warm worker failed: {str(exc).splitlines()[0]}")
                 break

@@ -9,22 +9,55 @@ Pure: standard library and the docker SDK only, never ``ansible.*``.
 
 from __future__ import annotations
 
+from ansible_collections.hal9000.dind.plugins.module_utils.constants import FLAVOUR_IMAGES, PARENT_IMAGE, PARENT_NAME
+from ansible_collections.hal9000.dind.plugins.module_utils.docker_api import NotFound, inspect_container
+from ansible_collections.hal9000.dind.plugins.module_utils.errors import Hal9000Error
 from ansible_collections.hal9000.dind.plugins.module_utils.fleet import list_workers
-from ansible_collections.hal9000.dind.plugins.module_utils.parent import (
-    PARENT_NAME,
-    inspect_container,
-    parent_summary,
-)
+from ansible_collections.hal9000.dind.plugins.module_utils.parent import mounted_home, parent_summary
+from ansible_collections.hal9000.dind.plugins.module_utils.pool import load_pools
+from ansible_collections.hal9000.dind.plugins.module_utils.settings import resolve_in_home
 from ansible_collections.hal9000.dind.plugins.module_utils.volumes import DEFAULT_VOLUME_PREFIX, inspect_volume, shared_volumes
 
 
-def installation_status(client, parent_name=PARENT_NAME, volume_prefix=DEFAULT_VOLUME_PREFIX):
+def pool_status(home, workers):
+    """The pools in force (pools.json and hal9000.conf under ``home``) with their running warm workers."""
+    try:
+        settings = resolve_in_home(home)
+        config = load_pools(home, settings)
+    except (Hal9000Error, OSError, ValueError) as exc:
+        return {"enabled": False, "idle_timeout": None, "pools": [], "error": str(exc).splitlines()[0]}
+    warm = [w for w in workers if w["warm"] and w["state"] == "running"]
+    pools = [{"name": p["name"], "project": p["project"], "min": p["min"], "max": p["max"], "image": p["image"],
+              "warm": len([w for w in warm if w["pool"] == p["name"]])} for p in config["pools"]]
+    return {"enabled": config["enabled"], "idle_timeout": config["idle_timeout"], "pools": pools}
+
+
+def image_status(client, references):
+    """Each image reference: whether it exists, its ID, creation time and size."""
+    images = []
+    for reference in references:
+        try:
+            inspected = client.api.inspect_image(reference)
+        except NotFound:
+            images.append({"name": reference, "exists": False})
+            continue
+        images.append({"name": reference, "exists": True, "id": inspected["Id"], "created": inspected["Created"],
+                       "size": inspected["Size"]})
+    return images
+
+
+def installation_status(client, parent_name=PARENT_NAME, volume_prefix=DEFAULT_VOLUME_PREFIX, home=None):
+    """Everything status reports; ``home`` is the installation's home as the caller sees it (default: the parent's mount)."""
     inspected = inspect_container(client, parent_name)
     parent = parent_summary(client, inspected) if inspected else {"name": parent_name, "state": "absent"}
     # Only this parent's workers: other installations on the host (and containers that merely
     # inherit the worker image's role label) are not part of it.
     workers = list_workers(client, parent=parent_name, with_limits=True)
     running = [w for w in workers if w["state"] == "running"]
+    home = home or mounted_home(inspected)
+    pool = pool_status(home, workers) if home else {"enabled": False, "idle_timeout": None, "pools": []}
+    parent_image = inspected["Config"]["Image"] if inspected else PARENT_IMAGE
+    references = [parent_image] + sorted({*FLAVOUR_IMAGES.values(), *(p["image"] for p in pool["pools"])})
     return {
         "parent": parent,
         "workers": workers,
@@ -34,6 +67,8 @@ def installation_status(client, parent_name=PARENT_NAME, volume_prefix=DEFAULT_V
             "stale_network": len([w for w in workers if not w["network_ok"]]),
         },
         "volumes": [{"name": name, "exists": inspect_volume(client, name) is not None} for name in shared_volumes(volume_prefix)],
+        "pool": pool,
+        "images": image_status(client, list(dict.fromkeys(references))),
     }
 
 

@@ -10,6 +10,7 @@ apart. Pure: standard library and the docker SDK only, never ``ansible.*``.
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import json
 import os
@@ -17,8 +18,11 @@ import stat
 import time
 import uuid
 
+from ansible_collections.hal9000.dind.plugins.module_utils.constants import DOCKER_SOCKET, PARENT_NAME, WORKER_IMAGE
+from ansible_collections.hal9000.dind.plugins.module_utils.docker_api import inspect_container
 from ansible_collections.hal9000.dind.plugins.module_utils.errors import Hal9000Error
 from ansible_collections.hal9000.dind.plugins.module_utils.fleet import (
+    LABEL_LIMITS,
     LABEL_MANAGED,
     LABEL_PARENT,
     LABEL_PARENT_STARTED,
@@ -28,9 +32,10 @@ from ansible_collections.hal9000.dind.plugins.module_utils.fleet import (
     LABEL_SPEC,
     LABEL_WARM_NAME,
     ROLE_WORKER,
+    limits_label,
     limits_of,
 )
-from ansible_collections.hal9000.dind.plugins.module_utils.parent import PARENT_NAME, inspect_container
+from ansible_collections.hal9000.dind.plugins.module_utils.settings import resolve
 from ansible_collections.hal9000.dind.plugins.module_utils.validate import (
     parse_cpus,
     parse_memory,
@@ -43,9 +48,6 @@ try:
 except ImportError:  # reported by the caller through missing_required_lib
     Mount = None
 
-WORKER_IMAGE = "hal9000/worker:latest"
-FLAVOUR_IMAGES = {"minimal": "hal9000/worker:latest", "ultramin": "hal9000/worker:ultramin"}
-DEFAULT_LIMITS = {"memory": "4g", "cpus": "2", "pids_limit": "100"}
 SECRET_TARGET = "/run/secrets/anthropic_key"
 CLAUDE_USER = "1001:1001"
 CPU_PERIOD = 100000
@@ -56,14 +58,47 @@ _FORBIDDEN_TREES = ("/etc", "/proc", "/sys", "/dev", "/boot", "/bin", "/sbin", "
 _FORBIDDEN_EXACT = ("/", "/root", "/home", "/var", "/tmp")
 
 
-def default_limits(environ=None):
-    """The seed's WORKER_MEMORY, WORKER_CPUS and WORKER_PIDS_LIMIT, else 4g, 2 and 100."""
-    environ = os.environ if environ is None else environ
-    return {
-        "memory": environ.get("WORKER_MEMORY") or DEFAULT_LIMITS["memory"],
-        "cpus": environ.get("WORKER_CPUS") or DEFAULT_LIMITS["cpus"],
-        "pids_limit": environ.get("WORKER_PIDS_LIMIT") or DEFAULT_LIMITS["pids_limit"],
-    }
+# The worker options every front end offers, declared once: the worker module's argument_spec,
+# spawn_worker.yml's variables, the coordinator's spawn flags and the pools' options derive from
+# (or are tested against) this list. Adding an option: a line here, a worker_spec keyword and its test.
+#   name: worker_spec keyword and module option; ansible: its argument_spec entry;
+#   flag: `coordinator spawn` flag (None: not offered there); pool: also an option of every pool.
+WorkerOption = collections.namedtuple("WorkerOption", "name ansible flag pool")
+WORKER_OPTIONS = (
+    WorkerOption("project_dir", {"type": "path"}, "--project", False),
+    WorkerOption("memory", {"type": "str"}, "--memory", False),
+    WorkerOption("cpus", {"type": "str"}, "--cpus", False),
+    WorkerOption("pids_limit", {"type": "str"}, "--pids-limit", False),
+    WorkerOption("no_limits", {"type": "bool", "default": False}, "--no-limits", False),
+    WorkerOption("auto_remove", {"type": "bool", "default": True}, "--no-rm", False),
+    WorkerOption("env", {"type": "dict", "default": {}}, None, False),
+    WorkerOption("api_key_file", {"type": "path", "no_log": False}, "--api-key-file", True),
+    WorkerOption("read_only", {"type": "bool", "default": False}, "--read-only", True),
+    WorkerOption("drop_capabilities", {"type": "bool", "default": True}, None, False),
+    WorkerOption("no_new_privileges", {"type": "bool", "default": True}, None, False),
+    WorkerOption("user", {"type": "str"}, "--user", False),
+    WorkerOption("mode", {"type": "str", "default": "dind", "choices": ["dind", "legacy"]}, None, False),
+    WorkerOption("parent", {"type": "str", "default": PARENT_NAME}, None, False),
+    WorkerOption("command", {"type": "list", "elements": "str"}, None, False),
+)
+POOL_OPTIONS = tuple(option for option in WORKER_OPTIONS if option.pool)
+
+
+def worker_argument_spec():
+    """The worker module's argument_spec entries for WORKER_OPTIONS (copies: Ansible may change them)."""
+    return {option.name: dict(option.ansible) for option in WORKER_OPTIONS}
+
+
+def add_spawn_flags(parser):
+    """The coordinator's spawn flags for WORKER_OPTIONS; a flag of an option that defaults to true turns it off."""
+    for option in WORKER_OPTIONS:
+        if option.flag is None:
+            continue
+        if option.ansible["type"] == "bool":
+            default = option.ansible["default"]
+            parser.add_argument(option.flag, dest=option.name, action="store_false" if default else "store_true")
+        else:
+            parser.add_argument(option.flag, dest=option.name)
 
 
 def generate_name(prefix="hal9000-worker"):
@@ -71,7 +106,7 @@ def generate_name(prefix="hal9000-worker"):
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
-def resolve_project_dir(path, docker_socket="/var/run/docker.sock", check_exists=True):
+def resolve_project_dir(path, docker_socket=DOCKER_SOCKET, check_exists=True):
     """The project directory with symlinks resolved, refused when it would expose the host."""
     if not path or not os.path.isabs(path):
         raise Hal9000Error(f"project_dir {path!r} must be an absolute path to a directory on the Docker host.")
@@ -135,17 +170,21 @@ def worker_spec(
     memory=None, cpus=None, pids_limit=None, no_limits=False, env=None, command=None,
     auto_remove=True, read_only=False, api_key_file=None, claude_config_dir=None,
     pool="", user=None, drop_capabilities=True, no_new_privileges=True,
-    docker_socket="/var/run/docker.sock", check_host_paths=True,
+    docker_socket=DOCKER_SOCKET, check_host_paths=True, settings=None,
 ):
-    """Everything that decides what a worker looks like, validated before Docker is touched."""
+    """Everything that decides what a worker looks like, validated before Docker is touched.
+
+    Limits not given here come from ``settings`` (``settings.resolve``: hal9000.conf and the seed's
+    defaults), never from the environment: every caller resolves them by the same rule.
+    """
     name = validate_name(name, "worker") if name else generate_name()
     if mode not in ("dind", "legacy"):
         raise Hal9000Error(f"mode {mode!r} is unknown: use dind (share the parent's network) or legacy.")
     if mode == "dind":
         validate_name(parent, "parent")
-    defaults = default_limits()
-    limits = parse_limits(memory or defaults["memory"], cpus or defaults["cpus"],
-                          pids_limit or defaults["pids_limit"], no_limits)
+    settings = settings or resolve()
+    limits = parse_limits(memory or settings["memory"], cpus or settings["cpus"],
+                          pids_limit or settings["pids_limit"], no_limits)
     project = resolve_project_dir(project_dir, docker_socket, check_host_paths) if project_dir else ""
     if user is None:
         user = project_user(project) if check_host_paths else CLAUDE_USER
@@ -239,6 +278,35 @@ def parent_network(client, spec):
     return f"container:{parent['Id']}", parent["State"]["StartedAt"]
 
 
+def worker_facts(container):
+    """What decides whether a worker is current, from an inspect or from a container listing."""
+    inspected = "Config" in container
+    labels = (container["Config"] if inspected else container).get("Labels") or {}
+    return {
+        "digest": labels.get(LABEL_SPEC, ""),
+        "image_id": container["Image"] if inspected else container.get("ImageID", ""),
+        "network_mode": (container.get("HostConfig") or {}).get("NetworkMode", ""),
+        "parent_started": labels.get(LABEL_PARENT_STARTED, ""),
+    }
+
+
+def stale_reasons(facts, spec, image_id, network):
+    """Why a worker (cold, warm or claimed) is not current for ``spec``: [] when it is.
+
+    The one decision the worker module, the pool's Reconciler and every claim make: the spec's
+    digest, the image ID the tag names now (a rebuilt image keeps its tag) and the parent's
+    network (a restarted parent has a new namespace). Limits change in place and are not a reason.
+    """
+    reasons = []
+    if facts["digest"] != spec["digest"]:
+        reasons.append("options changed")
+    if image_id and facts["image_id"] != image_id:
+        reasons.append("image changed")
+    if (facts["network_mode"], facts["parent_started"]) != tuple(network):
+        reasons.append("parent network is stale")
+    return reasons
+
+
 def create_worker(client, spec, network=None):
     """Create (not start) a worker from ``spec``; returns its ID."""
     network_mode, parent_started = network or parent_network(client, spec)
@@ -255,7 +323,7 @@ def create_worker(client, spec, network=None):
     labels = {
         LABEL_MANAGED: "true", LABEL_ROLE: ROLE_WORKER, LABEL_PARENT: spec["parent"],
         LABEL_PROJECT: spec["project"], LABEL_POOL: spec["pool"], LABEL_SPEC: spec["digest"],
-        LABEL_PARENT_STARTED: parent_started,
+        LABEL_PARENT_STARTED: parent_started, LABEL_LIMITS: limits_label(spec["limits"]),
     }
     if spec["pool"]:
         labels[LABEL_WARM_NAME] = spec["name"]

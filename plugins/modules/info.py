@@ -11,7 +11,7 @@ short_description: Report on a HAL-9000 installation (parent, workers, volumes)
 version_added: 0.1.0
 description:
   - Reads the parent, its workers (found by the labels C(io.hal9000.role=worker) and C(io.hal9000.parent=<parent>),
-    plus parent-less legacy workers), the counts and the shared volumes.
+    plus parent-less legacy workers), the counts, the shared volumes, the warm pools and the images.
   - It is the data behind every status, list and count of the playbooks and of the coordinator in the parent.
   - Never changes anything.
 author:
@@ -63,6 +63,22 @@ volumes:
   type: list
   elements: dict
   sample: [{"name": "hal9000-chromadb", "exists": true}]
+pool:
+  description:
+    - The warm pools in force (C(config/pools.json), else the seed's single pool, with C(hal9000.conf)'s settings where
+      they were left out), each with its running warm workers; C(enabled) says whether the pool manager is to run.
+    - C(error) says why they could not be read (for example the home is not readable by this user).
+  returned: always
+  type: dict
+  sample: {"enabled": true, "idle_timeout": 300, "pools": [{"name": "generic", "project": "", "min": 2, "max": 5,
+           "image": "hal9000/worker:latest", "warm": 2}]}
+images:
+  description: The parent's image, the worker flavours and every pool's image, each with C(exists), C(id), C(created) and C(size).
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"name": "hal9000/parent:latest", "exists": true, "id": "sha256:0a1b...", "created": "2026-11-29T10:00:00Z",
+            "size": 215600000}]
 status_lines:
   description: The same as text, one line per item.
   returned: always

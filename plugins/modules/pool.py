@@ -36,17 +36,18 @@ options:
     type: bool
     default: true
   min_warm_workers:
-    description: Minimum warm workers of the generic pool.
+    description:
+      - Minimum warm workers of the generic pool.
+      - Unset, C(MIN_WARM_WORKERS) in C(config/hal9000.conf) decides, else V(2); the pool manager follows later changes of the
+        file. The same holds for O(max_warm_workers) (C(MAX_WARM_WORKERS), else V(5)) and O(idle_timeout)
+        (C(IDLE_TIMEOUT), else V(300)).
     type: int
-    default: 2
   max_warm_workers:
     description: Maximum warm workers of the generic pool.
     type: int
-    default: 5
   idle_timeout:
     description: Seconds without a claim after which warm workers above a pool's minimum are removed.
     type: int
-    default: 300
   pools:
     description: Per-project pools.
     type: list
@@ -77,6 +78,12 @@ options:
       api_key_file:
         description: Host file with the Anthropic API key (mode 0600), mounted into the pool's workers.
         type: path
+      read_only:
+        description:
+          - Warm workers with a read-only root file system (C(/tmp) and C(/home/claude) stay writable), claimed by
+            M(hal9000.dind.worker) with O(hal9000.dind.worker#module:read_only=true).
+        type: bool
+        default: false
   wait:
     description: Wait until every pool holds its minimum of warm workers.
     type: bool
@@ -142,16 +149,18 @@ import time
 
 from ansible_collections.hal9000.dind.plugins.module_utils.ansible_docker import build_module, run_module
 from ansible_collections.hal9000.dind.plugins.module_utils.errors import Hal9000Error
-from ansible_collections.hal9000.dind.plugins.module_utils.parent import inspect_container
+from ansible_collections.hal9000.dind.plugins.module_utils.constants import DEFAULT_HOME, FLAVOUR_IMAGES, PARENT_NAME
+from ansible_collections.hal9000.dind.plugins.module_utils.docker_api import inspect_container
 from ansible_collections.hal9000.dind.plugins.module_utils.pool import (
     GENERIC_POOL,
-    POOLS_FILE,
+    read_pools,
     save_pools,
     validate_pools,
     warm_workers,
 )
+from ansible_collections.hal9000.dind.plugins.module_utils.settings import resolve_in_home
 from ansible_collections.hal9000.dind.plugins.module_utils.workers import (
-    FLAVOUR_IMAGES,
+    POOL_OPTIONS,
     check_api_key_file,
     project_user,
     resolve_project_dir,
@@ -168,20 +177,17 @@ def wanted_config(params):
         user = project_user(project)
         if pool["api_key_file"]:
             check_api_key_file(pool["api_key_file"], int(user.split(":", maxsplit=1)[0]))
-        pools.append({"name": pool["name"], "project": project, "min": pool["min"], "max": pool["max"], "user": user,
-                      "image": FLAVOUR_IMAGES[pool["flavour"]], "api_key_file": pool["api_key_file"] or ""})
+        pools.append(dict({option.name: pool[option.name] for option in POOL_OPTIONS},
+                          name=pool["name"], project=project, min=pool["min"], max=pool["max"], user=user,
+                          image=FLAVOUR_IMAGES[pool["flavour"]]))
     return validate_pools({"enabled": params["enabled"], "idle_timeout": params["idle_timeout"], "pools": pools})
 
 
 def current_config(home):
-    path = os.path.join(home, POOLS_FILE)
-    if not os.path.exists(path):
-        return None
-    with open(path, encoding="utf-8") as handle:
-        try:
-            return validate_pools(json.load(handle))
-        except (ValueError, Hal9000Error):
-            return {}
+    try:
+        return read_pools(home)
+    except (ValueError, Hal9000Error):
+        return {}
 
 
 def coordinator(client, parent_id, *args):
@@ -195,7 +201,8 @@ def coordinator(client, parent_id, *args):
 def manage_pool(module, client):
     params = module.params
     home = params["hal9000_home"]
-    wanted = wanted_config(params)
+    wanted = wanted_config(params)  # as saved: None where hal9000.conf decides
+    in_force = validate_pools(wanted, resolve_in_home(home))
     before = current_config(home)
     parent = inspect_container(client, params["parent"])
     if parent is None or not parent["State"]["Running"]:
@@ -219,15 +226,15 @@ def manage_pool(module, client):
         coordinator(client, parent["Id"], "pool", "reload")
 
     def counts():
-        return {p["name"]: len(warm_workers(client, params["parent"], pool=p["name"])) for p in wanted["pools"]}
+        return {p["name"]: len(warm_workers(client, params["parent"], pool=p["name"])) for p in in_force["pools"]}
 
     warm = counts()
     if params["wait"] and wanted["enabled"] and not module.check_mode:
         deadline = time.monotonic() + params["wait_timeout"]
-        while any(warm[p["name"]] < p["min"] for p in wanted["pools"]) and time.monotonic() < deadline:
+        while any(warm[p["name"]] < p["min"] for p in in_force["pools"]) and time.monotonic() < deadline:
             time.sleep(0.25)
             warm = counts()
-        short = [f"{p['name']} has {warm[p['name']]} of {p['min']}" for p in wanted["pools"] if warm[p["name"]] < p["min"]]
+        short = [f"{p['name']} has {warm[p['name']]} of {p['min']}" for p in in_force["pools"] if warm[p["name"]] < p["min"]]
         if short:
             raise Hal9000Error(
                 f"Pools not at their minimum after {params['wait_timeout']} s ({'; '.join(short)}): "
@@ -235,7 +242,7 @@ def manage_pool(module, client):
             )
     result = dict(
         changed=bool(actions), actions=actions, manager_running=wanted["enabled"] if not module.check_mode else running,
-        pools=[dict(p, warm=warm[p["name"]]) for p in wanted["pools"]],
+        pools=[dict(p, warm=warm[p["name"]]) for p in in_force["pools"]],
     )
     if module._diff:
         result["diff"] = dict(before=before or {}, after=wanted)
@@ -245,20 +252,20 @@ def manage_pool(module, client):
 def main():
     module = build_module(
         dict(
-            parent=dict(type="str", default="hal9000-parent"),
-            hal9000_home=dict(type="path", default="~/.hal9000"),
+            parent=dict(type="str", default=PARENT_NAME),
+            hal9000_home=dict(type="path", default=DEFAULT_HOME),
             enabled=dict(type="bool", default=True),
             generic=dict(type="bool", default=True),
-            min_warm_workers=dict(type="int", default=2),
-            max_warm_workers=dict(type="int", default=5),
-            idle_timeout=dict(type="int", default=300),
+            min_warm_workers=dict(type="int"),
+            max_warm_workers=dict(type="int"),
+            idle_timeout=dict(type="int"),
             pools=dict(type="list", elements="dict", default=[], options=dict(
                 name=dict(type="str", required=True),
                 project_dir=dict(type="path", required=True),
                 min=dict(type="int", default=1),
                 max=dict(type="int", default=3),
                 flavour=dict(type="str", default="minimal", choices=list(FLAVOUR_IMAGES)),
-                api_key_file=dict(type="path", no_log=False),
+                **{option.name: dict(option.ansible) for option in POOL_OPTIONS},
             )),
             wait=dict(type="bool", default=True),
             wait_timeout=dict(type="int", default=120),

@@ -53,14 +53,22 @@ options:
     type: bool
     default: true
   memory:
-    description: Memory limit (no swap on top). Defaults to E(WORKER_MEMORY), then C(4g).
+    description:
+      - Memory limit (no swap on top).
+      - Unset, E(WORKER_MEMORY) in the module's environment, then C(WORKER_MEMORY) in C(config/hal9000.conf) under
+        O(hal9000_home), then C(4g). The same rule gives O(cpus) and O(pids_limit) their defaults.
     type: str
   cpus:
-    description: CPU limit. Defaults to E(WORKER_CPUS), then C(2).
+    description: CPU limit. Defaults to E(WORKER_CPUS), then C(WORKER_CPUS) in hal9000.conf, then C(2).
     type: str
   pids_limit:
-    description: Process limit. Defaults to E(WORKER_PIDS_LIMIT), then C(100).
+    description: Process limit. Defaults to E(WORKER_PIDS_LIMIT), then C(WORKER_PIDS_LIMIT) in hal9000.conf, then C(100).
     type: str
+  hal9000_home:
+    description:
+      - The HAL-9000 home whose C(config/hal9000.conf) gives the default limits, and whose claim lock O(from_pool) takes.
+      - Defaults to the directory the parent mounts as its home (so it is the parent's), or C(~/.hal9000) in V(legacy) mode.
+    type: path
   no_limits:
     description: Run without memory, CPU and process limits.
     type: bool
@@ -212,50 +220,58 @@ actions:
   elements: str
 """
 
+import os
 import time
 
 from ansible_collections.hal9000.dind.plugins.module_utils.ansible_docker import build_module, run_module
 from ansible_collections.hal9000.dind.plugins.module_utils.errors import Hal9000Error
-from ansible_collections.hal9000.dind.plugins.module_utils.fleet import (
-    LABEL_MANAGED,
-    LABEL_PARENT_STARTED,
-    LABEL_ROLE,
-    LABEL_SPEC,
-    ROLE_WORKER,
-)
+from ansible_collections.hal9000.dind.plugins.module_utils.constants import DEFAULT_HOME, FLAVOUR_IMAGES
+from ansible_collections.hal9000.dind.plugins.module_utils.docker_api import inspect_container
+from ansible_collections.hal9000.dind.plugins.module_utils.fleet import LABEL_MANAGED, LABEL_ROLE, ROLE_WORKER
 from ansible_collections.hal9000.dind.plugins.module_utils.images import inspect_image
-from ansible_collections.hal9000.dind.plugins.module_utils.parent import inspect_container
 from ansible_collections.hal9000.dind.plugins.module_utils.pool import claim, installation_home
+from ansible_collections.hal9000.dind.plugins.module_utils.settings import WORKER_LIMIT_OPTIONS, resolve, resolve_in_home
 from ansible_collections.hal9000.dind.plugins.module_utils.validate import validate_name
 from ansible_collections.hal9000.dind.plugins.module_utils.workers import (
-    FLAVOUR_IMAGES,
+    WORKER_OPTIONS,
     attach_command,
     current_limits,
     parent_network,
     spawn_worker,
+    stale_reasons,
     update_limits,
+    worker_argument_spec,
+    worker_facts,
     worker_spec,
 )
 
 
-def spec_from_params(params):
+def spec_from_params(params, settings):
     """Validated before any call to the daemon."""
     return worker_spec(
         name=params["name"], image=params["image"] or FLAVOUR_IMAGES[params["flavour"] or "minimal"],
-        project_dir=params["project_dir"], parent=params["parent"], mode=params["mode"],
-        memory=params["memory"], cpus=params["cpus"], pids_limit=params["pids_limit"], no_limits=params["no_limits"],
-        env=params["env"], command=params["command"], auto_remove=params["auto_remove"], read_only=params["read_only"],
-        api_key_file=params["api_key_file"],
         claude_config_dir=params["claude_config_dir"] if params["mount_claude_config"] else None,
-        user=params["user"], drop_capabilities=params["drop_capabilities"],
-        no_new_privileges=params["no_new_privileges"],
+        settings=settings, **{option.name: params[option.name] for option in WORKER_OPTIONS},
     )
 
 
+def explicit_limits(params):
+    return {option: params[option] for option in WORKER_LIMIT_OPTIONS}
+
+
 def fix_name(params):
-    """Validate a start before Docker is touched, and keep a generated name for the whole run."""
+    """Validate a start before Docker is touched (hal9000.conf is read later), and keep a generated name for the run."""
     if params["state"] == "started":
-        params["name"] = spec_from_params(params)["name"]
+        params["name"] = spec_from_params(params, resolve(explicit_limits(params), environ=os.environ))["name"]
+
+
+def home_of(client, params):
+    """The installation's home: given, else the one the parent mounts (legacy workers have no parent)."""
+    if params["hal9000_home"]:
+        return params["hal9000_home"]
+    if params["mode"] == "legacy":
+        return os.path.expanduser(DEFAULT_HOME)
+    return installation_home(client, params["parent"])
 
 
 def describe(inspected, spec, spawn_ms=None):
@@ -280,10 +296,23 @@ def comparable(worker):
     return {k: worker.get(k) for k in ("state", "image", "project", "user", "limits", "network_mode")} if worker.get("id") else {}
 
 
+def planned(before, spec, actions, network, state):
+    """What a check run expects afterwards, in the shape a real run's diff has."""
+    if not actions:
+        return comparable(before)
+    if state == "absent" or (state == "stopped" and "auto_remove" in actions[0]):
+        return {}
+    if state == "stopped":
+        return dict(comparable(before), state="exited")
+    return {"state": "running", "image": spec["image"], "project": spec["project"], "user": spec["user"],
+            "limits": dict(spec["limits"]), "network_mode": network[0]}
+
+
 def manage_worker(module, client):
     params = module.params
     if params["state"] == "started":
-        spec = spec_from_params(params)
+        settings = resolve_in_home(home_of(client, params), explicit_limits(params), os.environ)
+        spec = spec_from_params(params, settings)
     else:
         spec = {"name": validate_name(params["name"], "worker"), "mode": params["mode"]}
     if params["state"] == "started" and spec["mode"] == "legacy":
@@ -298,7 +327,7 @@ def manage_worker(module, client):
     # only containers this collection made (io.hal9000.managed=true) are workers it may replace or remove.
     if current is not None and (labels.get(LABEL_ROLE) != ROLE_WORKER or labels.get(LABEL_MANAGED) != "true"):
         raise Hal9000Error(f"A container named {name} exists and is not a HAL-9000 worker: choose another name.")
-    actions, spawn_ms, claimed_id, claim_ms = [], None, None, None
+    actions, spawn_ms, claimed_id, claim_ms, network = [], None, None, None, ("", "")
     state = params["state"]
     # Taken now: a recreate forgets `current`, and the diff must still show the worker that was there.
     before = describe(current, spec) if current else {"name": name, "state": "absent"}
@@ -309,23 +338,15 @@ def manage_worker(module, client):
             raise Hal9000Error(f"Worker image {spec['image']} is missing: build it with playbooks/build_images.yml.")
         network = parent_network(client, spec)
         if current is not None:
-            reasons = []
-            if current["Config"]["Labels"].get(LABEL_SPEC) != spec["digest"]:
-                reasons.append("options changed")
-            if current["Image"] != image["Id"]:
-                reasons.append("image changed")
-            labels = current["Config"].get("Labels") or {}
-            if (current["HostConfig"]["NetworkMode"], labels.get(LABEL_PARENT_STARTED, "")) != network:
-                reasons.append("parent network is stale")
+            reasons = stale_reasons(worker_facts(current), spec, image["Id"], network)
             if reasons:
                 actions.append(f"recreated {name} ({', '.join(reasons)})")
                 if not module.check_mode:
                     client.api.remove_container(current["Id"], force=True, v=True)
                 current = None
         if current is None and params["from_pool"] and not module.check_mode:
-            home = installation_home(client, spec["parent"])
             began = time.monotonic()
-            claimed_id = claim(client, spec, name, home, parent_started=network[1])
+            claimed_id = claim(client, spec, name, home_of(client, params), network, image["Id"])
             claim_ms = round((time.monotonic() - began) * 1000, 1)
             if claimed_id:
                 actions.append(f"claimed a warm worker as {name}")
@@ -359,7 +380,8 @@ def manage_worker(module, client):
     if claim_ms is not None:
         result["claim_ms"] = claim_ms
     if module._diff:
-        result["diff"] = dict(before=comparable(before), after=comparable(after) if not module.check_mode else {"planned": actions})
+        result["diff"] = dict(before=comparable(before),
+                              after=planned(before, spec, actions, network, state) if module.check_mode else comparable(after))
     return result
 
 
@@ -367,27 +389,14 @@ def main():
     module = build_module(
         dict(
             name=dict(type="str"),
-            project_dir=dict(type="path"),
             image=dict(type="str"),
             flavour=dict(type="str", choices=list(FLAVOUR_IMAGES)),
             state=dict(type="str", default="started", choices=["started", "stopped", "absent"]),
-            auto_remove=dict(type="bool", default=True),
-            memory=dict(type="str"),
-            cpus=dict(type="str"),
-            pids_limit=dict(type="str"),
-            no_limits=dict(type="bool", default=False),
-            env=dict(type="dict", default={}),
-            api_key_file=dict(type="path", no_log=False),
             mount_claude_config=dict(type="bool", default=False),
             claude_config_dir=dict(type="path", default="~/.claude"),
-            read_only=dict(type="bool", default=False),
-            drop_capabilities=dict(type="bool", default=True),
-            no_new_privileges=dict(type="bool", default=True),
-            user=dict(type="str"),
-            parent=dict(type="str", default="hal9000-parent"),
-            mode=dict(type="str", default="dind", choices=["dind", "legacy"]),
-            command=dict(type="list", elements="str"),
             from_pool=dict(type="bool", default=False),
+            hal9000_home=dict(type="path"),
+            **worker_argument_spec(),
         ),
         supports_check_mode=True,
         mutually_exclusive=[("image", "flavour")],

@@ -216,7 +216,10 @@ def test_diff_mode_shows_before_and_after(ansible, docker_client, parent, made, 
     planned = ansible.task(MODULE, {"name": name, "parent": parent.name, "auto_remove": False, "memory": "5g"},
                            diff=True, check_mode=True)
     assert planned["diff"]["before"]["limits"]["memory"] == 6 * GIB
-    assert planned["diff"]["after"] == {"planned": [f"updated limits of {name} in place"]}
+    # A check run's diff has the shape of a real run's: only the memory differs from before.
+    assert planned["diff"]["after"] == dict(planned["diff"]["before"], limits=dict(planned["diff"]["before"]["limits"], memory=5 * GIB))
+    fresh = ansible.task(MODULE, {"name": f"{name}-new", "parent": parent.name}, diff=True, check_mode=True)
+    assert fresh["diff"]["after"] == created["diff"]["after"], fresh
 
     recreated = ansible.task(MODULE, {"name": name, "parent": parent.name, "auto_remove": False, "memory": "6g",
                                       "user": "1001:1001", "env": {"A": "b"}}, diff=True)
