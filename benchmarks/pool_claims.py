@@ -32,8 +32,10 @@ import _setup  # (the working tree as ansible_collections.hal9000.dind, and Goal
 import docker
 import yaml
 
+from ansible_collections.hal9000.dind.plugins.module_utils.docker_api import image_id
 from ansible_collections.hal9000.dind.plugins.module_utils.pool import claim, spawn_warm, validate_pools, warm_workers
-from ansible_collections.hal9000.dind.plugins.module_utils.workers import spawn_worker, worker_spec
+from ansible_collections.hal9000.dind.plugins.module_utils.settings import resolve_in_home
+from ansible_collections.hal9000.dind.plugins.module_utils.workers import parent_network, spawn_worker, worker_spec
 
 CLAIMS = 100
 BATCH = 10
@@ -88,8 +90,12 @@ class Bench:
             "min_warm_workers": size, "max_warm_workers": size,
         })[0]
 
-    def generic_pool(self):
-        return validate_pools({"pools": [{"name": "generic", "min": 5, "max": 5}]})["pools"][0]
+    def settings(self):
+        """The settings the worker module resolves for this installation (hal9000.conf in its home)."""
+        return resolve_in_home(self.home)
+
+    def generic_pool(self, settings):
+        return validate_pools({"pools": [{"name": "generic", "min": 5, "max": 5}]}, settings)["pools"][0]
 
     def remove(self, *names):
         for name in names:
@@ -114,17 +120,21 @@ class Bench:
     # ------------------------------------------------------------- measurements ----
     def library_claims(self):
         """Milliseconds of each of CLAIMS real claims, the pool refilled in batches between them."""
-        pool = self.generic_pool()
+        settings = self.settings()
+        pool = self.generic_pool(settings)
+        # Looked up before the claim, as the worker module does (its claim_ms leaves them out too).
+        reference = worker_spec(name=f"{self.prefix}-claim", parent=self.parent, settings=settings)
+        network, current_image = parent_network(self.client, reference), image_id(self.client, reference["image"])
         timings, index = [], 0
         while index < CLAIMS:
             for _made in range(BATCH):
-                spawn_warm(self.client, pool, self.parent)
+                spawn_warm(self.client, pool, self.parent, settings, network)
             claimed = []
             for _claim in range(BATCH):
                 name = f"{self.prefix}-claim-{index}"
-                spec = worker_spec(name=name, parent=self.parent)  # what the worker module builds
+                spec = worker_spec(name=name, parent=self.parent, settings=settings)  # what the worker module builds
                 began = time.perf_counter()
-                container_id = claim(self.client, spec, name, self.home)
+                container_id = claim(self.client, spec, name, self.home, network, current_image)
                 timings.append((time.perf_counter() - began) * 1000)
                 if container_id is None:
                     raise RuntimeError(f"claim {index} found no warm worker")
@@ -136,7 +146,7 @@ class Bench:
     def cold_spawns(self):
         timings = []
         for index in range(COLD):
-            spec = worker_spec(name=f"{self.prefix}-cold-{index}", parent=self.parent)
+            spec = worker_spec(name=f"{self.prefix}-cold-{index}", parent=self.parent, settings=self.settings())
             timings.append(spawn_worker(self.client, spec)[1])
             self.remove(spec["name"])
         return timings
@@ -167,8 +177,9 @@ class Bench:
         """A burst of 5 claims from a full pool of 5, then the seconds until it holds 5 again."""
         self.wait_warm(5, 60)
         names = [f"{self.prefix}-burst-{index}" for index in range(5)]
+        settings = self.settings()
         for name in names:
-            if claim(self.client, worker_spec(name=name, parent=self.parent), name, self.home) is None:
+            if claim(self.client, worker_spec(name=name, parent=self.parent, settings=settings), name, self.home) is None:
                 raise RuntimeError("the burst found the pool empty")
         began = time.monotonic()
         while len(warm_workers(self.client, self.parent)) < 5:
