@@ -75,7 +75,8 @@ class Goals:
         """Run ``main()``, report, and return the exit status (for ``sys.exit``)."""
         try:
             main()
-        except Exception as error:  # pylint: disable=broad-exception-caught  (reported as a failed benchmark)
+        except Exception as error:  # pylint: disable=broad-exception-caught
+            # reported as a failed benchmark, with the goals recorded so far
             traceback.print_exc()
             self.error = f"{type(error).__name__}: {error}".splitlines()[0]
         self.report()

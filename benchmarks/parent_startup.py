@@ -134,10 +134,8 @@ def community_docker_available():
 def community_docker_play(extra):
     """The same end state as site.yml for a converged host (images present, volumes, layout, parent, ChromaDB)."""
     home, prefix, name = extra["hal9000_home"], extra["hal9000_volume_prefix"], extra["hal9000_parent_name"]
-    env = {"CHROMADB_PORT": "8000", "WORKER_IMAGE": "hal9000/worker:latest", "SKIP_IMAGE_PULL": "false",
-           "LAZY_IMAGE_PULL": "false", "ENABLE_POOL_MANAGER": "false", "MIN_WARM_WORKERS": "2",
-           "MAX_WARM_WORKERS": "5", "IDLE_TIMEOUT": "300", "HAL9000_HOME_HOST": home,
-           "HAL9000_PARENT_NAME": name, "HAL9000_VOLUME_PREFIX": prefix}
+    # As the parent module starts it: the settings come from hal9000.conf, not from its environment.
+    env = {"HAL9000_PARENT_NAME": name, "HAL9000_VOLUME_PREFIX": prefix}
     mounts = {"chromadb": "/data/chromadb", "memorybank": "/data/membank", "plugins": "/data/plugins"}
     tasks = [
         {"name": "Images exist", "community.docker.docker_image_info": {"name": ["hal9000/parent:latest", "hal9000/worker:latest"]},

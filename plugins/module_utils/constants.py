@@ -32,6 +32,11 @@ POOLS_FILE = os.path.join("config", "pools.json")
 CLAIM_LOCK_FILE = os.path.join("run", "claim.lock")
 
 
+def default_home():
+    """~/.hal9000 of the user running this (for callers without a parent to ask)."""
+    return os.path.expanduser(DEFAULT_HOME)
+
+
 def config_path(home):
     """hal9000.conf of the installation whose home is ``home``."""
     return os.path.join(home, CONFIG_FILE)

@@ -103,7 +103,7 @@ def _text(value, key):
 _PARSERS = {
     "str": _text, "bool": _bool, "count": _count, "port": _port,
     "memory": _checked_text(parse_memory), "cpus": _checked_text(parse_cpus),
-    "positive": lambda value, key: parse_positive_int(value, key),
+    "positive": parse_positive_int,
 }
 
 

@@ -225,7 +225,7 @@ import time
 
 from ansible_collections.hal9000.dind.plugins.module_utils.ansible_docker import build_module, run_module
 from ansible_collections.hal9000.dind.plugins.module_utils.errors import Hal9000Error
-from ansible_collections.hal9000.dind.plugins.module_utils.constants import DEFAULT_HOME, FLAVOUR_IMAGES
+from ansible_collections.hal9000.dind.plugins.module_utils.constants import FLAVOUR_IMAGES, default_home
 from ansible_collections.hal9000.dind.plugins.module_utils.docker_api import inspect_container
 from ansible_collections.hal9000.dind.plugins.module_utils.fleet import LABEL_MANAGED, LABEL_ROLE, ROLE_WORKER
 from ansible_collections.hal9000.dind.plugins.module_utils.images import inspect_image
@@ -270,7 +270,7 @@ def home_of(client, params):
     if params["hal9000_home"]:
         return params["hal9000_home"]
     if params["mode"] == "legacy":
-        return os.path.expanduser(DEFAULT_HOME)
+        return default_home()
     return installation_home(client, params["parent"])
 
 
