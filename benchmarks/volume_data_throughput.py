@@ -39,11 +39,8 @@ import uuid
 import _setup  # (links this checkout as ansible_collections.hal9000.dind, and Goals)
 import docker
 
-from ansible_collections.hal9000.dind.plugins.module_utils.volume_data import (
-    DEFAULT_HELPER_IMAGE,
-    require_local_image,
-    transfer,
-)
+from ansible_collections.hal9000.dind.plugins.module_utils.volume_data import transfer
+from ansible_collections.hal9000.dind.plugins.module_utils.volume_helpers import DEFAULT_HELPER_IMAGE, require_local_image
 
 MB = 1000 * 1000
 GOALS = _setup.Goals(__file__)

@@ -24,7 +24,6 @@ Pure: standard library and the docker SDK only, never ``ansible.*``.
 from __future__ import annotations
 
 import errno
-import functools
 import hashlib
 import io
 import json
@@ -34,17 +33,9 @@ import shutil
 import tarfile
 import threading
 import time
-import uuid
 from contextlib import contextmanager
 
-from ansible_collections.hal9000.dind.plugins.module_utils.docker_api import (
-    APIError,
-    DockerException,
-    NotFound,
-    RequestException,
-    api_error_message,
-)
-from ansible_collections.hal9000.dind.plugins.module_utils import manifest as _manifest_module
+from ansible_collections.hal9000.dind.plugins.module_utils.docker_api import APIError, DockerException, RequestException, api_error_message
 from ansible_collections.hal9000.dind.plugins.module_utils.errors import Hal9000Error
 from ansible_collections.hal9000.dind.plugins.module_utils.manifest import (
     CHUNK,
@@ -58,57 +49,31 @@ from ansible_collections.hal9000.dind.plugins.module_utils.manifest import (
     summary,
     tar_member_name,
 )
-from ansible_collections.hal9000.dind.plugins.module_utils.staging import leftover_staging, owner_gone, owner_tag, staging_name
+from ansible_collections.hal9000.dind.plugins.module_utils.staging import leftover_staging, staging_name
 from ansible_collections.hal9000.dind.plugins.module_utils.validate import first_free, validate_name
+from ansible_collections.hal9000.dind.plugins.module_utils.volume_helpers import (
+    ASIDE_DIR,
+    COPIED,
+    COPIED_WITHOUT_MANIFEST,
+    COPY_FAILED,
+    CP_RAN,
+    NOT_EMPTY,
+    VOLUME_DIR,
+    _first_error,
+    _manifest_source,
+    clear_volume,
+    helper_container,
+    remove_stale_helpers,
+    require_local_image,
+    running_users,
+)
 from ansible_collections.hal9000.dind.plugins.module_utils.volumes import inspect_volume
 
 DIRECTIONS = ("import", "export")
 MODES = ("into_empty", "replace")
-DEFAULT_HELPER_IMAGE = "debian:bookworm-slim"
-# Preferred when no helper_image is given and it is on the Docker host: its python3 computes manifests in place.
-PREFERRED_HELPER_IMAGE = "hal9000/parent:latest"
-VOLUME_DIR = "hal9000-volume"  # where helpers mount the volume (/hal9000-volume)
-SOURCE_DIR = "hal9000-source"  # where an import's helper mounts the source directory, read-only
-TARGET_DIR = "hal9000-target"  # where an export's helper mounts the staging directory
-ASIDE_DIR = "hal9000-aside"
 STAGING_INFIX = ".hal9000-partial-"  # an export's copy beside its directory, renamed into place once verified
-HELPER_LABELS = {"io.hal9000.managed": "true", "io.hal9000.type": "volume-data-helper"}
 REPLACED_FROM_LABEL = "io.hal9000.replaced-from"
-# "<host>:<pid>" of the process that created a helper, so a helper left by a killed run can be recognised.
-HELPER_OWNER_LABEL = "io.hal9000.helper-owner"
 
-# The helper's python3 runs manifest.py's own source (argv[1], its one import stubbed) on each directory named
-# after it and prints the manifests as JSON, then the JSON's sha256 (a log driver that cut the output is caught).
-# With --if-empty it exits 92 (NOT_EMPTY) when a directory holds anything.
-# -I ignores the image's PYTHONPATH; -X utf8 decodes file names as the host does.
-_MANIFEST_PROGRAM = """
-import hashlib, json, sys, types
-errors = types.ModuleType("errors")
-errors.Hal9000Error = type("Hal9000Error", (Exception,), {})
-sys.modules["ansible_collections.hal9000.dind.plugins.module_utils.errors"] = errors
-manifest = types.ModuleType("manifest")
-exec(compile(sys.argv[1], "manifest.py", "exec"), manifest.__dict__)
-manifests = {name: manifest.manifest_of_directory("/" + name) for name in sys.argv[2:] if name != "--if-empty"}
-out = json.dumps(manifests).encode("ascii")
-sys.stdout.buffer.write(out + b"\\n" + hashlib.sha256(out).hexdigest().encode("ascii") + b"\\n")
-if "--if-empty" in sys.argv and not all(map(manifest.is_empty, manifests.values())):
-    sys.exit(92)
-"""
-
-# An import's helper: GNU cp from the bind-mounted source ("$0" is _MANIFEST_PROGRAM, "$1" manifest.py's source
-# or "" without one, "$2" --if-empty to copy only into an empty volume), then the volume's manifest as above.
-# The exit code says how far it got; only those in CP_RAN mean cp ran. cp keeps
-# what a tar through the archive API keeps (cp -a without extended attributes), so both ways give the same copy.
-COPIED, COPY_FAILED, COPIED_WITHOUT_MANIFEST, NOT_EMPTY, NOT_CHECKED = 0, 90, 91, 92, 93
-CP_RAN = (COPIED, COPY_FAILED, COPIED_WITHOUT_MANIFEST)
-CP_OPTIONS = ["-dR", "--preserve=mode,ownership,timestamps,links"]
-_COPY_SCRIPT = f"""if [ "$2" = --if-empty ]; then
-  python3 -I -X utf8 -c "$0" "$1" --if-empty {VOLUME_DIR} || exit $(( $? == {NOT_EMPTY} ? {NOT_EMPTY} : {NOT_CHECKED} ))
-fi
-cp {' '.join(CP_OPTIONS)} /{SOURCE_DIR}/. /{VOLUME_DIR}/ || exit {COPY_FAILED}
-[ -n "$1" ] && command -v python3 >/dev/null || exit {COPIED_WITHOUT_MANIFEST}
-python3 -I -X utf8 -c "$0" "$1" {VOLUME_DIR} || exit {COPIED_WITHOUT_MANIFEST}
-"""
 
 # Members are checked by _safe_members; tarfile's own 'tar'/'data' filters would
 # drop group/other write bits, and a copy must keep modes exactly.
@@ -160,116 +125,7 @@ def _require_parent(path, option):
         raise Hal9000Error(f"The parent directory {parent} of {option} does not exist: create it first.")
 
 
-def require_local_image(client, image):
-    """Fail in one line when the helper image is not on the Docker host; it is never pulled.
-
-    Returns the image: ``image``, or with None the preferred one when present, else the default.
-    """
-    if image is None:
-        try:
-            client.api.inspect_image(PREFERRED_HELPER_IMAGE)
-            return PREFERRED_HELPER_IMAGE
-        except NotFound:
-            image = DEFAULT_HELPER_IMAGE
-    try:
-        client.api.inspect_image(image)
-    except NotFound:
-        raise Hal9000Error(
-            f"Helper image {image} is not on this Docker host and is never pulled: build or load it "
-            "(ansible-playbook playbooks/base_image.yml, or docker load -i <file>), or set helper_image to a local image."
-        ) from None
-    return image
-
-
-def remove_stale_helpers(client, volume):
-    """Remove the helpers of ``volume`` left by a run that was killed (created on this host by a process now gone).
-
-    A killed run leaves its helper (never started) holding the volume, which would
-    block removing the volume later. Helpers of live processes are left alone.
-    """
-    removed = []
-    filters = {"label": [f"io.hal9000.type={HELPER_LABELS['io.hal9000.type']}", f"io.hal9000.volume={volume}"]}
-    for found in client.api.containers(all=True, filters=filters):
-        if not owner_gone((found.get("Labels") or {}).get(HELPER_OWNER_LABEL, "")):
-            continue
-        try:
-            client.api.remove_container(found["Id"], force=True)
-        except NotFound:
-            continue
-        removed.append(found["Names"][0].lstrip("/"))
-    return removed
-
-
-def running_users(client, volume):
-    containers = client.api.containers(filters={"volume": volume})
-    return sorted(c["Names"][0].lstrip("/") for c in containers)
-
-
 # --- helper containers and archive streams -------------------------------------------------
-
-
-@functools.lru_cache(maxsize=None)
-def _manifest_source():
-    """manifest.py's source for the helper's python3, or None where the loader cannot give it (read once)."""
-    try:
-        return _manifest_module.__loader__.get_source(_manifest_module.__name__)
-    except (AttributeError, ImportError, OSError):
-        return None
-
-
-@contextmanager
-def helper_container(client, image, mounts, volume, source_dir=None, if_empty=False, target_dir=None, **extra):
-    """A helper container with ``mounts`` ({volume: (dir, read_only)}), removed on the way out.
-
-    Unless given a command, it computes the manifests of its mounts when started (see volume_manifest);
-    with ``source_dir`` it first copies that host directory, mounted read-only, into the volume (only when
-    the volume is empty with ``if_empty``; see copy_from_bind_mount); with ``target_dir`` it only copies the
-    volume into that host directory (see copy_to_bind_mount).
-    """
-    binds = {name: {"bind": "/" + where, "mode": "ro" if read_only else "rw"} for name, (where, read_only) in mounts.items()}
-    # The Mounts API, not a bind string: any path is safe in it (':' and ','), and a path the daemon
-    # does not have fails instead of being created.
-    host_mounts = [
-        {"Type": "bind", "Source": host_path, "Target": "/" + where, "ReadOnly": read_only}
-        for host_path, where, read_only in ((source_dir, SOURCE_DIR, True), (target_dir, TARGET_DIR, False))
-        if host_path
-    ]
-    manifest_source = None if "command" in extra else _manifest_source()
-    if target_dir:
-        extra.update(
-            entrypoint=["cp"],
-            command=CP_OPTIONS + [f"/{VOLUME_DIR}/.", f"/{TARGET_DIR}/"],
-            user="0:0",  # gives the files their owners, as an extraction by root does
-        )
-    elif source_dir:
-        extra.update(
-            entrypoint=["sh", "-c", _COPY_SCRIPT, _MANIFEST_PROGRAM],
-            command=[manifest_source or ""] + (["--if-empty"] if if_empty else []),
-            user="0:0",  # keeps owners, and reads every file, as the archive API does
-        )
-    elif manifest_source is not None:
-        extra.update(
-            entrypoint=["python3", "-I", "-X", "utf8", "-c", _MANIFEST_PROGRAM],
-            command=[manifest_source] + [where for where, _read_only in mounts.values()],
-            user="0:0",  # reads every file, whatever its mode, as get_archive does
-        )
-    container = client.api.create_container(
-        image,
-        command=extra.pop("command", ["true"]),
-        name=f"hal9000-volume-data-{uuid.uuid4().hex[:12]}",
-        labels=dict(HELPER_LABELS, **{"io.hal9000.volume": volume, HELPER_OWNER_LABEL: owner_tag()}),
-        host_config=client.api.create_host_config(binds=binds, mounts=host_mounts or None),
-        network_disabled=True,
-        healthcheck={"test": ["NONE"]},  # an image's health check has nothing to check in a helper
-        **extra,
-    )["Id"]
-    try:
-        yield container
-    finally:
-        try:
-            client.api.remove_container(container, force=True)
-        except NotFound:
-            pass
 
 
 class _ChunkReader(io.RawIOBase):
@@ -559,23 +415,6 @@ def extract_staged(client, container, final_path, expected, verify=True, ownersh
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return staging, written
-
-
-def _first_error(client, container):
-    lines = client.api.logs(container).decode("utf-8", "replace").strip().splitlines()
-    return lines[0] if lines else "no output"
-
-
-def clear_volume(client, image, volume):
-    """Empty a volume for mode=replace; the archive API cannot delete, so a helper runs find."""
-    with helper_container(
-        client, image, {volume: (VOLUME_DIR, False)}, volume,
-        command=["/" + VOLUME_DIR, "-mindepth", "1", "-delete"], entrypoint=["find"], user="0:0",
-    ) as container:
-        client.api.start(container)
-        status = client.api.wait(container).get("StatusCode")
-        if status != 0:
-            raise Hal9000Error(f"Emptying volume {volume} with find in {image} failed (exit {status}: {_first_error(client, container)}).")
 
 
 def daemon_shares_host_paths(client):

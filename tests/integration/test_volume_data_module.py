@@ -13,10 +13,14 @@ import time
 
 import pytest
 
-from ansible_collections.hal9000.dind.plugins.module_utils import volume_data
+from ansible_collections.hal9000.dind.plugins.module_utils import (
+    volume_data,
+    volume_helpers,
+)
 from ansible_collections.hal9000.dind.plugins.module_utils.errors import Hal9000Error
 from ansible_collections.hal9000.dind.plugins.module_utils.manifest import manifest_of_directory, summary
-from ansible_collections.hal9000.dind.plugins.module_utils.volume_data import VOLUME_DIR, archive_manifest, helper_container, transfer
+from ansible_collections.hal9000.dind.plugins.module_utils.volume_data import archive_manifest, transfer
+from ansible_collections.hal9000.dind.plugins.module_utils.volume_helpers import VOLUME_DIR, helper_container
 from trees import assert_same_tree, make_tree, write_random
 
 MODULE = "hal9000.dind.volume_data"
@@ -369,7 +373,8 @@ def test_manifest_computed_in_the_helper_equals_the_read_back(docker_client, pre
 def test_the_helper_verifies_without_reading_the_volume_back(docker_client, prefix, tmp_path, monkeypatch, bind_mount):
     source = small_tree(tmp_path / "source")
     monkeypatch.setattr(volume_data, "daemon_shares_host_paths", lambda client: bind_mount)
-    monkeypatch.setattr(volume_data, "archive_manifest", lambda *args: pytest.fail("the volume was read back"))
+    for reader in (volume_data,):
+        monkeypatch.setattr(reader, "archive_manifest", lambda *args: pytest.fail("the volume was read back"))
     result = transfer(docker_client, "import", f"{prefix}-data-no-read-back-{int(bind_mount)}", str(source), helper_image=HELPERS[0])
     assert result["verified"] is True and result["target"] == result["source"], result
 
@@ -381,7 +386,7 @@ def test_a_bind_mount_copy_that_differs_is_replaced_by_the_archive_api(docker_cl
     source = small_tree(tmp_path / "source")
     volume = f"{prefix}-data-bind-tampered-{sorted(TAMPERING).index(change)}-{HELPERS.index(helper)}"
     # The helper's copy step changes the volume right after cp, as a daemon seeing another tree would.
-    monkeypatch.setattr(volume_data, "_COPY_SCRIPT", volume_data._COPY_SCRIPT.replace(
+    monkeypatch.setattr(volume_helpers, "_COPY_SCRIPT", volume_helpers._COPY_SCRIPT.replace(
         f"/{VOLUME_DIR}/ || exit", f"/{VOLUME_DIR}/ && {command.replace('/v/', f'/{VOLUME_DIR}/')} || exit", 1))
     sends = []
     send = volume_data.send_directory
@@ -407,13 +412,14 @@ def test_an_import_from_a_local_daemon_is_copied_from_a_bind_mount(docker_client
 
 def count_helpers(monkeypatch):
     started = []
-    helper = volume_data.helper_container
+    helper = volume_helpers.helper_container
 
     def counted(*args, **kwargs):
         started.append(kwargs.get("if_empty", False))
         return helper(*args, **kwargs)
 
-    monkeypatch.setattr(volume_data, "helper_container", counted)
+    for maker in (volume_helpers, volume_data):  # every module an import makes helpers in
+        monkeypatch.setattr(maker, "helper_container", counted)
     return started
 
 
@@ -457,14 +463,14 @@ def test_a_source_that_cannot_be_read_leaves_an_empty_volume_empty(docker_client
 
 def engine_without_the_directory(monkeypatch, keyword):
     """Helpers get a host directory (``keyword``: source_dir or target_dir) the engine does not have, as an engine in a VM would."""
-    helper = volume_data.helper_container
+    helper = volume_helpers.helper_container
 
     def elsewhere(*args, **kwargs):
         if kwargs.get(keyword):
             kwargs[keyword] += "-not-on-the-daemon"
         return helper(*args, **kwargs)
 
-    monkeypatch.setattr(volume_data, "helper_container", elsewhere)
+    monkeypatch.setattr(volume_data, "helper_container", elsewhere)  # only its helpers mount host directories
 
 
 def test_a_source_the_daemon_cannot_mount_is_streamed_instead(docker_client, prefix, tmp_path, monkeypatch):
@@ -480,7 +486,7 @@ def test_a_source_the_daemon_cannot_mount_is_streamed_instead(docker_client, pre
 def test_a_helper_whose_cp_fails_is_replaced_by_the_archive_api(docker_client, prefix, tmp_path, monkeypatch):
     source = small_tree(tmp_path / "source")
     # As with a cp without GNU options (busybox): the copy step fails before writing.
-    monkeypatch.setattr(volume_data, "_COPY_SCRIPT", volume_data._COPY_SCRIPT.replace("cp -dR", "cp --no-such-option -dR", 1))
+    monkeypatch.setattr(volume_helpers, "_COPY_SCRIPT", volume_helpers._COPY_SCRIPT.replace("cp -dR", "cp --no-such-option -dR", 1))
     result = transfer(docker_client, "import", f"{prefix}-data-cp-fails", str(source))
     (warning,) = result["warnings"]
     assert "did not work (cp in hal9000/parent:latest failed: cp: unrecognized option" in warning, warning
@@ -611,7 +617,7 @@ def test_an_export_whose_bind_mount_copy_fails_is_extracted_instead(docker_clien
     volume = f"{prefix}-data-export-fallback-{len(failure)}"
     transfer(docker_client, "import", volume, str(source))
     if failure == "copy differs":  # cp that keeps no modes, owners or times
-        monkeypatch.setattr(volume_data, "CP_OPTIONS", ["-dR"])
+        monkeypatch.setattr(volume_helpers, "CP_OPTIONS", ["-dR"])
     else:
         engine_without_the_directory(monkeypatch, "target_dir")
     target = tmp_path / "exported"

@@ -10,7 +10,8 @@ import docker
 import pytest
 
 from ansible_collections.hal9000.dind.plugins.module_utils import volume_data
-from ansible_collections.hal9000.dind.plugins.module_utils.manifest import manifest_of_directory, manifest_of_tar
+from ansible_collections.hal9000.dind.plugins.module_utils.manifest import iter_directory, manifest_of_directory, manifest_of_tar
+from ansible_collections.hal9000.dind.plugins.module_utils.volume_data import daemon_shares_host_paths
 
 
 class Api:
@@ -50,7 +51,7 @@ def test_the_stream_is_what_tarfile_writes_and_sent_is_its_manifest(tmp_path):
     sent = volume_data.send_directory(client, "helper", str(tree))
     expected = io.BytesIO()
     with tarfile.open(fileobj=expected, mode="w|", format=tarfile.PAX_FORMAT) as archive:
-        for relative, full, _st in volume_data.iter_directory(str(tree)):
+        for relative, full, _st in iter_directory(str(tree)):
             info = archive.gettarinfo(full, "hal9000-volume" if relative == "." else f"hal9000-volume/{relative}")
             with open(full, "rb") if info.isreg() else io.BytesIO() as handle:
                 archive.addfile(info, handle if info.isreg() else None)
@@ -92,4 +93,4 @@ def test_a_file_that_shrinks_while_it_is_sent_fails(tmp_path, monkeypatch):
 ])
 def test_only_a_daemon_on_a_local_socket_is_asked_to_mount_host_paths(url, local):
     client = docker.DockerClient(base_url=url, version="1.41")  # given a version, it connects to nothing
-    assert volume_data.daemon_shares_host_paths(client) is local
+    assert daemon_shares_host_paths(client) is local
