@@ -14,6 +14,7 @@ import time
 import pytest
 
 from ansible_collections.hal9000.dind.plugins.module_utils import (
+    volume_archive,
     volume_data,
     volume_helpers,
 )
@@ -389,7 +390,7 @@ def test_a_bind_mount_copy_that_differs_is_replaced_by_the_archive_api(docker_cl
     monkeypatch.setattr(volume_helpers, "_COPY_SCRIPT", volume_helpers._COPY_SCRIPT.replace(
         f"/{VOLUME_DIR}/ || exit", f"/{VOLUME_DIR}/ && {command.replace('/v/', f'/{VOLUME_DIR}/')} || exit", 1))
     sends = []
-    send = volume_data.send_directory
+    send = volume_archive.send_directory
     monkeypatch.setattr(volume_data, "send_directory", lambda *args: sends.append(args) or send(*args))
     result = transfer(docker_client, "import", volume, str(source), helper_image=helper)
     (warning,) = result["warnings"]
@@ -507,7 +508,7 @@ def test_import_fails_when_the_volume_changes_between_copy_and_verify(docker_cli
     source = small_tree(tmp_path / "source")
     volume = f"{prefix}-data-tampered"
     monkeypatch.setattr(volume_data, "daemon_shares_host_paths", lambda client: False)  # the archive API path
-    send = volume_data.send_directory
+    send = volume_archive.send_directory
 
     def send_then_tamper(client, container, source_dir):
         sent = send(client, container, source_dir)
@@ -594,8 +595,8 @@ def test_the_staging_directory_of_a_killed_export_is_removed_by_the_next_run(doc
     target = tmp_path / "exported"
     gone = subprocess.Popen(["true"])
     gone.wait()
-    leftover = tmp_path / f"exported{volume_data.STAGING_INFIX}{gone.pid}-0123abcd"
-    running = tmp_path / f"exported{volume_data.STAGING_INFIX}{os.getppid()}-4567cdef"  # a process still alive
+    leftover = tmp_path / f"exported{volume_archive.STAGING_INFIX}{gone.pid}-0123abcd"
+    running = tmp_path / f"exported{volume_archive.STAGING_INFIX}{os.getppid()}-4567cdef"  # a process still alive
     for partial in (leftover, running):
         (partial / "dir").mkdir(parents=True)
         (partial / "dir" / "half.bin").write_bytes(b"half")

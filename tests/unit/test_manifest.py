@@ -27,7 +27,7 @@ from ansible_collections.hal9000.dind.plugins.module_utils.manifest import (
     tar_member_name,
     tree_digest,
 )
-from ansible_collections.hal9000.dind.plugins.module_utils.volume_data import _safe_members
+from ansible_collections.hal9000.dind.plugins.module_utils.volume_archive import _safe_members
 from ansible_collections.hal9000.dind.plugins.module_utils.volume_helpers import _MANIFEST_PROGRAM, _manifest_source
 
 BLOB = bytes(range(256)) * 40

@@ -9,7 +9,7 @@ import tarfile
 import docker
 import pytest
 
-from ansible_collections.hal9000.dind.plugins.module_utils import volume_data
+from ansible_collections.hal9000.dind.plugins.module_utils import volume_archive
 from ansible_collections.hal9000.dind.plugins.module_utils.manifest import iter_directory, manifest_of_directory, manifest_of_tar
 from ansible_collections.hal9000.dind.plugins.module_utils.volume_data import daemon_shares_host_paths
 
@@ -48,7 +48,7 @@ def make_tree(root):
 def test_the_stream_is_what_tarfile_writes_and_sent_is_its_manifest(tmp_path):
     tree = make_tree(tmp_path / "tree")
     client = Client()
-    sent = volume_data.send_directory(client, "helper", str(tree))
+    sent = volume_archive.send_directory(client, "helper", str(tree))
     expected = io.BytesIO()
     with tarfile.open(fileobj=expected, mode="w|", format=tarfile.PAX_FORMAT) as archive:
         for relative, full, _st in iter_directory(str(tree)):
@@ -66,9 +66,9 @@ def test_a_source_error_is_raised_not_taken_for_a_lost_connection(tmp_path, monk
     def unreadable(path, *args, **kwargs):
         raise PermissionError(13, "Permission denied", path)
 
-    monkeypatch.setattr(volume_data, "open", unreadable, raising=False)
+    monkeypatch.setattr(volume_archive, "open", unreadable, raising=False)
     with pytest.raises(PermissionError, match="Permission denied"):
-        volume_data.send_directory(Client(), "helper", str(tree))
+        volume_archive.send_directory(Client(), "helper", str(tree))
 
 
 def test_a_file_that_shrinks_while_it_is_sent_fails(tmp_path, monkeypatch):
@@ -80,9 +80,9 @@ def test_a_file_that_shrinks_while_it_is_sent_fails(tmp_path, monkeypatch):
         handle.read = lambda size=-1: b""
         return handle
 
-    monkeypatch.setattr(volume_data, "open", shrinking, raising=False)
+    monkeypatch.setattr(volume_archive, "open", shrinking, raising=False)
     with pytest.raises(OSError, match="shrank"):
-        volume_data.send_directory(Client(), "helper", str(tree))
+        volume_archive.send_directory(Client(), "helper", str(tree))
 
 
 @pytest.mark.parametrize("url, local", [
