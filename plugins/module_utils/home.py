@@ -100,7 +100,8 @@ def ensure_home(home, directories, settings, check_mode, mode=0o700):
 
     Everything is validated before the first directory is made.
     """
-    text = config_text(check_file_settings(settings))
+    text = config_text(settings)  # one line per setting, checked first
+    check_file_settings(settings)
     layout = validate_layout(directories)
     if "config" not in layout:
         layout.append("config")  # where hal9000.conf lives

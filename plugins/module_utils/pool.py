@@ -146,7 +146,7 @@ def installation_home(client, parent):
     """The host directory the parent mounts as its home: where the claim lock of its pools lives."""
     inspected = inspect_container(client, parent)
     if inspected is None:
-        raise Hal9000Error(f"Parent {parent} does not exist: start the daemon first (ansible-playbook playbooks/daemon.yml).")
+        raise Hal9000Error(f"Parent {parent} is not running: start the daemon first (ansible-playbook playbooks/daemon.yml).")
     home = mounted_home(inspected)
     if home is None:
         raise Hal9000Error(f"Parent {parent} has no home mounted at {HOME_IN_PARENT}: recreate it with hal9000.dind.parent.")

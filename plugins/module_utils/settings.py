@@ -152,12 +152,12 @@ def resolve(explicit=None, file_values=None, environ=None):
     environ = {} if environ is None else environ
     typed = {}
     for setting in SETTINGS:
-        for value in (explicit.get(setting.option), environ.get(setting.key), file_values.get(setting.key)):
+        # An error names what the user wrote: the option for an explicit value, else the variable.
+        for value, name in ((explicit.get(setting.option), setting.option), (environ.get(setting.key), setting.key),
+                            (file_values.get(setting.key), setting.key), (setting.default, setting.key)):
             if value is not None and value != "":
                 break
-        else:
-            value = setting.default
-        typed[setting.option] = typed_value(setting.key, value)
+        typed[setting.option] = _PARSERS[setting.kind](value, name)
     if typed["min_warm_workers"] > typed["max_warm_workers"]:
         raise Hal9000Error(
             f"MIN_WARM_WORKERS={typed['min_warm_workers']} is more than MAX_WARM_WORKERS={typed['max_warm_workers']}: "
@@ -193,15 +193,10 @@ def at_start(typed):
 
 
 def check_file_settings(values):
-    """hal9000.conf's settings as written by the home module: known keys, valid values, one line each."""
-    checked = {}
-    for key, value in values.items():
+    """hal9000.conf's settings as the home module writes them: known keys and valid values (min <= max too)."""
+    for key in values:
         declared(str(key))
-        if value is not None and value != "":  # an empty value means the default
-            typed_value(str(key), value)
-        checked[str(key)] = value
-    resolve(file_values={k: as_text(v) for k, v in checked.items()})  # the min <= max rule too
-    return checked
+    resolve(file_values={str(k): ("" if v is None else as_text(v)) for k, v in values.items()})
 
 
 def file_defaults():
