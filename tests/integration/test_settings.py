@@ -15,7 +15,7 @@ import docker
 import pytest
 
 from helpers import (
-    AnsibleRunner, REPO_ROOT, exec_in, parent_args, remove_installation, succeeded, wait_for,
+    AnsibleRunner, REPO_ROOT, exec_in, owned_project, parent_args, remove_installation, succeeded, wait_for,
 )
 
 GIB = 1024 ** 3
@@ -73,21 +73,28 @@ def installation(docker_client, prefix, tmp_path, request):
         shutil.rmtree(made.home, ignore_errors=True)
 
 
+FILE = dict(WORKER_MEMORY="6g", WORKER_CPUS="1", WORKER_PIDS_LIMIT="77", MIN_WARM_WORKERS="1", MAX_WARM_WORKERS="2",
+            IDLE_TIMEOUT="120", SKIP_IMAGE_PULL="true", LAZY_IMAGE_PULL="true", ENABLE_POOL_MANAGER="true")
+
+
 def test_every_reader_follows_hal9000_conf(installation):
     inst = installation
-    inst.configure(WORKER_MEMORY="6g", WORKER_CPUS="1", WORKER_PIDS_LIMIT="77", MIN_WARM_WORKERS="1",
-                   MAX_WARM_WORKERS="2", IDLE_TIMEOUT="120", CHROMADB_PORT="8100", SKIP_IMAGE_PULL="true")
+    inst.configure(CHROMADB_PORT="8100", **FILE)
     started = inst.parent()
     # The parent: the start-up settings from the file, and none of them in its environment.
     settings = started["parent"]["settings"]
-    assert (settings["chromadb_port"], settings["skip_image_pull"], settings["memory"]) == (8100, True, "6g"), settings
+    assert (settings["chromadb_port"], settings["skip_image_pull"], settings["lazy_image_pull"], settings["memory"]) \
+        == (8100, True, True, "6g"), settings
+    # ENABLE_POOL_MANAGER from the file started the pool manager, which keeps the file's minimum.
+    assert json.loads(inst.coordinator("pool", "status", "--json"))["running"] is True
+    wait_for(lambda: len(inst.warm()) == 1, 30, "the file's minimum of one warm worker")
     assert "ChromaDB server: Running on port 8100" in started["status_lines"], started["status_lines"]
     env = inst.client.api.inspect_container(inst.name)["Config"]["Env"]
     assert not [item for item in env if item.split("=")[0] in ("CHROMADB_PORT", "WORKER_MEMORY", "MIN_WARM_WORKERS")], env
 
     # A start-up setting changed in the file makes a new parent that follows it; the same file changes nothing.
-    inst.configure(WORKER_MEMORY="6g", WORKER_CPUS="1", WORKER_PIDS_LIMIT="77", MIN_WARM_WORKERS="1",
-                   MAX_WARM_WORKERS="2", IDLE_TIMEOUT="120", CHROMADB_PORT="8200", SKIP_IMAGE_PULL="true")
+    # (Warm workers are the pool's: they never hold a recreate back.)
+    inst.configure(CHROMADB_PORT="8200", **FILE)
     moved = inst.parent()
     assert moved["changed"] is True and moved["actions"][0].startswith(f"recreated {inst.name}"), moved
     assert moved["parent"]["settings"]["chromadb_port"] == 8200
@@ -110,6 +117,12 @@ def test_every_reader_follows_hal9000_conf(installation):
     assert [(p["name"], p["min"], p["max"], p["warm"]) for p in configured["pools"]] == [("generic", 1, 2, 1)], configured
     status = json.loads(inst.coordinator("pool", "status", "--json"))
     assert status["idle_timeout"] == 120 and status["pools"][0]["min"] == 1, status
+    info = succeeded(inst.runner.task("hal9000.dind.info", {"parent": inst.name, "volume_prefix": inst.base}))
+    assert info["pool"]["enabled"] is True and info["pool"]["idle_timeout"] == 120, info["pool"]
+    assert [(p["name"], p["min"], p["max"], p["warm"]) for p in info["pool"]["pools"]] == [("generic", 1, 2, 1)]
+    images = {image["name"]: image for image in info["images"]}
+    assert images["hal9000/parent:latest"]["exists"] is True
+    assert images["hal9000/worker:latest"]["id"] == inst.client.images.get("hal9000/worker:latest").id
     assert all(inst.limits(w["Id"]) == wanted for w in inst.warm())
     # Claimed by the worker module and by `coordinator claim`.
     claimed = inst.worker(f"{inst.base}-claimed", from_pool=True)
@@ -119,8 +132,7 @@ def test_every_reader_follows_hal9000_conf(installation):
     assert answer["claimed"] is True and inst.limits(f"{inst.base}-claimed2") == wanted, answer
 
     # The file changes again: the next worker of every kind follows, a warm one included (limits set at claim).
-    inst.configure(WORKER_MEMORY="5g", WORKER_CPUS="1", WORKER_PIDS_LIMIT="77", MIN_WARM_WORKERS="1",
-                   MAX_WARM_WORKERS="2", IDLE_TIMEOUT="120", CHROMADB_PORT="8200", SKIP_IMAGE_PULL="true")
+    inst.configure(CHROMADB_PORT="8200", **dict(FILE, WORKER_MEMORY="5g"))
     assert inst.parent()["changed"] is False, "live settings need no new parent"
     changed = (5 * GIB, 1.0, 77)
     inst.worker(f"{inst.base}-module2")
@@ -163,6 +175,12 @@ def test_after_a_rebuild_claims_and_the_pool_use_the_new_image(installation):
         second = inst.worker(f"{inst.base}-after2", image=tag, from_pool=True)
         assert second["claimed"] is True, second
         assert inst.client.api.inspect_container(second["worker"]["id"])["Image"] == built[1]
+        # WORKER_IMAGE in the file is also what `coordinator spawn` starts and `coordinator claim` takes.
+        inst.coordinator("spawn", "-n", f"{inst.base}-spawned")
+        assert inst.client.api.inspect_container(f"{inst.base}-spawned")["Image"] == built[1]
+        wait_for(back_to_minimum_on_the_new_image, 10, "the pool to refill")
+        answer = json.loads(inst.coordinator("claim", f"{inst.base}-claimed", "--json"))
+        assert answer["claimed"] is True and inst.client.api.inspect_container(f"{inst.base}-claimed")["Image"] == built[1]
         log = (inst.home / "logs" / "pool-manager.log").read_text()
         assert "(its image was rebuilt)" in log, log
     finally:
@@ -172,3 +190,19 @@ def test_after_a_rebuild_claims_and_the_pool_use_the_new_image(installation):
                 inst.client.images.remove(image, force=True)
             except docker.errors.NotFound:
                 pass
+
+
+def test_a_pool_option_reaches_its_warm_workers_and_their_claims(installation, tmp_path):
+    """read_only, declared once in workers.WORKER_OPTIONS, through the pool module, the pool manager and a claim."""
+    inst = installation
+    project = owned_project(tmp_path / "webapp")
+    inst.configure()
+    inst.parent()
+    inst.pool(generic=False, pools=[{"name": "webapp", "project_dir": project, "min": 1, "max": 1, "read_only": True}])
+    warm = inst.warm()
+    assert len(warm) == 1 and inst.client.api.inspect_container(warm[0]["Id"])["HostConfig"]["ReadonlyRootfs"] is True
+    claimed = inst.worker(f"{inst.base}-ro", project_dir=project, read_only=True, from_pool=True)
+    assert claimed["claimed"] is True, claimed
+    assert inst.client.api.inspect_container(f"{inst.base}-ro")["HostConfig"]["ReadonlyRootfs"] is True
+    other = inst.worker(f"{inst.base}-rw", project_dir=project, from_pool=True)
+    assert other["claimed"] is False, "a writable worker is not taken from a read-only pool"
