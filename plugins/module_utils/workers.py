@@ -62,24 +62,26 @@ _FORBIDDEN_EXACT = ("/", "/root", "/home", "/var", "/tmp")
 # spawn_worker.yml's variables, the coordinator's spawn flags and the pools' options derive from
 # (or are tested against) this list. Adding an option: a line here, a worker_spec keyword and its test.
 #   name: worker_spec keyword and module option; ansible: its argument_spec entry;
-#   flag: `coordinator spawn` flag (None: not offered there); pool: also an option of every pool.
-WorkerOption = collections.namedtuple("WorkerOption", "name ansible flag pool")
+#   flag: `coordinator spawn` flag (None: not offered there); pool: also an option of every pool;
+#   help: the flag's help.
+WorkerOption = collections.namedtuple("WorkerOption", "name ansible flag pool help")
 WORKER_OPTIONS = (
-    WorkerOption("project_dir", {"type": "path"}, "--project", False),
-    WorkerOption("memory", {"type": "str"}, "--memory", False),
-    WorkerOption("cpus", {"type": "str"}, "--cpus", False),
-    WorkerOption("pids_limit", {"type": "str"}, "--pids-limit", False),
-    WorkerOption("no_limits", {"type": "bool", "default": False}, "--no-limits", False),
-    WorkerOption("auto_remove", {"type": "bool", "default": True}, "--no-rm", False),
-    WorkerOption("env", {"type": "dict", "default": {}}, None, False),
-    WorkerOption("api_key_file", {"type": "path", "no_log": False}, "--api-key-file", True),
-    WorkerOption("read_only", {"type": "bool", "default": False}, "--read-only", True),
-    WorkerOption("drop_capabilities", {"type": "bool", "default": True}, None, False),
-    WorkerOption("no_new_privileges", {"type": "bool", "default": True}, None, False),
-    WorkerOption("user", {"type": "str"}, "--user", False),
-    WorkerOption("mode", {"type": "str", "default": "dind", "choices": ["dind", "legacy"]}, None, False),
-    WorkerOption("parent", {"type": "str", "default": PARENT_NAME}, None, False),
-    WorkerOption("command", {"type": "list", "elements": "str"}, None, False),
+    WorkerOption("project_dir", {"type": "path"}, "--project", False, "project directory on the Docker host"),
+    WorkerOption("memory", {"type": "str"}, "--memory", False, "memory limit (default: WORKER_MEMORY, else 4g)"),
+    WorkerOption("cpus", {"type": "str"}, "--cpus", False, "CPU limit (default: WORKER_CPUS, else 2)"),
+    WorkerOption("pids_limit", {"type": "str"}, "--pids-limit", False, "process limit (default: WORKER_PIDS_LIMIT, else 100)"),
+    WorkerOption("no_limits", {"type": "bool", "default": False}, "--no-limits", False, "no memory, CPU or process limit"),
+    WorkerOption("auto_remove", {"type": "bool", "default": True}, "--no-rm", False, "keep the container after it stops"),
+    WorkerOption("env", {"type": "dict", "default": {}}, None, False, None),
+    WorkerOption("api_key_file", {"type": "path", "no_log": False}, "--api-key-file", True,
+                 "host file with the API key (mode 0600)"),
+    WorkerOption("read_only", {"type": "bool", "default": False}, "--read-only", True, "read-only root file system"),
+    WorkerOption("drop_capabilities", {"type": "bool", "default": True}, None, False, None),
+    WorkerOption("no_new_privileges", {"type": "bool", "default": True}, None, False, None),
+    WorkerOption("user", {"type": "str"}, "--user", False, "uid:gid to run as (default 1001:1001)"),
+    WorkerOption("mode", {"type": "str", "default": "dind", "choices": ["dind", "legacy"]}, None, False, None),
+    WorkerOption("parent", {"type": "str", "default": PARENT_NAME}, None, False, None),
+    WorkerOption("command", {"type": "list", "elements": "str"}, None, False, None),
 )
 POOL_OPTIONS = tuple(option for option in WORKER_OPTIONS if option.pool)
 
@@ -96,9 +98,10 @@ def add_spawn_flags(parser):
             continue
         if option.ansible["type"] == "bool":
             default = option.ansible["default"]
-            parser.add_argument(option.flag, dest=option.name, action="store_false" if default else "store_true")
+            parser.add_argument(option.flag, dest=option.name, action="store_false" if default else "store_true",
+                                help=option.help)
         else:
-            parser.add_argument(option.flag, dest=option.name)
+            parser.add_argument(option.flag, dest=option.name, help=option.help)
 
 
 def generate_name(prefix="hal9000-worker"):
