@@ -24,8 +24,6 @@ Pure: standard library and the docker SDK only, never ``ansible.*``.
 from __future__ import annotations
 
 import errno
-import hashlib
-import json
 import os
 import shutil
 import tarfile
@@ -33,13 +31,7 @@ import time
 
 from ansible_collections.hal9000.dind.plugins.module_utils.docker_api import APIError, DockerException, RequestException, api_error_message
 from ansible_collections.hal9000.dind.plugins.module_utils.errors import Hal9000Error
-from ansible_collections.hal9000.dind.plugins.module_utils.manifest import (
-    differences,
-    is_empty,
-    manifest_of_directory,
-    manifest_of_tar,
-    summary,
-)
+from ansible_collections.hal9000.dind.plugins.module_utils.manifest import differences, is_empty, manifest_of_directory, summary
 from ansible_collections.hal9000.dind.plugins.module_utils.staging import leftover_staging
 from ansible_collections.hal9000.dind.plugins.module_utils.validate import first_free, validate_name
 from ansible_collections.hal9000.dind.plugins.module_utils.volume_archive import (
@@ -67,6 +59,7 @@ from ansible_collections.hal9000.dind.plugins.module_utils.volume_helpers import
     require_local_image,
     running_users,
 )
+from ansible_collections.hal9000.dind.plugins.module_utils.volume_manifest import _manifest_from_logs, archive_manifest, volume_manifest
 from ansible_collections.hal9000.dind.plugins.module_utils.volumes import inspect_volume
 
 DIRECTIONS = ("import", "export")
@@ -120,51 +113,6 @@ def _require_parent(path, option):
 
 
 # --- helper containers and archive streams -------------------------------------------------
-
-
-def archive_manifest(client, container, directory=VOLUME_DIR):
-    """The manifest of /<directory> of a helper container, read back through get_archive."""
-    with open_archive(client, container, directory) as reader:
-        return manifest_of_tar(reader, strip_prefix=directory)
-
-
-def _manifest_in_helper(client, container, directory):
-    """The manifest of /<directory> computed by the helper itself, or None when it cannot (no python3, say)."""
-    try:
-        client.api.start(container)
-        if client.api.wait(container, timeout=None).get("StatusCode") != 0:
-            return None
-    except (DockerException, RequestException):
-        return None
-    return _manifest_from_logs(client, container, directory)
-
-
-def _manifest_from_logs(client, container, directory, run=-1):
-    """The manifest of /<directory> printed by a finished helper's ``run`` (-1: the last), or None when not there."""
-    try:
-        # Logs answer at once (a get_archive of a file would mount the container first). Each run printed two
-        # lines: its JSON (one line) and the JSON's sha256.
-        lines = client.api.logs(container, stdout=True, stderr=False).rstrip(b"\n").split(b"\n")
-        out, digest = lines[2 * run: 2 * run + 2 or None]
-        if hashlib.sha256(out).hexdigest().encode("ascii") != digest:
-            return None
-        manifest = json.loads(out)[directory]
-    except (DockerException, RequestException, KeyError, TypeError, ValueError):
-        return None
-    return manifest if isinstance(manifest, dict) else None
-
-
-def volume_manifest(client, container, directory=VOLUME_DIR, expected=None):
-    """The manifest of a volume mounted at /<directory> of a helper container.
-
-    Computed in the helper when it can, so only the manifest crosses the API. Read back
-    through get_archive when it cannot, or when it differs from ``expected``: a copy
-    then fails verification only on what the archive API itself reads.
-    """
-    manifest = _manifest_in_helper(client, container, directory)
-    if manifest is None or (expected is not None and manifest != expected):
-        manifest = archive_manifest(client, container, directory)
-    return manifest
 
 
 class StagedCopy:

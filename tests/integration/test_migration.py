@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 
 from ansible_collections.hal9000.dind.plugins.module_utils.manifest import differences, manifest_of_directory, summary
-from ansible_collections.hal9000.dind.plugins.module_utils.volume_data import volume_manifest
 from ansible_collections.hal9000.dind.plugins.module_utils.volume_helpers import helper_container
+from ansible_collections.hal9000.dind.plugins.module_utils.volume_manifest import volume_manifest
 from helpers import REPO_ROOT
 from trees import assert_same_tree, make_tree
 

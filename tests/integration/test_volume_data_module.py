@@ -17,11 +17,13 @@ from ansible_collections.hal9000.dind.plugins.module_utils import (
     volume_archive,
     volume_data,
     volume_helpers,
+    volume_manifest,
 )
 from ansible_collections.hal9000.dind.plugins.module_utils.errors import Hal9000Error
 from ansible_collections.hal9000.dind.plugins.module_utils.manifest import manifest_of_directory, summary
-from ansible_collections.hal9000.dind.plugins.module_utils.volume_data import archive_manifest, transfer
+from ansible_collections.hal9000.dind.plugins.module_utils.volume_data import transfer
 from ansible_collections.hal9000.dind.plugins.module_utils.volume_helpers import VOLUME_DIR, helper_container
+from ansible_collections.hal9000.dind.plugins.module_utils.volume_manifest import archive_manifest
 from trees import assert_same_tree, make_tree, write_random
 
 MODULE = "hal9000.dind.volume_data"
@@ -346,13 +348,13 @@ def tamper(client, volume, command):
 def spy_in_helper(monkeypatch):
     """Record what the helper computed, to prove which side decided."""
     seen = []
-    original = volume_data._manifest_in_helper
+    original = volume_manifest._manifest_in_helper
 
     def spy(*args):
         seen.append(original(*args))
         return seen[-1]
 
-    monkeypatch.setattr(volume_data, "_manifest_in_helper", spy)
+    monkeypatch.setattr(volume_manifest, "_manifest_in_helper", spy)
     return seen
 
 
@@ -364,7 +366,7 @@ def test_manifest_computed_in_the_helper_equals_the_read_back(docker_client, pre
     result = transfer(docker_client, "import", volume, str(source), helper_image=helper)
     assert result["verified"] is True, result
     with helper_container(docker_client, helper, {volume: (VOLUME_DIR, True)}, volume) as container:
-        in_helper = volume_data._manifest_in_helper(docker_client, container, VOLUME_DIR)
+        in_helper = volume_manifest._manifest_in_helper(docker_client, container, VOLUME_DIR)
         read_back = archive_manifest(docker_client, container)
     assert read_back == manifest_of_directory(str(source))
     assert in_helper == (read_back if helper != IMAGE else None)
@@ -374,7 +376,7 @@ def test_manifest_computed_in_the_helper_equals_the_read_back(docker_client, pre
 def test_the_helper_verifies_without_reading_the_volume_back(docker_client, prefix, tmp_path, monkeypatch, bind_mount):
     source = small_tree(tmp_path / "source")
     monkeypatch.setattr(volume_data, "daemon_shares_host_paths", lambda client: bind_mount)
-    for reader in (volume_data,):
+    for reader in (volume_manifest, volume_data):
         monkeypatch.setattr(reader, "archive_manifest", lambda *args: pytest.fail("the volume was read back"))
     result = transfer(docker_client, "import", f"{prefix}-data-no-read-back-{int(bind_mount)}", str(source), helper_image=HELPERS[0])
     assert result["verified"] is True and result["target"] == result["source"], result
@@ -572,7 +574,7 @@ def test_an_export_as_root_is_copied_into_a_bind_mount(docker_client, prefix, tm
     transfer(docker_client, "import", volume, str(source))
     monkeypatch.setattr(volume_data, "extract_staged", lambda *args, **kwargs: pytest.fail("extracted through the archive API"))
     helpers_while_hashing = []
-    manifest = volume_data.volume_manifest
+    manifest = volume_manifest.volume_manifest
 
     def seen_helpers_then_manifest(*args, **kwargs):
         helpers_while_hashing.append(docker_client.api.containers(all=True, filters=HELPER_FILTER))
