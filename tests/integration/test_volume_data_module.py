@@ -15,6 +15,7 @@ import pytest
 
 from ansible_collections.hal9000.dind.plugins.module_utils import (
     volume_archive,
+    volume_bind_copy,
     volume_data,
     volume_helpers,
     volume_manifest,
@@ -376,7 +377,7 @@ def test_manifest_computed_in_the_helper_equals_the_read_back(docker_client, pre
 def test_the_helper_verifies_without_reading_the_volume_back(docker_client, prefix, tmp_path, monkeypatch, bind_mount):
     source = small_tree(tmp_path / "source")
     monkeypatch.setattr(volume_data, "daemon_shares_host_paths", lambda client: bind_mount)
-    for reader in (volume_manifest, volume_data):
+    for reader in (volume_manifest, volume_bind_copy):
         monkeypatch.setattr(reader, "archive_manifest", lambda *args: pytest.fail("the volume was read back"))
     result = transfer(docker_client, "import", f"{prefix}-data-no-read-back-{int(bind_mount)}", str(source), helper_image=HELPERS[0])
     assert result["verified"] is True and result["target"] == result["source"], result
@@ -421,7 +422,7 @@ def count_helpers(monkeypatch):
         started.append(kwargs.get("if_empty", False))
         return helper(*args, **kwargs)
 
-    for maker in (volume_helpers, volume_data):  # every module an import makes helpers in
+    for maker in (volume_helpers, volume_bind_copy, volume_data):  # every module an import makes helpers in
         monkeypatch.setattr(maker, "helper_container", counted)
     return started
 
@@ -458,7 +459,7 @@ def test_a_source_that_cannot_be_read_leaves_an_empty_volume_empty(docker_client
         time.sleep(0.5)
         raise PermissionError(13, "Permission denied", f"{path}/a.bin")
 
-    monkeypatch.setattr(volume_data, "manifest_of_directory", unreadable)
+    monkeypatch.setattr(volume_bind_copy, "manifest_of_directory", unreadable)
     with pytest.raises(Hal9000Error, match=r"failed: Permission denied: .*/a\.bin\.$"):
         transfer(docker_client, "import", volume, str(source))
     assert volume_files(volume, "find", "/v", "-mindepth", "1") == "", "the volume was emptied again"
@@ -473,7 +474,7 @@ def engine_without_the_directory(monkeypatch, keyword):
             kwargs[keyword] += "-not-on-the-daemon"
         return helper(*args, **kwargs)
 
-    monkeypatch.setattr(volume_data, "helper_container", elsewhere)  # only its helpers mount host directories
+    monkeypatch.setattr(volume_bind_copy, "helper_container", elsewhere)  # only its helpers mount host directories
 
 
 def test_a_source_the_daemon_cannot_mount_is_streamed_instead(docker_client, prefix, tmp_path, monkeypatch):

@@ -11,7 +11,7 @@ import pytest
 
 from ansible_collections.hal9000.dind.plugins.module_utils import volume_archive
 from ansible_collections.hal9000.dind.plugins.module_utils.manifest import iter_directory, manifest_of_directory, manifest_of_tar
-from ansible_collections.hal9000.dind.plugins.module_utils.volume_data import daemon_shares_host_paths
+from ansible_collections.hal9000.dind.plugins.module_utils.volume_bind_copy import daemon_shares_host_paths
 
 
 class Api:
