@@ -16,8 +16,9 @@ import pytest
 from ansible_collections.hal9000.dind.plugins.module_utils import (
     volume_archive,
     volume_bind_copy,
-    volume_data,
+    volume_export,
     volume_helpers,
+    volume_import,
     volume_manifest,
 )
 from ansible_collections.hal9000.dind.plugins.module_utils.errors import Hal9000Error
@@ -376,7 +377,7 @@ def test_manifest_computed_in_the_helper_equals_the_read_back(docker_client, pre
 @pytest.mark.parametrize("bind_mount", [True, False], ids=["bind-mount copy", "archive API copy"])
 def test_the_helper_verifies_without_reading_the_volume_back(docker_client, prefix, tmp_path, monkeypatch, bind_mount):
     source = small_tree(tmp_path / "source")
-    monkeypatch.setattr(volume_data, "daemon_shares_host_paths", lambda client: bind_mount)
+    monkeypatch.setattr(volume_import, "daemon_shares_host_paths", lambda client: bind_mount)
     for reader in (volume_manifest, volume_bind_copy):
         monkeypatch.setattr(reader, "archive_manifest", lambda *args: pytest.fail("the volume was read back"))
     result = transfer(docker_client, "import", f"{prefix}-data-no-read-back-{int(bind_mount)}", str(source), helper_image=HELPERS[0])
@@ -394,7 +395,7 @@ def test_a_bind_mount_copy_that_differs_is_replaced_by_the_archive_api(docker_cl
         f"/{VOLUME_DIR}/ || exit", f"/{VOLUME_DIR}/ && {command.replace('/v/', f'/{VOLUME_DIR}/')} || exit", 1))
     sends = []
     send = volume_archive.send_directory
-    monkeypatch.setattr(volume_data, "send_directory", lambda *args: sends.append(args) or send(*args))
+    monkeypatch.setattr(volume_import, "send_directory", lambda *args: sends.append(args) or send(*args))
     result = transfer(docker_client, "import", volume, str(source), helper_image=helper)
     (warning,) = result["warnings"]
     assert "from a bind mount did not work (the copy differs: " in warning and reason in warning, warning
@@ -405,7 +406,7 @@ def test_a_bind_mount_copy_that_differs_is_replaced_by_the_archive_api(docker_cl
 
 def test_an_import_from_a_local_daemon_is_copied_from_a_bind_mount(docker_client, prefix, tmp_path, monkeypatch):
     source = make_tree(tmp_path / "source: with a colon, and a comma")
-    monkeypatch.setattr(volume_data, "send_directory", lambda *args: pytest.fail("streamed through the archive API"))
+    monkeypatch.setattr(volume_import, "send_directory", lambda *args: pytest.fail("streamed through the archive API"))
     volume = f"{prefix}-data-bind"
     result = transfer(docker_client, "import", volume, str(source))
     assert result["verified"] is True and result["warnings"] == [] and result["target"] == result["source"], result
@@ -422,7 +423,7 @@ def count_helpers(monkeypatch):
         started.append(kwargs.get("if_empty", False))
         return helper(*args, **kwargs)
 
-    for maker in (volume_helpers, volume_bind_copy, volume_data):  # every module an import makes helpers in
+    for maker in (volume_helpers, volume_bind_copy, volume_import):  # every module an import makes helpers in
         monkeypatch.setattr(maker, "helper_container", counted)
     return started
 
@@ -499,7 +500,7 @@ def test_a_helper_whose_cp_fails_is_replaced_by_the_archive_api(docker_client, p
 
 def test_an_unverified_import_is_streamed(docker_client, prefix, tmp_path, monkeypatch):
     source = small_tree(tmp_path / "source")
-    monkeypatch.setattr(volume_data, "copy_from_bind_mount", lambda *args: pytest.fail("copied without a check that the daemon saw the source"))
+    monkeypatch.setattr(volume_import, "copy_from_bind_mount", lambda *args: pytest.fail("copied without a check that the daemon saw the source"))
     result = transfer(docker_client, "import", f"{prefix}-data-unverified", str(source), verify=False)
     assert result["verified"] is False and result["changed"] is True, result
 
@@ -510,7 +511,7 @@ def test_import_fails_when_the_volume_changes_between_copy_and_verify(docker_cli
     command, reason = TAMPERING[change]
     source = small_tree(tmp_path / "source")
     volume = f"{prefix}-data-tampered"
-    monkeypatch.setattr(volume_data, "daemon_shares_host_paths", lambda client: False)  # the archive API path
+    monkeypatch.setattr(volume_import, "daemon_shares_host_paths", lambda client: False)  # the archive API path
     send = volume_archive.send_directory
 
     def send_then_tamper(client, container, source_dir):
@@ -518,7 +519,7 @@ def test_import_fails_when_the_volume_changes_between_copy_and_verify(docker_cli
         tamper(client, volume, command)
         return sent
 
-    monkeypatch.setattr(volume_data, "send_directory", send_then_tamper)
+    monkeypatch.setattr(volume_import, "send_directory", send_then_tamper)
     seen = spy_in_helper(monkeypatch)
     with pytest.raises(Hal9000Error, match=f"Verification of the import of {source} into volume {volume} failed: .*{re.escape(reason)}"):
         transfer(docker_client, "import", volume, str(source), helper_image=helper)
@@ -551,8 +552,8 @@ def test_export_fails_when_the_volume_changes_before_it_is_extracted(docker_clie
     volume = f"{prefix}-data-export-tampered-{HELPERS.index(helper)}-{len(first_step)}"
     transfer(docker_client, "import", volume, str(source), helper_image=helper)
     if first_step == "extract_staged":
-        monkeypatch.setattr(volume_data, "daemon_shares_host_paths", lambda client: False)
-    step = getattr(volume_data, first_step)
+        monkeypatch.setattr(volume_export, "daemon_shares_host_paths", lambda client: False)
+    step = getattr(volume_export, first_step)
 
     def tamper_then_copy(client, *args, **kwargs):
         if first_step == "copy_to_bind_mount":  # the volume's manifest, computed before the change instead of during cp
@@ -561,7 +562,7 @@ def test_export_fails_when_the_volume_changes_before_it_is_extracted(docker_clie
         tamper(client, volume, TAMPERING["flipped byte"][0])
         return step(client, *args, **kwargs)
 
-    monkeypatch.setattr(volume_data, first_step, tamper_then_copy)
+    monkeypatch.setattr(volume_export, first_step, tamper_then_copy)
     target = tmp_path / "exported"
     # The bind-mount copy differs from the volume's manifest, so the archive API reads the volume again: it differs too.
     with pytest.raises(Hal9000Error, match="Verification of the copy in .* failed: a.bin: content"):
@@ -573,7 +574,7 @@ def test_an_export_as_root_is_copied_into_a_bind_mount(docker_client, prefix, tm
     source = make_tree(tmp_path / "source")
     volume = f"{prefix}-data-export-bind"
     transfer(docker_client, "import", volume, str(source))
-    monkeypatch.setattr(volume_data, "extract_staged", lambda *args, **kwargs: pytest.fail("extracted through the archive API"))
+    monkeypatch.setattr(volume_export, "extract_staged", lambda *args, **kwargs: pytest.fail("extracted through the archive API"))
     helpers_while_hashing = []
     manifest = volume_manifest.volume_manifest
 
@@ -581,7 +582,7 @@ def test_an_export_as_root_is_copied_into_a_bind_mount(docker_client, prefix, tm
         helpers_while_hashing.append(docker_client.api.containers(all=True, filters=HELPER_FILTER))
         return manifest(*args, **kwargs)
 
-    monkeypatch.setattr(volume_data, "volume_manifest", seen_helpers_then_manifest)
+    monkeypatch.setattr(volume_export, "volume_manifest", seen_helpers_then_manifest)
     target = tmp_path / "exported: with a colon, and a comma"
     result = transfer(docker_client, "export", volume, str(target))
     (helpers,) = helpers_while_hashing
