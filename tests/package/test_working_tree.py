@@ -100,7 +100,7 @@ def decoy_home(tmp_path):
     env = user_env(home)
     subprocess.run([BIN / "ansible-galaxy", "collection", "build", "--output-path", tmp_path, src], check=True, capture_output=True, env=env)
     subprocess.run(
-        [BIN / "ansible-galaxy", "collection", "install", next(tmp_path.glob("hal9000-dind-*.tar.gz"))],
+        [BIN / "ansible-galaxy", "collection", "install", tmp_path / "hal9000-dind-0.0.1.tar.gz"],
         check=True, capture_output=True, env=env, cwd=tmp_path,
     )
     installed = home / ".ansible" / "collections" / "ansible_collections" / "hal9000" / "dind"
@@ -110,11 +110,11 @@ def decoy_home(tmp_path):
     assert snapshot(installed) == before, "a step rewrote the installed copy in ~/.ansible/collections"
 
 
-def with_lib_env(home, *args, cwd=REPO_ROOT):
-    """Run args as test.sh does: lib.sh's environment, from the project root."""
-    script = 'source scripts/lib.sh; use_working_tree_collection; cd "$1"; shift; "$@"'
+def with_lib_env(home, *args):
+    """Run args as test.sh does: in lib.sh's environment, from the project root."""
+    script = 'source scripts/lib.sh; use_working_tree_collection; cd "$REPO_ROOT"; "$@"'
     return subprocess.run(
-        ["bash", "-c", script, "probe", str(cwd), *map(str, args)],
+        ["bash", "-c", script, "probe", *map(str, args)],
         cwd=REPO_ROOT, env=user_env(home), capture_output=True, text=True, check=False,
     )
 
