@@ -46,7 +46,7 @@ from ansible_collections.hal9000.dind.plugins.module_utils.pool import (
     spawn_warm,
     warm_workers,
 )
-from ansible_collections.hal9000.dind.plugins.module_utils.settings import WORKER_LIMIT_OPTIONS, resolve_in_parent
+from ansible_collections.hal9000.dind.plugins.module_utils.settings import resolve_in_parent
 from ansible_collections.hal9000.dind.plugins.module_utils.status import format_status, installation_status
 from ansible_collections.hal9000.dind.plugins.module_utils.validate import validate_name
 from ansible_collections.hal9000.dind.plugins.module_utils.workers import (
@@ -126,7 +126,7 @@ def command_attach(client, args):
 
 def command_spawn(client, args):
     spawn_options = {option.name: getattr(args, option.name) for option in WORKER_OPTIONS if option.flag}
-    resolved = resolve_in_parent({option: spawn_options[option] for option in WORKER_LIMIT_OPTIONS})
+    resolved = resolve_in_parent()  # flags beat it: worker_spec takes the explicit limits itself
     spec = worker_spec(
         name=args.name, image=args.image or resolved["worker_image"], parent=PARENT_NAME, settings=resolved,
         check_host_paths=False,  # host paths are not visible in here; the daemon checks them

@@ -152,12 +152,12 @@ def resolve(explicit=None, file_values=None, environ=None):
     environ = {} if environ is None else environ
     typed = {}
     for setting in SETTINGS:
-        # An error names what the user wrote: the option for an explicit value, else the variable.
-        for value, name in ((explicit.get(setting.option), setting.option), (environ.get(setting.key), setting.key),
-                            (file_values.get(setting.key), setting.key), (setting.default, setting.key)):
+        for value in (explicit.get(setting.option), environ.get(setting.key), file_values.get(setting.key)):
             if value is not None and value != "":
                 break
-        typed[setting.option] = _PARSERS[setting.kind](value, name)
+        else:
+            value = setting.default
+        typed[setting.option] = typed_value(setting.key, value)
     if typed["min_warm_workers"] > typed["max_warm_workers"]:
         raise Hal9000Error(
             f"MIN_WARM_WORKERS={typed['min_warm_workers']} is more than MAX_WARM_WORKERS={typed['max_warm_workers']}: "

@@ -230,7 +230,7 @@ from ansible_collections.hal9000.dind.plugins.module_utils.docker_api import ins
 from ansible_collections.hal9000.dind.plugins.module_utils.fleet import LABEL_MANAGED, LABEL_ROLE, ROLE_WORKER
 from ansible_collections.hal9000.dind.plugins.module_utils.images import inspect_image
 from ansible_collections.hal9000.dind.plugins.module_utils.pool import claim, installation_home
-from ansible_collections.hal9000.dind.plugins.module_utils.settings import WORKER_LIMIT_OPTIONS, resolve, resolve_in_home
+from ansible_collections.hal9000.dind.plugins.module_utils.settings import resolve, resolve_in_home
 from ansible_collections.hal9000.dind.plugins.module_utils.validate import validate_name
 from ansible_collections.hal9000.dind.plugins.module_utils.workers import (
     WORKER_OPTIONS,
@@ -255,14 +255,10 @@ def spec_from_params(params, settings):
     )
 
 
-def explicit_limits(params):
-    return {option: params[option] for option in WORKER_LIMIT_OPTIONS}
-
-
 def fix_name(params):
     """Validate a start before Docker is touched (hal9000.conf is read later), and keep a generated name for the run."""
     if params["state"] == "started":
-        params["name"] = spec_from_params(params, resolve(explicit_limits(params), environ=os.environ))["name"]
+        params["name"] = spec_from_params(params, resolve(environ=os.environ))["name"]
 
 
 def home_of(client, params):
@@ -311,7 +307,8 @@ def planned(before, spec, actions, network, state):
 def manage_worker(module, client):
     params = module.params
     if params["state"] == "started":
-        settings = resolve_in_home(home_of(client, params), explicit_limits(params), os.environ)
+        # The explicit limits go to worker_spec itself (it names them in its errors); the environment and the file here.
+        settings = resolve_in_home(home_of(client, params), environ=os.environ)
         spec = spec_from_params(params, settings)
     else:
         spec = {"name": validate_name(params["name"], "worker"), "mode": params["mode"]}
