@@ -171,9 +171,9 @@ def resolve_in_home(home, explicit=None, environ=None):
     return resolve(explicit, read_home_config(home), environ)
 
 
-def resolve_in_parent(explicit=None):
+def resolve_in_parent():
     """For the programs in the parent: its environment (only what it was explicitly given) and the home it mounts."""
-    return resolve_in_home(HOME_IN_PARENT, explicit, os.environ)
+    return resolve_in_home(HOME_IN_PARENT, environ=os.environ)
 
 
 def as_text(value):
