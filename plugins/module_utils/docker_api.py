@@ -40,7 +40,7 @@ except ImportError:
 
 __all__ = [
     "APIError", "DockerException", "NotFound", "RequestException", "HAS_DOCKER", "DOCKER_IMPORT_ERROR",
-    "connect", "api_error_message", "resolve_docker_host", "unreachable_message", "inspect_container", "image_id",
+    "connect", "api_error_message", "resolve_docker_host", "unreachable_message", "inspect_container",
 ]
 
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
@@ -86,13 +86,5 @@ def inspect_container(client, name):
     """The inspected container, or None when there is none by that name or ID."""
     try:
         return client.api.inspect_container(name)
-    except NotFound:
-        return None
-
-
-def image_id(client, reference):
-    """The ID of the image a tag names now, or None when there is none."""
-    try:
-        return client.api.inspect_image(reference)["Id"]
     except NotFound:
         return None

@@ -125,6 +125,12 @@ def inspect_image(client, name):
         return None
 
 
+def image_id(client, name):
+    """The ID of the image a tag names now, or None when there is none."""
+    inspected = inspect_image(client, name)
+    return inspected["Id"] if inspected else None
+
+
 def image_summary(inspected, build_seconds=None):
     labels = (inspected.get("Config") or {}).get("Labels") or {}
     return {

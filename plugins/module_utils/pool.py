@@ -19,7 +19,7 @@ import os
 import time
 
 from ansible_collections.hal9000.dind.plugins.module_utils.constants import CLAIM_LOCK_FILE, HOME_IN_PARENT, POOLS_FILE
-from ansible_collections.hal9000.dind.plugins.module_utils.docker_api import APIError, NotFound, image_id, inspect_container
+from ansible_collections.hal9000.dind.plugins.module_utils.docker_api import APIError, NotFound, inspect_container
 from ansible_collections.hal9000.dind.plugins.module_utils.errors import Hal9000Error
 from ansible_collections.hal9000.dind.plugins.module_utils.fleet import (
     LABEL_LIMITS,
@@ -31,6 +31,7 @@ from ansible_collections.hal9000.dind.plugins.module_utils.fleet import (
     ROLE_WORKER,
     limits_label,
 )
+from ansible_collections.hal9000.dind.plugins.module_utils.images import image_id
 from ansible_collections.hal9000.dind.plugins.module_utils.parent import mounted_home
 from ansible_collections.hal9000.dind.plugins.module_utils.validate import validate_name
 from ansible_collections.hal9000.dind.plugins.module_utils.workers import (

@@ -10,9 +10,10 @@ Pure: standard library and the docker SDK only, never ``ansible.*``.
 from __future__ import annotations
 
 from ansible_collections.hal9000.dind.plugins.module_utils.constants import FLAVOUR_IMAGES, PARENT_IMAGE, PARENT_NAME
-from ansible_collections.hal9000.dind.plugins.module_utils.docker_api import NotFound, inspect_container
+from ansible_collections.hal9000.dind.plugins.module_utils.docker_api import inspect_container
 from ansible_collections.hal9000.dind.plugins.module_utils.errors import Hal9000Error
 from ansible_collections.hal9000.dind.plugins.module_utils.fleet import list_workers
+from ansible_collections.hal9000.dind.plugins.module_utils.images import inspect_image
 from ansible_collections.hal9000.dind.plugins.module_utils.parent import mounted_home, parent_summary
 from ansible_collections.hal9000.dind.plugins.module_utils.pool import load_pools
 from ansible_collections.hal9000.dind.plugins.module_utils.settings import resolve_in_home
@@ -36,12 +37,9 @@ def image_status(client, references):
     """Each image reference: whether it exists, its ID, creation time and size."""
     images = []
     for reference in references:
-        try:
-            inspected = client.api.inspect_image(reference)
-        except NotFound:
-            images.append({"name": reference, "exists": False})
-            continue
-        images.append({"name": reference, "exists": True, "id": inspected["Id"], "created": inspected["Created"],
+        inspected = inspect_image(client, reference)
+        images.append({"name": reference, "exists": False} if inspected is None else
+                      {"name": reference, "exists": True, "id": inspected["Id"], "created": inspected["Created"],
                        "size": inspected["Size"]})
     return images
 

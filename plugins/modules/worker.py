@@ -306,9 +306,11 @@ def planned(before, spec, actions, network, state):
 
 def manage_worker(module, client):
     params = module.params
+    home = None
     if params["state"] == "started":
+        home = home_of(client, params)  # its hal9000.conf here, its claim lock below
         # The explicit limits go to worker_spec itself (it names them in its errors); the environment and the file here.
-        settings = resolve_in_home(home_of(client, params), environ=os.environ)
+        settings = resolve_in_home(home, environ=os.environ)
         spec = spec_from_params(params, settings)
     else:
         spec = {"name": validate_name(params["name"], "worker"), "mode": params["mode"]}
@@ -343,7 +345,7 @@ def manage_worker(module, client):
                 current = None
         if current is None and params["from_pool"] and not module.check_mode:
             began = time.monotonic()
-            claimed_id = claim(client, spec, name, home_of(client, params), network, image["Id"])
+            claimed_id = claim(client, spec, name, home, network, image["Id"])
             claim_ms = round((time.monotonic() - began) * 1000, 1)
             if claimed_id:
                 actions.append(f"claimed a warm worker as {name}")
