@@ -132,7 +132,7 @@ def command_spawn(client, args):
         check_host_paths=False,  # host paths are not visible in here; the daemon checks them
         **spawn_options,
     )
-    milliseconds = spawn_worker(client, spec)[1]
+    milliseconds = spawn_worker(client, spec, home=HOME_IN_PARENT)[1]
     print(f"Worker spawned in background: {spec['name']} ({milliseconds:.0f} ms)")
     print(f"Attach with: docker exec -it {spec['name']} claude")
 
@@ -155,7 +155,7 @@ def command_claim(client, args):
         # A cold spawn is no warm worker: without the pool label it carries no warm-name either,
         # so the pool manager never counts, trims or hands it out.
         spec.update(name=validate_name(args.name, "worker"), pool="")
-        spawn_worker(client, spec)
+        spawn_worker(client, spec, home=HOME_IN_PARENT)
     milliseconds = round((time.monotonic() - started) * 1000, 1)
     result = {"name": args.name, "claimed": claimed_id is not None, "pool": pool["name"], "ms": milliseconds}
     print(json.dumps(result) if args.json else
@@ -233,13 +233,13 @@ def command_pool(client, args):
         pool = find_pool(config, args.pool)
         if len(warm_workers(client, PARENT_NAME, pool=pool["name"])) >= pool["max"]:
             raise Hal9000Error(f"Pool {pool['name']} already has its maximum of {pool['max']} warm workers.")
-        spec = spawn_warm(client, pool, PARENT_NAME, resolved)  # as the manager makes them
+        spec = spawn_warm(client, pool, PARENT_NAME, resolved, home=HOME_IN_PARENT)  # as the manager makes them
         print(f"Warm worker {spec['name']} ready in pool {pool['name']}")
     elif action == "cleanup":
         removed = 0
         for pool in config["pools"]:
             for worker in warm_workers(client, PARENT_NAME, pool=pool["name"]):
-                removed += remove_warm(client, HOME_IN_PARENT, worker["name"])
+                removed += remove_warm(client, HOME_IN_PARENT, worker)
         print(f"Cleanup: removed {removed} warm worker(s); claimed workers untouched")
 
 

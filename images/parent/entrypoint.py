@@ -5,7 +5,12 @@ The seed's phases, each timed and logged, the timings also kept in
   1. critical init: directories, Docker socket check (no socket: exit at once);
   2. parallel init: ChromaDB started, tmux dashboard and worker-image check in parallel;
   3. service ready: wait for ChromaDB's /api/v2/heartbeat;
-  4. background services: the pool manager when ENABLE_POOL_MANAGER is true.
+  4. background services: the pool manager when ENABLE_POOL_MANAGER is true, and the MCP relay
+     (phase ``relay``, timed until it answers, in the background: ChromaDB is ready before it).
+ChromaDB listens on loopback, and a netfilter rule in the parent's namespace (which every worker
+shares) lets only root connect to it: the relay's servers and the parent's own tools run as root,
+workers never do. ChromaDB 1.x's server has no token authentication of its own (only a no-op
+provider), so the kernel, not a header, keeps workers away from every project's memory.
 SIGTERM stops ChromaDB cleanly (no data lost) and the pool manager; workers
 are left running and listed in the log.
 """
@@ -21,6 +26,8 @@ import threading
 import time
 import urllib.request
 
+from docker.types import Mount
+
 from ansible_collections.hal9000.dind.plugins.module_utils.constants import (
     DOCKER_SOCKET as SOCKET,
     HOME_IN_PARENT,
@@ -30,14 +37,28 @@ from ansible_collections.hal9000.dind.plugins.module_utils.constants import (
 )
 from ansible_collections.hal9000.dind.plugins.module_utils.docker_api import connect
 from ansible_collections.hal9000.dind.plugins.module_utils.errors import Hal9000Error
-from ansible_collections.hal9000.dind.plugins.module_utils.fleet import list_workers
+from ansible_collections.hal9000.dind.plugins.module_utils.fleet import LABEL_MANAGED, LABEL_PARENT, LABEL_ROLE, list_workers
 from ansible_collections.hal9000.dind.plugins.module_utils.home import LAYOUT as HOME_LAYOUT
+from ansible_collections.hal9000.dind.plugins.module_utils.parent import mounted_home
 from ansible_collections.hal9000.dind.plugins.module_utils.pool import load_pools
+from ansible_collections.hal9000.dind.plugins.module_utils.relay import (
+    MEMORYBANK_IN_SIDECAR,
+    RELAY_DIR,
+    RELAY_IN_SIDECAR,
+    ROLE_RELAY,
+    prepare as prepare_relay,
+    prune_credentials,
+    read_status as read_relay_status,
+    relay_servers,
+    sidecar_name,
+)
 from ansible_collections.hal9000.dind.plugins.module_utils.settings import resolve_in_parent
 
 DASHBOARD = "/opt/hal9000/bin/dashboard.sh"
 POOL_MANAGER = "/opt/hal9000/bin/pool_manager.py"
 CHROMADB_PATH = os.environ.get("CHROMADB_PATH", "/data/chromadb")
+MEMORYBANK_PATH = "/data/membank"  # volumes.SHARED_VOLUMES["memorybank"]
+GUARD_CHAIN = "HAL9000-CHROMADB"
 SOCKET_HELP = (
     "Error: Cannot connect to Docker daemon at unix:///var/run/docker.sock. "
     "Ensure the Docker socket is mounted: docker run -v /var/run/docker.sock:/var/run/docker.sock ..."
@@ -65,7 +86,9 @@ class Parent:
         self.client = None
         self.stopping = threading.Event()
         self.log_file = None
-        self.state = {"chromadb_ready": False}
+        self.state = {"chromadb_ready": False, "relay_ready": False}
+        self.parent_name = os.environ.get("HAL9000_PARENT_NAME", PARENT_NAME)
+        self.sidecar = None
         self.pool_pid = None
 
     def log(self, message):
@@ -105,7 +128,44 @@ class Parent:
             self.client = connect(f"unix://{SOCKET}", timeout=30)
         except Hal9000Error:
             raise Hal9000Error(SOCKET_HELP) from None
+        self.guard_chromadb()
+        if self.settings["enable_mcp_relay"]:
+            try:
+                # Before any worker can be made: workers mount run/relay/client.
+                prepare_relay(HOME_IN_PARENT, relay_servers(HOME_IN_PARENT, self.settings["chromadb_port"]),
+                              self.settings["mcp_relay_port"])
+            except (Hal9000Error, OSError) as exc:
+                self.settings["enable_mcp_relay"] = False
+                self.log(f"ERROR: the MCP relay is not started: {exc}")
+                self.record(relay_error=str(exc))
         self.phase("critical_init", began)
+
+    def guard_chromadb(self):
+        """Only root may connect to ChromaDB's port: a chain of our own, emptied and refilled on every start."""
+        port = str(self.settings["chromadb_port"])
+        commands = (
+            ["iptables", "-w", "-N", GUARD_CHAIN],
+            ["iptables", "-w", "-F", GUARD_CHAIN],
+            ["iptables", "-w", "-A", GUARD_CHAIN, "-o", "lo", "-p", "tcp", "--dport", port,
+             "-m", "owner", "!", "--uid-owner", "0", "-j", "REJECT", "--reject-with", "tcp-reset"],
+        )
+        errors = []
+        for command in commands:
+            result = subprocess.run(command, capture_output=True, text=True, check=False)
+            if result.returncode != 0 and command[2] != "-N":  # -N fails when the chain exists: fine
+                errors.append(result.stderr.strip())
+        jump = ["OUTPUT", "-j", GUARD_CHAIN]
+        if subprocess.run(["iptables", "-w", "-C", *jump], capture_output=True, check=False).returncode != 0:
+            result = subprocess.run(["iptables", "-w", "-I", *jump], capture_output=True, text=True, check=False)
+            if result.returncode != 0:
+                errors.append(result.stderr.strip())
+        if errors:
+            guard = f"failed: {errors[0]}"
+            self.log(f"ERROR: ChromaDB is not protected from workers ({errors[0]}): the parent needs the NET_ADMIN "
+                     "capability; recreate it with hal9000.dind.parent (playbooks/daemon.yml)")
+        else:
+            guard = "root only"
+        self.record(chromadb_guard=guard)
 
     # 2. parallel init
     def parallel_init(self):
@@ -113,7 +173,7 @@ class Parent:
         chroma_log = open(os.path.join(HOME_IN_PARENT, "logs", "chromadb.log"), "a", encoding="utf-8")
         self.chroma = subprocess.Popen(
             [sys.executable, "/usr/local/bin/chroma", "run", "--path", CHROMADB_PATH,
-             "--host", os.environ.get("CHROMADB_HOST", "0.0.0.0"), "--port", str(self.settings["chromadb_port"])],
+             "--host", "127.0.0.1", "--port", str(self.settings["chromadb_port"])],
             stdout=chroma_log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         self.log(f"ChromaDB starting (pid {self.chroma.pid}) on port {self.settings['chromadb_port']}, data {CHROMADB_PATH}")
@@ -189,8 +249,85 @@ class Parent:
         if enabled:
             self.pool = subprocess.Popen([sys.executable, POOL_MANAGER, "run"], start_new_session=True)
             self.log(f"Pool manager started (pid {self.pool.pid})")
+        if self.settings["enable_mcp_relay"]:
+            threading.Thread(target=self.start_relay, daemon=True).start()
+        else:
+            self.log("MCP relay disabled (ENABLE_MCP_RELAY=false): workers get no MCP servers")
         self.phase("background_services", began)
         self.log(f"Parent container ready in {round((time.monotonic() - self.started) * 1000)}ms")
+
+    # 5. the MCP relay (in the background)
+    def start_relay(self, timeout=120):
+        began = time.monotonic()
+        try:
+            self.sidecar = self.create_sidecar()
+        except Exception as exc:  # reported in the log and the record; the parent serves on without it
+            self.log(f"ERROR: the MCP relay did not start: {str(exc).splitlines()[0]}")
+            self.record(relay_error=str(exc).splitlines()[0])
+            return
+        url = f"http://127.0.0.1:{self.settings['mcp_relay_port']}/health"
+        while time.monotonic() - began < timeout and not self.stopping.is_set():
+            try:
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    if response.status == 200:
+                        self.phase("relay", began)
+                        self.record(relay_ready=True)
+                        self.log(f"MCP relay ready on 127.0.0.1:{self.settings['mcp_relay_port']}: "
+                                 + ", ".join(sorted(read_relay_status(HOME_IN_PARENT).get("servers", {}))))
+                        return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        status = read_relay_status(HOME_IN_PARENT).get("servers", {})
+        failed = {name: s.get("error") for name, s in status.items() if s.get("state") != "ready"}
+        self.log(f"WARNING: the MCP relay is not ready after {timeout} s: {failed or 'no answer'}; see logs/relay.log")
+
+    def create_sidecar(self):
+        """The relay's container, in this parent's network namespace; replaced on every start
+        (a restarted parent has a new namespace, and the old sidecar would be in the old one)."""
+        own = self.client.api.inspect_container(self.parent_name)
+        home = mounted_home(own)
+        memorybank = next((m for m in own["Mounts"] if m["Destination"] == MEMORYBANK_PATH), None)
+        if home is None or memorybank is None:
+            raise Hal9000Error("the parent has no home or memory bank mounted; recreate it with hal9000.dind.parent")
+        name = sidecar_name(self.parent_name)
+        try:
+            self.client.api.remove_container(name, force=True)
+        except Exception:  # not there: nothing to replace
+            pass
+        host_config = self.client.api.create_host_config(
+            network_mode=f"container:{own['Id']}",
+            mounts=[Mount(RELAY_IN_SIDECAR, os.path.join(home, RELAY_DIR), type="bind"),
+                    Mount(MEMORYBANK_IN_SIDECAR, memorybank.get("Name") or memorybank["Source"], type=memorybank["Type"])],
+            tmpfs={"/tmp": "rw,nosuid,nodev,size=256m"},
+            # Root without the rest of root's powers: DAC_OVERRIDE reads run/relay when a user owns the home.
+            cap_drop=["ALL"], cap_add=["DAC_OVERRIDE"], security_opt=["no-new-privileges:true"],
+            read_only=True, restart_policy={"Name": "no"},
+        )
+        labels = {LABEL_MANAGED: "true", LABEL_ROLE: ROLE_RELAY, LABEL_PARENT: self.parent_name}
+        created = self.client.api.create_container(
+            image=self.settings["mcp_image"], name=name, labels=labels, host_config=host_config,
+            environment={"HOME": "/tmp", "HAL9000_RELAY_LOG_DIR": "/run/hal9000/relay/logs"}, detach=True,
+        )
+        self.client.api.start(created["Id"])
+        self.log(f"MCP relay starting in {name} ({self.settings['mcp_image']})")
+        return name
+
+    def housekeeping(self):
+        """Every 30 s: the relay's sidecar restarted if it died, credentials of removed workers dropped."""
+        try:
+            live = {w["id"] for w in self.client.api.containers(all=True, filters={"label": f"{LABEL_PARENT}={self.parent_name}"})}
+            gone = prune_credentials(HOME_IN_PARENT, live)
+            if gone:
+                self.log(f"relay: dropped the credentials of {gone} removed worker(s)")
+            if self.sidecar and not self.stopping.is_set():
+                state = self.client.api.inspect_container(self.sidecar)["State"]
+                if not state["Running"]:
+                    self.log(f"WARNING: the MCP relay exited (code {state['ExitCode']}); starting it again")
+                    self.record(relay_ready=False)
+                    threading.Thread(target=self.start_relay, daemon=True).start()
+        except Exception as exc:  # housekeeping must never stop the parent
+            self.log(f"housekeeping: {str(exc).splitlines()[0]}")
 
     def shutdown(self, signum, _frame):
         if self.stopping.is_set():
@@ -222,13 +359,19 @@ class Parent:
                 child.wait()
             self.log(f"{name} stopped (exit code {child.returncode})")
         subprocess.run(["tmux", "-L", "hal9000", "kill-server"], capture_output=True, check=False)
+        if self.sidecar:
+            try:
+                self.client.api.remove_container(self.sidecar, force=True)
+                self.log("MCP relay stopped")
+            except Exception as exc:  # the daemon may be gone too
+                self.log(f"Could not remove the MCP relay {self.sidecar}: {exc}")
         try:
             running = [w["name"] for w in list_workers(
                 self.client, include_stopped=False, parent=os.environ.get("HAL9000_PARENT_NAME", PARENT_NAME))]
             self.log(f"Workers left running: {', '.join(running) if running else 'none'}")
         except Exception as exc:  # the daemon may be gone too; the log must still be written
             self.log(f"Could not list workers: {exc}")
-        self.record(chromadb_ready=False, stopped=True)
+        self.record(chromadb_ready=False, relay_ready=False, stopped=True)
 
     def run(self):
         signal.signal(signal.SIGTERM, self.shutdown)
@@ -245,7 +388,11 @@ class Parent:
             self.log(f"ERROR: {exc}")
             return 1
         self.background_services()
+        ticks = 0
         while not self.stopping.is_set():
+            ticks += 1
+            if ticks % 30 == 0:
+                self.housekeeping()
             if self.chroma.poll() is not None:
                 self.log(f"ERROR: ChromaDB exited with code {self.chroma.returncode}; see logs/chromadb.log")
                 self.stopping.set()

@@ -1,4 +1,5 @@
-"""Parent HEALTHCHECK: the Docker socket answers and ChromaDB's heartbeat is 200.
+"""Parent HEALTHCHECK: the Docker socket answers, ChromaDB's heartbeat is 200, ChromaDB is guarded,
+and no MCP relay server has failed (its state per server is printed, so `docker inspect` shows it).
 
 Standard library only, so the check stays cheap every 10 s.
 """
@@ -9,6 +10,7 @@ import sys
 import urllib.request
 
 STARTUP_FILE = "/run/hal9000/startup.json"  # constants.STARTUP_FILE; not imported, to keep the check cheap
+RELAY_STATUS = "/root/.hal9000/run/relay/status.json"  # HOME_IN_PARENT + relay.STATUS_FILE
 
 
 def docker_answers(path="/var/run/docker.sock"):
@@ -19,19 +21,36 @@ def docker_answers(path="/var/run/docker.sock"):
         return b" 200 " in sock.recv(64)
 
 
+def read_json(path):
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except (OSError, ValueError):
+        return {}
+
+
 def main():
     try:
         if not docker_answers():
             print("docker socket does not answer")
             return 1
         # The port the entrypoint resolved (hal9000.conf or the environment), not only the environment's.
-        try:
-            with open(STARTUP_FILE, encoding="utf-8") as handle:
-                port = (json.load(handle).get("settings") or {}).get("chromadb_port", 8000)
-        except (OSError, ValueError):
-            port = 8000
+        startup = read_json(STARTUP_FILE)
+        settings = startup.get("settings") or {}
+        port = settings.get("chromadb_port", 8000)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v2/heartbeat", timeout=4) as response:
-            return 0 if response.status == 200 else 1
+            if response.status != 200:
+                return 1
+        if startup.get("chromadb_guard", "root only") != "root only":
+            print(f"ChromaDB is not guarded from workers: {startup['chromadb_guard']}")
+            return 1
+        if settings.get("enable_mcp_relay"):
+            servers = read_json(RELAY_STATUS).get("servers") or {}
+            print("relay " + ("ready" if startup.get("relay_ready") else "starting") + ": "
+                  + ", ".join(f"{name} {server.get('state')}" for name, server in sorted(servers.items())))
+            if any(server.get("state") == "failed" for server in servers.values()):
+                return 1
+        return 0
     except OSError as exc:
         print(exc)
         return 1

@@ -14,6 +14,7 @@ import os
 PARENT_NAME = "hal9000-parent"
 PARENT_IMAGE = "hal9000/parent:latest"
 WORKER_IMAGE = "hal9000/worker:latest"
+MCP_IMAGE = "hal9000/mcp:latest"
 FLAVOUR_IMAGES = {"minimal": WORKER_IMAGE, "ultramin": "hal9000/worker:ultramin"}
 DEFAULT_HOME = "~/.hal9000"
 DOCKER_SOCKET = "/var/run/docker.sock"

@@ -60,6 +60,8 @@ def parent_spec(name, image, hal9000_home, docker_socket, memory, cpus, explicit
         "memory": parse_memory(memory),
         "nano_cpus": int(parse_cpus(cpus) * 1e9),
         "restart_policy": "unless-stopped",
+        # Its own network namespace only: the rule that keeps workers away from ChromaDB (entrypoint.py).
+        "cap_add": ["NET_ADMIN"],
         "settings_at_start": at_start(typed),
     }
     spec["digest"] = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
@@ -74,6 +76,7 @@ def create_parent(client, spec):
         mem_limit=spec["memory"],
         nano_cpus=spec["nano_cpus"],
         restart_policy={"Name": spec["restart_policy"]},
+        cap_add=spec["cap_add"],
         init=False,
     )
     labels = {LABEL_MANAGED: "true", LABEL_ROLE: ROLE_PARENT, LABEL_SPEC: spec["digest"]}
@@ -126,6 +129,9 @@ def parent_summary(client, inspected):
         startup = read_startup(client, inspected["Id"])
         summary["startup"] = startup.get("phases_ms", {})
         summary["chromadb_ready"] = bool(startup.get("chromadb_ready"))
+        summary["relay_ready"] = bool(startup.get("relay_ready"))
+        summary["chromadb_guard"] = startup.get("chromadb_guard", "")
+        summary["relay_error"] = startup.get("relay_error", "")
         summary["settings"] = startup.get("settings") or {}
     return summary
 

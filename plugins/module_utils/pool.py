@@ -33,6 +33,7 @@ from ansible_collections.hal9000.dind.plugins.module_utils.fleet import (
 )
 from ansible_collections.hal9000.dind.plugins.module_utils.images import image_id
 from ansible_collections.hal9000.dind.plugins.module_utils.parent import mounted_home
+from ansible_collections.hal9000.dind.plugins.module_utils.relay import revoke, set_scope
 from ansible_collections.hal9000.dind.plugins.module_utils.validate import validate_name
 from ansible_collections.hal9000.dind.plugins.module_utils.workers import (
     CLAUDE_USER,
@@ -87,7 +88,8 @@ def validate_pools(config, settings=None):
                  "user": str(pool.get("user") or CLAUDE_USER)}
         for option in POOL_OPTIONS:  # the worker options pools offer (workers.WORKER_OPTIONS)
             value = pool.get(option.name)
-            entry[option.name] = bool(value) if option.ansible["type"] == "bool" else str(value or "")
+            default = option.ansible.get("default") or ""
+            entry[option.name] = bool(value) if option.ansible["type"] == "bool" else str(value or default)
         pools.append(entry)
     idle_timeout = _count(config.get("idle_timeout"), "idle_timeout")
     if settings is not None and idle_timeout is None:
@@ -136,10 +138,10 @@ def pool_spec(pool, parent, settings):
     )
 
 
-def spawn_warm(client, pool, parent, settings, network=None):
+def spawn_warm(client, pool, parent, settings, network=None, home=None):
     """Create and start one warm worker of ``pool``; returns its spec."""
     spec = pool_spec(pool, parent, settings)
-    spawn_worker(client, spec, network)
+    spawn_worker(client, spec, network, home)
     return spec
 
 
@@ -227,19 +229,23 @@ def claim(client, spec, new_name, home, network=None, current_image_id=None):
             return None
     if candidate["limits_label"] != limits_label(spec["limits"]):
         update_limits(client, candidate["id"], spec["limits"])
+    if spec["relay"]:
+        set_scope(home, candidate["id"], spec["memory_scope"])  # the claimant's scope, from its next request on
     return candidate["id"]
 
 
-def remove_warm(client, home, name):
-    """Remove the warm worker named ``name`` (and its /workspace volume) unless a claim took it; True if removed.
+def remove_warm(client, home, worker):
+    """Remove the warm worker ``worker`` (and its /workspace volume) unless a claim took it; True if removed.
 
     By its warm name and under the claim lock: a worker claimed meanwhile has another name and is spared.
+    ``worker`` is its entry in ``warm_workers``.
     """
     with claim_lock(home):
         try:
-            client.api.remove_container(name, force=True, v=True)
+            client.api.remove_container(worker["name"], force=True, v=True)
         except NotFound:
             return False
+    revoke(home, worker["id"])
     return True
 
 
@@ -343,7 +349,7 @@ class Reconciler:
         made = 0
         for _attempt in range(count):
             try:
-                spec = spawn_warm(self.client, pool, self.parent, settings, network)
+                spec = spawn_warm(self.client, pool, self.parent, settings, network, self.home)
             except (Hal9000Error, APIError) as exc:
                 self.log(f"pool {pool['name']}: creating a warm worker failed: {str(exc).splitlines()[0]}")
                 break
@@ -353,7 +359,7 @@ class Reconciler:
 
     def _remove(self, worker, why):
         try:
-            if remove_warm(self.client, self.home, worker["name"]):
+            if remove_warm(self.client, self.home, worker):
                 self.log(f"pool {worker['pool']}: removed warm worker {worker['name']} ({why})")
         except APIError as exc:  # e.g. 409: its removal is already in progress
             self.log(f"pool {worker['pool']}: could not remove warm worker {worker['name']}: {str(exc).splitlines()[0]}")

@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import collections
 import os
+import urllib.parse
 
-from ansible_collections.hal9000.dind.plugins.module_utils.constants import HOME_IN_PARENT, WORKER_IMAGE, config_path
+from ansible_collections.hal9000.dind.plugins.module_utils.constants import HOME_IN_PARENT, MCP_IMAGE, WORKER_IMAGE, config_path
 from ansible_collections.hal9000.dind.plugins.module_utils.errors import Hal9000Error
 from ansible_collections.hal9000.dind.plugins.module_utils.validate import parse_cpus, parse_memory, parse_positive_int
 
@@ -47,14 +48,23 @@ SETTINGS = (
     Setting("IDLE_TIMEOUT", "idle_timeout", "count", 300, False,
             "Seconds without a claim after which warm workers above a pool's minimum are removed."),
     Setting("CHROMADB_PORT", "chromadb_port", "port", 8000, True,
-            "Port ChromaDB listens on inside the parent (and so on every worker's localhost)."),
+            "Port ChromaDB listens on, on the parent's loopback; only the MCP relay may connect to it."),
+    Setting("ENABLE_MCP_RELAY", "enable_mcp_relay", "bool", True, True,
+            "Run the MCP relay (the seed's MCP servers for every worker) in the hal9000/mcp sidecar."),
+    Setting("MCP_IMAGE", "mcp_image", "str", MCP_IMAGE, True, "The image of the MCP relay's sidecar."),
+    Setting("MCP_RELAY_PORT", "mcp_relay_port", "port", 8765, True,
+            "Port the MCP relay listens on, on the parent's loopback (every worker's localhost)."),
+    Setting("ANTHROPIC_BASE_URL", "anthropic_base_url", "url", "", False,
+            "Claude Code's model endpoint in workers (an LLM gateway); empty: Claude Code's own default."),
 )
 BY_KEY = {setting.key: setting for setting in SETTINGS}
 BY_OPTION = {setting.option: setting for setting in SETTINGS}
 WORKER_LIMIT_OPTIONS = ("memory", "cpus", "pids_limit")
-PARENT_OPTIONS = tuple(s.option for s in SETTINGS if s.option not in WORKER_LIMIT_OPTIONS)
+# Settings that are also options of every worker (its default comes from the file).
+WORKER_SETTING_OPTIONS = WORKER_LIMIT_OPTIONS + ("anthropic_base_url",)
+PARENT_OPTIONS = tuple(s.option for s in SETTINGS if s.option not in WORKER_SETTING_OPTIONS)
 # Ansible's type for each kind: what the modules' argument_specs derive from.
-ANSIBLE_TYPES = {"str": "str", "memory": "str", "cpus": "str", "positive": "str", "bool": "bool", "count": "int", "port": "int"}
+ANSIBLE_TYPES = {"url": "str", "str": "str", "memory": "str", "cpus": "str", "positive": "str", "bool": "bool", "count": "int", "port": "int"}
 
 
 def _bool(value, key):
@@ -100,8 +110,19 @@ def _text(value, key):
     return text
 
 
+def _url(value, key):
+    """An http(s) URL with a host, or "" (unset); nothing else reaches ANTHROPIC_BASE_URL."""
+    text = str(value or "").strip()
+    if not text:
+        return ""
+    parsed = urllib.parse.urlsplit(text)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname or any(c.isspace() for c in text):
+        raise Hal9000Error(f"{key}={text!r} is not an http(s) URL: give one such as https://gateway.example:8443.")
+    return text
+
+
 _PARSERS = {
-    "str": _text, "bool": _bool, "count": _count, "port": _port,
+    "url": _url, "str": _text, "bool": _bool, "count": _count, "port": _port,
     "memory": _checked_text(parse_memory), "cpus": _checked_text(parse_cpus),
     "positive": parse_positive_int,
 }
@@ -163,6 +184,8 @@ def resolve(explicit=None, file_values=None, environ=None):
             f"MIN_WARM_WORKERS={typed['min_warm_workers']} is more than MAX_WARM_WORKERS={typed['max_warm_workers']}: "
             "the minimum must not exceed the maximum."
         )
+    if typed["mcp_relay_port"] == typed["chromadb_port"]:
+        raise Hal9000Error(f"MCP_RELAY_PORT and CHROMADB_PORT are both {typed['chromadb_port']}: give them different ports.")
     return typed
 
 

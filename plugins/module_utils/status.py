@@ -16,6 +16,7 @@ from ansible_collections.hal9000.dind.plugins.module_utils.fleet import list_wor
 from ansible_collections.hal9000.dind.plugins.module_utils.images import inspect_image
 from ansible_collections.hal9000.dind.plugins.module_utils.parent import mounted_home, parent_summary
 from ansible_collections.hal9000.dind.plugins.module_utils.pool import load_pools
+from ansible_collections.hal9000.dind.plugins.module_utils.relay import read_status as read_relay_status
 from ansible_collections.hal9000.dind.plugins.module_utils.settings import resolve_in_home
 from ansible_collections.hal9000.dind.plugins.module_utils.volumes import DEFAULT_VOLUME_PREFIX, inspect_volume, shared_volumes
 
@@ -31,6 +32,22 @@ def pool_status(home, workers):
     pools = [{"name": p["name"], "project": p["project"], "min": p["min"], "max": p["max"], "image": p["image"],
               "warm": len([w for w in warm if w["pool"] == p["name"]])} for p in config["pools"]]
     return {"enabled": config["enabled"], "idle_timeout": config["idle_timeout"], "pools": pools}
+
+
+def relay_status(home, parent):
+    """The MCP relay: whether it runs and answers, and each server's state (what the relay last wrote)."""
+    settings = (parent.get("settings") or {})
+    reported = read_relay_status(home) if home else {}
+    running = parent.get("state") == "running"
+    return {
+        "enabled": bool(settings.get("enable_mcp_relay", running)),
+        "ready": bool(parent.get("relay_ready")),
+        "port": settings.get("mcp_relay_port", reported.get("port")),
+        "servers": {name: server.get("state", "unknown") if running else "stopped"
+                    for name, server in sorted((reported.get("servers") or {}).items())},
+        "errors": {name: server["error"] for name, server in (reported.get("servers") or {}).items() if server.get("error")},
+        "error": parent.get("relay_error", ""),
+    }
 
 
 def image_status(client, references):
@@ -66,6 +83,7 @@ def installation_status(client, parent_name=PARENT_NAME, volume_prefix=DEFAULT_V
         },
         "volumes": [{"name": name, "exists": inspect_volume(client, name) is not None} for name in shared_volumes(volume_prefix)],
         "pool": pool,
+        "relay": relay_status(home, parent),
         "images": image_status(client, list(dict.fromkeys(references))),
     }
 
@@ -80,6 +98,17 @@ def format_status(status):
         lines += [f"Parent container: Running ({parent['name']}, health {parent['health']})", f"  Started: {parent['started_at']}"]
         port = (parent.get("settings") or {}).get("chromadb_port", 8000)
         lines.append(f"ChromaDB server: {'Running on port ' + str(port) if parent['chromadb_ready'] else 'Not responding'}")
+        if parent.get("chromadb_guard") and parent["chromadb_guard"] != "root only":
+            lines.append(f"  WARNING: ChromaDB is reachable by workers: {parent['chromadb_guard']}")
+        relay = status.get("relay") or {}
+        if relay.get("enabled"):
+            servers = ", ".join(f"{name} {state}" for name, state in relay["servers"].items()) or "no report yet"
+            lines.append(f"MCP relay: {'Ready on port ' + str(relay['port']) if relay['ready'] else 'Not ready'} ({servers})")
+            lines += [f"  {name}: {error}" for name, error in sorted(relay["errors"].items())]
+            if relay["error"] and not relay["ready"]:
+                lines.append(f"  {relay['error']}")
+        else:
+            lines.append("MCP relay: Disabled (ENABLE_MCP_RELAY=false)")
         if parent["startup"]:
             lines.append("  Start-up: " + ", ".join(f"{k} {v}ms" for k, v in parent["startup"].items()))
     else:

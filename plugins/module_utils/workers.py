@@ -35,7 +35,17 @@ from ansible_collections.hal9000.dind.plugins.module_utils.fleet import (
     limits_label,
     limits_of,
 )
-from ansible_collections.hal9000.dind.plugins.module_utils.settings import resolve
+from ansible_collections.hal9000.dind.plugins.module_utils.parent import mounted_home
+from ansible_collections.hal9000.dind.plugins.module_utils.relay import (
+    CLIENT_DIR,
+    CLIENT_MOUNT,
+    MEMORY_SCOPES,
+    TOKEN_DIR,
+    issue_credential,
+    revoke,
+    scope_text,
+)
+from ansible_collections.hal9000.dind.plugins.module_utils.settings import resolve, typed_value
 from ansible_collections.hal9000.dind.plugins.module_utils.validate import (
     parse_cpus,
     parse_memory,
@@ -81,6 +91,10 @@ WORKER_OPTIONS = (
     WorkerOption("user", {"type": "str"}, "--user", False, "uid:gid to run as (default 1001:1001)"),
     WorkerOption("mode", {"type": "str", "default": "dind", "choices": ["dind", "legacy"]}, None, False, None),
     WorkerOption("parent", {"type": "str", "default": PARENT_NAME}, None, False, None),
+    WorkerOption("memory_scope", {"type": "str", "default": "project", "choices": list(MEMORY_SCOPES)}, "--memory-scope", True,
+                 "whose memory the worker's MCP servers reach: its project's, the shared one, or none"),
+    WorkerOption("anthropic_base_url", {"type": "str"}, "--anthropic-base-url", True,
+                 "Claude Code's model endpoint, an http(s) URL (default: ANTHROPIC_BASE_URL in hal9000.conf)"),
     WorkerOption("command", {"type": "list", "elements": "str"}, None, False, None),
 )
 POOL_OPTIONS = tuple(option for option in WORKER_OPTIONS if option.pool)
@@ -101,7 +115,8 @@ def add_spawn_flags(parser):
             parser.add_argument(option.flag, dest=option.name, action="store_false" if default else "store_true",
                                 help=option.help)
         else:
-            parser.add_argument(option.flag, dest=option.name, help=option.help)
+            parser.add_argument(option.flag, dest=option.name, default=option.ansible.get("default"),
+                                choices=option.ansible.get("choices"), help=option.help)
 
 
 def generate_name(prefix="hal9000-worker"):
@@ -174,6 +189,7 @@ def worker_spec(
     auto_remove=True, read_only=False, api_key_file=None, claude_config_dir=None,
     pool="", user=None, drop_capabilities=True, no_new_privileges=True,
     docker_socket=DOCKER_SOCKET, check_host_paths=True, settings=None,
+    memory_scope="project", anthropic_base_url=None,
 ):
     """Everything that decides what a worker looks like, validated before Docker is touched.
 
@@ -199,6 +215,11 @@ def worker_spec(
             "use api_key_file instead."
         )
     environment.update(HOME="/home/claude", CLAUDE_HOME="/home/claude/.claude")
+    base_url = typed_value("ANTHROPIC_BASE_URL", anthropic_base_url or settings["anthropic_base_url"])
+    if base_url:
+        environment["ANTHROPIC_BASE_URL"] = base_url  # an address, not a secret
+    if user.split(":")[0] == "0" and mode == "dind":
+        raise Hal9000Error("user 0 (root) is refused for workers: root in a worker could reach ChromaDB past the relay; give a non-root uid.")
     if api_key_file and check_host_paths:
         check_api_key_file(api_key_file, int(user.split(":")[0]))
     if claude_config_dir and check_host_paths and not os.path.isdir(claude_config_dir):
@@ -220,17 +241,24 @@ def worker_spec(
         "drop_capabilities": bool(drop_capabilities),
         "no_new_privileges": bool(no_new_privileges),
         "no_limits": bool(no_limits),
+        # The seed's MCP servers through the parent's relay (dind workers, when the relay is on).
+        "relay": mode == "dind" and bool(settings["enable_mcp_relay"]),
     }
+    scope = scope_text(memory_scope, project)
     # Left out of the digest: the name and pool (a claimed warm worker is renamed but otherwise the
-    # same worker) and the limits (they change in place with docker update, not by recreating).
+    # same worker), the limits (they change in place with docker update, not by recreating) and the
+    # memory scope (the relay's record of the worker, rewritten at a claim).
     decisive = {k: v for k, v in spec.items() if k not in ("name", "pool")}
     spec["digest"] = hashlib.sha256(json.dumps(decisive, sort_keys=True).encode()).hexdigest()
     spec["limits"] = limits
+    spec["memory_scope"] = scope
     return spec
 
 
-def _mounts(spec):
+def _mounts(spec, home):
     mounts = []
+    if spec["relay"] and home:
+        mounts.append(Mount(CLIENT_MOUNT, os.path.join(home, CLIENT_DIR), type="bind", read_only=True))
     if spec["project"]:
         mounts.append(Mount("/workspace", spec["project"], type="bind"))
     else:
@@ -265,20 +293,23 @@ def home_tmpfs_options(user):
     return f"rw,nosuid,nodev,{owner},size=256m"
 
 
+ParentNetwork = collections.namedtuple("ParentNetwork", "mode started home")
+
+
 def parent_network(client, spec):
-    """(`container:<id>`, start time) of the running parent, or a one-line error.
+    """(`container:<id>`, start time, its home on the host) of the running parent, or a one-line error.
 
     A parent restart gives it a new network namespace: workers joined to the old one keep only
     their loopback. The start time recorded on each worker tells which ones are stale.
     """
     if spec["mode"] == "legacy":
-        return "bridge", ""
+        return ParentNetwork("bridge", "", "")
     parent = inspect_container(client, spec["parent"])
     if parent is None or not parent["State"]["Running"]:
         raise Hal9000Error(
             f"Parent {spec['parent']} is not running: start the daemon first (ansible-playbook playbooks/daemon.yml)."
         )
-    return f"container:{parent['Id']}", parent["State"]["StartedAt"]
+    return ParentNetwork(f"container:{parent['Id']}", parent["State"]["StartedAt"], mounted_home(parent) or "")
 
 
 def worker_facts(container):
@@ -305,18 +336,22 @@ def stale_reasons(facts, spec, image_id, network):
         reasons.append("options changed")
     if image_id and facts["image_id"] != image_id:
         reasons.append("image changed")
-    if (facts["network_mode"], facts["parent_started"]) != tuple(network):
+    if (facts["network_mode"], facts["parent_started"]) != tuple(network)[:2]:
         reasons.append("parent network is stale")
     return reasons
 
 
 def create_worker(client, spec, network=None):
     """Create (not start) a worker from ``spec``; returns its ID."""
-    network_mode, parent_started = network or parent_network(client, spec)
+    network = network or parent_network(client, spec)
+    network_mode, parent_started = network[0], network[1]
+    tmpfs = {"/tmp": "rw,nosuid,nodev,size=512m", "/home/claude": home_tmpfs_options(spec["user"])}
+    if spec["relay"]:
+        tmpfs[TOKEN_DIR] = home_tmpfs_options(spec["user"]).replace("size=256m", "size=1m")  # the relay token only
     host_config = client.api.create_host_config(
         network_mode=network_mode,
-        mounts=_mounts(spec),
-        tmpfs={"/tmp": "rw,nosuid,nodev,size=512m", "/home/claude": home_tmpfs_options(spec["user"])},
+        mounts=_mounts(spec, network[2] if len(network) > 2 else ""),
+        tmpfs=tmpfs,
         auto_remove=spec["auto_remove"],
         read_only=spec["read_only"],
         cap_drop=["ALL"] if spec["drop_capabilities"] else None,
@@ -338,16 +373,32 @@ def create_worker(client, spec, network=None):
     return created["Id"]
 
 
-def spawn_worker(client, spec, network=None):
-    """Create and start a worker; returns (id, milliseconds)."""
+def spawn_worker(client, spec, network=None, home=None):
+    """Create and start a worker, with its relay credential; returns (id, milliseconds).
+
+    ``home`` is the installation's home as this process sees it (the parent's programs: its mount
+    point), where the credential's record goes; default: the parent's home on the host.
+    """
     started = time.monotonic()
+    network = network or parent_network(client, spec)
     container_id = create_worker(client, spec, network)
     try:
         client.api.start(container_id)
+        if spec["relay"]:
+            if not (home or network[2]):
+                raise Hal9000Error(f"Parent {spec['parent']} has no home mounted: recreate it with hal9000.dind.parent.")
+            issue_credential(client, home or network[2], container_id, spec["user"], spec["memory_scope"])
     except Exception:
         client.api.remove_container(container_id, force=True, v=True)  # never leave a half-made worker
         raise
     return container_id, round((time.monotonic() - started) * 1000, 1)
+
+
+def remove_worker(client, container_id, home):
+    """Remove a worker, its anonymous volumes and its relay credential."""
+    client.api.remove_container(container_id, force=True, v=True)
+    if home:
+        revoke(home, container_id)
 
 
 def update_limits(client, container_id, limits):

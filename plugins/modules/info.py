@@ -72,6 +72,15 @@ pool:
   type: dict
   sample: {"enabled": true, "idle_timeout": 300, "pools": [{"name": "generic", "project": "", "min": 2, "max": 5,
            "image": "hal9000/worker:latest", "warm": 2}]}
+relay:
+  description:
+    - The MCP relay (the seed's MCP servers for every worker, in the parent's sidecar) - whether it is C(enabled), C(ready)
+      (answering on its loopback C(port)), each server's state (C(ready), C(starting), C(failed), C(stopped)) and the
+      C(errors) of servers that failed.
+  returned: always
+  type: dict
+  sample: {"enabled": true, "ready": true, "port": 8765, "servers": {"chroma": "ready", "memory-bank": "ready",
+           "sequential-thinking": "ready"}, "errors": {}}
 images:
   description: The parent's image, the worker flavours and every pool's image, each with C(exists), C(id), C(created) and C(size).
   returned: always

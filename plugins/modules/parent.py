@@ -89,6 +89,22 @@ options:
       - Seconds a warm worker above the minimum may stay idle before the pool manager removes it.
       - Unset, C(IDLE_TIMEOUT) in hal9000.conf, else V(300).
     type: int
+  enable_mcp_relay:
+    description:
+      - Run the MCP relay (the seed's memory-bank, sequential-thinking and chroma MCP servers, once for every worker)
+        in a sidecar container that shares the parent's network namespace.
+      - Unset, C(ENABLE_MCP_RELAY) in hal9000.conf, else V(true).
+    type: bool
+  mcp_image:
+    description:
+      - Image of the MCP relay's sidecar (built by the images role).
+      - Unset, C(MCP_IMAGE) in hal9000.conf, else V(hal9000/mcp:latest).
+    type: str
+  mcp_relay_port:
+    description:
+      - Port the MCP relay listens on, on the parent's loopback (every worker's localhost).
+      - Unset, C(MCP_RELAY_PORT) in hal9000.conf, else V(8765).
+    type: int
   force:
     description:
       - Recreate, restart, stop or remove the parent even though workers share its network namespace.

@@ -84,6 +84,14 @@ options:
             M(hal9000.dind.worker) with O(hal9000.dind.worker#module:read_only=true).
         type: bool
         default: false
+      memory_scope:
+        description: Memory scope of the pool's workers (see O(hal9000.dind.worker#module:memory_scope)); a claim may give another.
+        type: str
+        choices: [project, shared, none]
+        default: project
+      anthropic_base_url:
+        description: Claude Code's model endpoint in the pool's workers (unset - C(ANTHROPIC_BASE_URL) in hal9000.conf).
+        type: str
   wait:
     description: Wait until every pool holds its minimum of warm workers.
     type: bool

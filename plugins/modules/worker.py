@@ -92,6 +92,21 @@ options:
     description: Read-only root file system (C(/tmp) and C(/home/claude) stay writable tmpfs).
     type: bool
     default: false
+  memory_scope:
+    description:
+      - Whose memory the worker's MCP servers (through the parent's relay) reach.
+      - V(project) - the memory of its O(project_dir) only (a worker without a project has none); V(shared) - the
+        installation's common memory, where migrated v0.5.x data is; V(none) - no memory.
+      - Whatever project, file or collection name the worker gives, it stays inside this scope.
+      - A claimed warm worker (O(from_pool=true)) gets this scope at the claim.
+    type: str
+    choices: [project, shared, none]
+    default: project
+  anthropic_base_url:
+    description:
+      - Claude Code's model endpoint in the worker (C(ANTHROPIC_BASE_URL), e.g. an LLM gateway), an http(s) URL.
+      - Unset, C(ANTHROPIC_BASE_URL) in hal9000.conf under O(hal9000_home) decides, else Claude Code's own default.
+    type: str
   drop_capabilities:
     description: Drop every Linux capability.
     type: bool
@@ -237,6 +252,7 @@ from ansible_collections.hal9000.dind.plugins.module_utils.workers import (
     attach_command,
     current_limits,
     parent_network,
+    remove_worker,
     spawn_worker,
     stale_reasons,
     update_limits,
@@ -268,6 +284,14 @@ def home_of(client, params):
     if params["mode"] == "legacy":
         return default_home()
     return installation_home(client, params["parent"])
+
+
+def removal_home(client, params):
+    """Where a removed worker's relay credential is; None when the parent is gone (it prunes the record at its next start)."""
+    try:
+        return home_of(client, params)
+    except Hal9000Error:
+        return None
 
 
 def describe(inspected, spec, spawn_ms=None):
@@ -341,7 +365,7 @@ def manage_worker(module, client):
             if reasons:
                 actions.append(f"recreated {name} ({', '.join(reasons)})")
                 if not module.check_mode:
-                    client.api.remove_container(current["Id"], force=True, v=True)
+                    remove_worker(client, current["Id"], home)
                 current = None
         if current is None and params["from_pool"] and not module.check_mode:
             began = time.monotonic()
@@ -355,7 +379,7 @@ def manage_worker(module, client):
         if current is None:
             actions.append(f"started {name}")
             if not module.check_mode:
-                spawn_ms = spawn_worker(client, spec, network)[1]
+                spawn_ms = spawn_worker(client, spec, network, home)[1]
         else:
             if current_limits(current) != spec["limits"]:
                 actions.append(f"updated limits of {name} in place")
@@ -372,7 +396,7 @@ def manage_worker(module, client):
     elif current is not None and state == "absent":
         actions.append(f"removed {name}")
         if not module.check_mode:
-            client.api.remove_container(current["Id"], force=True, v=True)
+            remove_worker(client, current["Id"], removal_home(client, params))
 
     after = describe(inspect_container(client, name), spec, spawn_ms) if not module.check_mode else before
     result = dict(changed=bool(actions), worker=after, actions=actions, claimed=claimed_id is not None)

@@ -14,7 +14,13 @@ from docker.errors import APIError
 from docker.types import HostConfig
 
 from ansible_collections.hal9000.dind.plugins.module_utils.pool import Reconciler, claim, validate_pools
-from ansible_collections.hal9000.dind.plugins.module_utils.settings import resolve
+from ansible_collections.hal9000.dind.plugins.module_utils.settings import resolve as resolve_settings
+
+
+def resolve(file_values=None):
+    """The settings without the MCP relay: its credential is handed over by an exec into a real
+    worker, which this fake API has not (tests/integration/test_relay.py covers it)."""
+    return resolve_settings(file_values={"ENABLE_MCP_RELAY": "false", **(file_values or {})})
 
 PARENT = "h9unit-parent"
 

@@ -14,6 +14,7 @@ from ansible_collections.hal9000.dind.plugins.module_utils.settings import (
     read_config,
     resolve,
     resolve_in_home,
+    typed_value,
 )
 
 # A valid value for every setting that differs from its default: (in the file, typed).
@@ -29,6 +30,10 @@ CHANGED = {
     "MAX_WARM_WORKERS": ("9", 9),
     "IDLE_TIMEOUT": ("30", 30),
     "CHROMADB_PORT": ("8100", 8100),
+    "ENABLE_MCP_RELAY": ("false", False),
+    "MCP_IMAGE": ("example/mcp:2", "example/mcp:2"),
+    "MCP_RELAY_PORT": ("8200", 8200),
+    "ANTHROPIC_BASE_URL": ("https://gateway.example:8443/anthropic", "https://gateway.example:8443/anthropic"),
 }
 
 
@@ -41,6 +46,7 @@ def test_defaults_are_the_seeds():
         "worker_image": "hal9000/worker:latest", "memory": "4g", "cpus": "2", "pids_limit": 100,
         "skip_image_pull": False, "lazy_image_pull": False, "enable_pool_manager": False,
         "min_warm_workers": 2, "max_warm_workers": 5, "idle_timeout": 300, "chromadb_port": 8000,
+        "enable_mcp_relay": True, "mcp_image": "hal9000/mcp:latest", "mcp_relay_port": 8765, "anthropic_base_url": "",
     }
 
 
@@ -52,12 +58,14 @@ def test_the_file_beats_the_default_the_environment_beats_the_file_an_option_bea
     assert resolve_in_home(str(tmp_path))[setting.option] == typed
     assert resolve()[setting.option] == setting.default
 
-    default_text = file_defaults()[setting.key]
-    from_environment = resolve_in_home(str(tmp_path), environ={setting.key: default_text})
-    assert from_environment[setting.option] == resolve()[setting.option], "the environment wins over the file"
+    # An empty value means "not given": a setting whose default is empty is overridden with another value.
+    in_environment = file_defaults()[setting.key] or "http://127.0.0.1:9"
+    from_environment = resolve_in_home(str(tmp_path), environ={setting.key: in_environment})
+    assert from_environment[setting.option] == typed_value(setting.key, in_environment), "the environment wins over the file"
 
-    explicit = resolve_in_home(str(tmp_path), {setting.option: setting.default}, {setting.key: in_file})
-    assert explicit[setting.option] == resolve()[setting.option], "an explicit value wins over everything"
+    given = in_environment if setting.default == "" else setting.default
+    explicit = resolve_in_home(str(tmp_path), {setting.option: given}, {setting.key: in_file})
+    assert explicit[setting.option] == typed_value(setting.key, given), "an explicit value wins over everything"
 
 
 def test_none_and_empty_mean_not_given():
