@@ -392,8 +392,13 @@ class Relay:
         for key in rules["keys"]:
             if key in arguments:
                 arguments[key] = scope.map_name(arguments[key])
+        listing = tool == rules["list_tool"]
+        # A listing is filtered here, so paging must be too: the server lists everything.
+        window = (arguments.pop("offset", None), arguments.pop("limit", None)) if listing else (None, None)
         result = backend.call("tools/call", dict(params, arguments=arguments))
-        return unmap_result(result, scope, tool == rules["list_tool"])
+        if listing and not result.get("isError"):
+            return listing_result(result, scope, *window)
+        return unmap_result(result, scope, False)
 
 
 def unmap_value(value, scope, listing):
@@ -431,6 +436,25 @@ def unmap_text(text, scope, listing):
                 kept.append(line)  # a heading, not a name
         return "\n".join(kept)
     return text.replace(scope.prefix, "") if scope.prefix else text
+
+
+def listing_result(result, scope, offset=None, limit=None):
+    """A list of names (one per text item, one per line, or a JSON list) cut down to the caller's scope."""
+    names = []
+    for item in result.get("content", []):
+        if item.get("type") != "text":
+            continue
+        try:
+            parsed = json.loads(item.get("text", ""))
+        except ValueError:
+            parsed = None
+        found = parsed if isinstance(parsed, list) else item.get("text", "").splitlines()
+        names += [str(name).strip() for name in found if str(name).strip()]
+    visible = [v for v in (scope.visible(name) for name in names) if v]
+    start = int(offset or 0)
+    visible = visible[start:start + int(limit)] if limit else visible[start:]
+    content = [{"type": "text", "text": name} for name in visible]
+    return dict(result, content=content or [{"type": "text", "text": "(none in this worker's memory scope)"}])
 
 
 def unmap_result(result, scope, listing):

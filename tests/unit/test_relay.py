@@ -84,6 +84,13 @@ def text(result):
     return result["content"][0]["text"]
 
 
+def listed(result):
+    """The names a listing shows (the relay answers one text item per name, or a note when there is none)."""
+    assert not result.get("isError"), result
+    texts = [item["text"] for item in result["content"]]
+    return [] if texts == ["(none in this worker's memory scope)"] else texts
+
+
 def test_requests_without_a_known_credential_are_refused(served):
     url, home = served
     credential(home, ID_A, "shared")
@@ -116,14 +123,14 @@ def test_a_projects_memory_is_its_own_whatever_names_are_given(served):
     written = call(url, project_a, "memory_bank_write", projectName="notes", fileName="plan.md", content="ship it")
     assert text(written) == "File plan.md written to project notes", "the scope prefix is never shown"
     assert text(call(url, also_a, "memory_bank_read", projectName="notes", fileName="plan.md")) == "ship it"
-    assert json.loads(text(call(url, also_a, "list_projects"))) == ["notes"]
+    assert listed(call(url, also_a, "list_projects")) == ["notes"]
 
     # Another project, with the same name or the mapped one, reaches nothing of project a's.
     assert text(call(url, project_b, "memory_bank_read", projectName="notes", fileName="plan.md")) == ""
-    assert json.loads(text(call(url, project_b, "list_projects"))) == []
+    assert listed(call(url, project_b, "list_projects")) == []
     mapped = f"s{project_key('/srv/a')}_notes"
     assert text(call(url, project_b, "memory_bank_read", projectName=mapped, fileName="plan.md")) == ""
-    assert json.loads(text(call(url, shared, "list_projects"))) == []
+    assert listed(call(url, shared, "list_projects")) == []
     refused = call(url, shared, "memory_bank_read", projectName=mapped, fileName="plan.md")
     assert refused["isError"] is True and "belongs to a project's memory" in text(refused)
     assert "scope is shared" in text(refused), "the refusal says which scope the worker has"
@@ -145,7 +152,7 @@ def test_a_claim_gives_a_warm_workers_credential_its_scope_at_once(served):
     token = credential(home, ID_A, "none")
     assert call(url, token, "list_projects")["isError"] is True
     assert set_scope(str(home), ID_A, scope_text("project", "/srv/a"))
-    assert json.loads(text(call(url, token, "list_projects"))) == []
+    assert listed(call(url, token, "list_projects")) == []
     os.unlink(home / "run" / "relay" / "credentials" / f"{ID_A}.json")  # revoked
     assert post(url, token, {"jsonrpc": "2.0", "id": 1, "method": "tools/list"})[0] == 401
 
@@ -188,3 +195,14 @@ def test_client_config_registers_every_server_with_the_headers_helper():
 def test_bad_extra_servers_are_refused_with_one_line(servers, words):
     with pytest.raises(Hal9000Error, match=words):
         validate_servers(servers)
+
+
+def test_listings_are_paged_after_the_scope_filter(served):
+    url, home = served
+    mine = credential(home, ID_A, scope_text("project", "/srv/a"))
+    theirs = credential(home, ID_B, scope_text("project", "/srv/b"))
+    for token, names in ((theirs, ("b1", "b2")), (mine, ("a1", "a2", "a3"))):
+        for name in names:
+            call(url, token, "memory_bank_write", projectName=name, fileName="f", content="c")
+    assert listed(call(url, mine, "list_projects", offset=1, limit=1)) == ["a2"]
+    assert listed(call(url, mine, "list_projects", offset=2)) == ["a3"]
