@@ -101,11 +101,9 @@ class Scope:
             raise ScopeError(f"name {name!r} is not allowed: use letters, digits, '.', '_' and '-' only; {self.describe()}")
         if self.kind == "none":
             raise ScopeError(f"memory is not available to this worker: {self.describe()}")
-        if self.kind == "shared":
-            if SCOPED_NAME.match(name):
-                raise ScopeError(f"name {name!r} belongs to a project's memory, not to the shared one: {self.describe()}")
-            return name
-        return self.prefix + name
+        if SCOPED_NAME.match(name):
+            raise ScopeError(f"name {name!r} has the form of a project's memory, which no worker may name: {self.describe()}")
+        return name if self.kind == "shared" else self.prefix + name
 
     def visible(self, name):
         """The name as the worker sees it, or None when it is outside the scope."""

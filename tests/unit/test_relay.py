@@ -129,10 +129,11 @@ def test_a_projects_memory_is_its_own_whatever_names_are_given(served):
     assert text(call(url, project_b, "memory_bank_read", projectName="notes", fileName="plan.md")) == ""
     assert listed(call(url, project_b, "list_projects")) == []
     mapped = f"s{project_key('/srv/a')}_notes"
-    assert text(call(url, project_b, "memory_bank_read", projectName=mapped, fileName="plan.md")) == ""
+    refused = call(url, project_b, "memory_bank_read", projectName=mapped, fileName="plan.md")
+    assert refused["isError"] is True and "scope is its project" in text(refused)
     assert listed(call(url, shared, "list_projects")) == []
     refused = call(url, shared, "memory_bank_read", projectName=mapped, fileName="plan.md")
-    assert refused["isError"] is True and "belongs to a project's memory" in text(refused)
+    assert refused["isError"] is True and "has the form of a project's memory" in text(refused)
     assert "scope is shared" in text(refused), "the refusal says which scope the worker has"
 
     for bad in ("../etc", "a/b", "", ".hidden", "x" * 300):

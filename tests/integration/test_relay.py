@@ -1,0 +1,207 @@
+"""Shared memory through the parent's MCP relay, with the real servers, the real CLI and real workers.
+
+A parent of this module's own starts the hal9000/mcp sidecar (the seed's memory-bank, sequential-thinking
+and chroma MCP servers); workers made by hal9000.dind.worker reach it on their localhost. The model is the
+scripted stand-in (standin_api.py) in the parent's namespace: nothing leaves the host's loopback.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+import pytest
+
+from claude_e2e import key_file_for, project_owned_by, run_claude, standin_api
+from helpers import exec_in, remove_containers, started_parent, succeeded, wait_for
+
+MODULE = "hal9000.dind.worker"
+UID = 1234
+SERVERS = ("memory-bank", "sequential-thinking", "chroma")
+
+
+@pytest.fixture(scope="module")
+def parent(docker_client, prefix, tmp_path_factory):
+    with started_parent(docker_client, tmp_path_factory, f"{prefix}-relay") as started:
+        wait_for(lambda: startup(docker_client, started.name).get("relay_ready"), 120, "the MCP relay to answer")
+        yield started
+
+
+@pytest.fixture(scope="module")
+def api_key(tmp_path_factory):
+    return key_file_for(tmp_path_factory.mktemp("relay-key") / "anthropic_key", UID)
+
+
+@pytest.fixture(scope="module")
+def projects(tmp_path_factory):
+    """Two projects of the same owner: their memories must stay apart."""
+    base = tmp_path_factory.mktemp("relay-projects")
+    return project_owned_by(base / "alpha", UID), project_owned_by(base / "beta", UID)
+
+
+@pytest.fixture
+def made(docker_client):
+    names = []
+    yield names
+    remove_containers(docker_client, *names)
+
+
+def startup(client, parent_name):
+    code, out, err = exec_in(client, parent_name, ["cat", "/run/hal9000/startup.json"])
+    return json.loads(out) if code == 0 else {}
+
+
+def spawn(ansible, parent, made, name, **args):
+    made.append(name)
+    result = succeeded(ansible.task(MODULE, {"name": name, "parent": parent.name, **args}))
+    assert result["worker"]["state"] == "running", result
+    return result
+
+
+def tool_results(api, marker):
+    """(text, is_error) of every tool result the CLI sent back in the conversation naming ``marker``."""
+    last = api.conversation(marker)[-1]["body"]["messages"]
+    found = []
+    for message in last:
+        for block in message["content"] if isinstance(message["content"], list) else []:
+            if block.get("type") == "tool_result":
+                content = block.get("content")
+                text = content if isinstance(content, str) else "".join(c.get("text", "") for c in content or [])
+                found.append((text, bool(block.get("is_error"))))
+    return found
+
+
+def script(marker, *calls, reply="done"):
+    """The model calls each (server, tool, arguments) in turn through the relay, then ends with ``reply``."""
+    steps = [{"tool_use": {"name": f"mcp__{server}__{tool}", "input": arguments}} for server, tool, arguments in calls]
+    return {"marker": marker, "steps": steps + [{"text": reply}]}
+
+
+def test_every_worker_lists_the_relays_servers_connected(ansible, docker_client, parent, made, prefix, projects):
+    for flavour in ("ultramin", "minimal"):
+        name = f"{prefix}-relay-{flavour}"
+        spawn(ansible, parent, made, name, flavour=flavour, project_dir=projects[0])
+        code, out, err = exec_in(docker_client, name, ["timeout", "60", "claude", "mcp", "list"])
+        assert code == 0, out
+        for server in SERVERS:
+            assert f"{server}: http://127.0.0.1:8765/mcp/{server} (HTTP) - ✔ Connected" in out, out
+
+
+def test_the_credential_is_in_the_workers_tmpfs_only(ansible, docker_client, parent, made, prefix, projects):
+    name = f"{prefix}-relay-cred"
+    spawn(ansible, parent, made, name, flavour="ultramin", project_dir=projects[0])
+    code, token, _err = exec_in(docker_client, name, ["cat", "/run/hal9000/relay-token"])
+    assert code == 0 and len(token.strip()) >= 40
+    inspected = json.dumps(docker_client.api.inspect_container(name))
+    assert token.strip() not in inspected
+    code, mode, _err = exec_in(docker_client, name, ["stat", "-c", "%a %u", "/run/hal9000/relay-token"])
+    assert mode.split() == ["600", str(UID)]
+    code, out, err = exec_in(docker_client, name, ["sh", "-c", "echo x > /etc/claude-code/managed-mcp.json"])
+    assert code != 0 and "Read-only file system" in err, "a worker cannot change its MCP configuration"
+
+
+def test_chromadb_and_the_relay_listen_on_loopback_only_and_workers_cannot_reach_chromadb(
+        ansible, docker_client, parent, made, prefix, projects):
+    for container in (parent.name, f"{parent.name}-mcp"):
+        listening = []
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            code, out, err = exec_in(docker_client, container, ["cat", table])
+            assert code == 0, out
+            listening += [line.split()[1] for line in out.splitlines()[1:] if line.split()[3] == "0A"]
+        ports = {int(address.split(":")[1], 16) for address in listening}
+        assert {8000, 8765} <= ports, listening
+        for address in listening:
+            host = address.split(":")[0]
+            assert host in ("0100007F", "00000000000000000000000001000000"), f"{container} listens on {address}"
+    name = f"{prefix}-relay-probe"
+    spawn(ansible, parent, made, name, flavour="ultramin", project_dir=projects[0])
+    probe = "exec 3<>/dev/tcp/127.0.0.1/{port} && echo open"
+    code, out, err = exec_in(docker_client, name, ["bash", "-c", probe.format(port=8000)])
+    assert code != 0 and "open" not in out and "Connection refused" in err, f"a worker reached ChromaDB: {out} {err}"
+    code, out, err = exec_in(docker_client, name, ["bash", "-c", probe.format(port=8765)])
+    assert code == 0 and "open" in out, "the relay is on every worker's localhost"
+
+
+def test_memory_is_shared_within_a_project_and_refused_across_projects(
+        ansible, docker_client, parent, made, prefix, projects, api_key, tmp_path):
+    fact = f"The release train leaves on Thursdays ({uuid.uuid4().hex[:8]})."
+    alpha, beta = projects
+    markers = {step: f"{step.upper()}-{uuid.uuid4().hex[:8]}" for step in ("store", "recall", "cross")}
+    collection = "decisions"
+    scripts = [
+        script(markers["store"],
+               ("memory-bank", "memory_bank_write", {"projectName": "team", "fileName": "release.md", "content": fact}),
+               ("chroma", "chroma_create_collection", {"collection_name": collection}),
+               ("chroma", "chroma_add_documents", {"collection_name": collection, "documents": [fact, "Lunch is at noon."],
+                                                   "ids": ["release", "lunch"]})),
+        script(markers["recall"],
+               ("memory-bank", "memory_bank_read", {"projectName": "team", "fileName": "release.md"}),
+               ("chroma", "chroma_query_documents", {"collection_name": collection, "query_texts": ["when does the train depart?"],
+                                                     "n_results": 1})),
+        script(markers["cross"],
+               ("memory-bank", "memory_bank_read", {"projectName": "team", "fileName": "release.md"}),
+               ("chroma", "chroma_query_documents", {"collection_name": collection, "query_texts": ["train"], "n_results": 1}),
+               ("memory-bank", "list_projects", {}),
+               ("memory-bank", "memory_bank_read", {"projectName": f"s{'0' * 12}_team", "fileName": "release.md"})),
+    ]
+    workdir = tmp_path / "standin"
+    workdir.mkdir()
+    with standin_api(docker_client, parent.name, workdir, scripts) as api:
+        common = {"flavour": "ultramin", "api_key_file": api_key[1], "anthropic_base_url": api.url}
+        writer, reader, stranger = (f"{prefix}-relay-{role}" for role in ("writer", "reader", "stranger"))
+        spawn(ansible, parent, made, writer, project_dir=alpha, **common)
+        spawn(ansible, parent, made, reader, project_dir=alpha, **common)
+        spawn(ansible, parent, made, stranger, project_dir=beta, **common)
+
+        run = run_claude(docker_client, writer, f"Remember this. {markers['store']}")
+        assert run.code == 0 and run.out.strip() == "done", run
+        assert all(not error for _text, error in tool_results(api, markers["store"])), tool_results(api, markers["store"])
+
+        run = run_claude(docker_client, reader, f"What do we know? {markers['recall']}")
+        assert run.code == 0, run
+        (bank, bank_error), (search, search_error) = tool_results(api, markers["recall"])
+        assert not bank_error and fact in bank, "another worker of the same project recalls it"
+        assert not search_error and fact in search, f"semantic search finds it offline: {search}"
+
+        run = run_claude(docker_client, stranger, f"What do we know? {markers['cross']}")
+        assert run.code == 0, run
+        results = tool_results(api, markers["cross"])
+        assert len(results) == 4, results
+        assert all(fact not in text for text, _error in results), results
+        assert results[0][1] and results[1][1], "another project's file and collection do not exist for it"
+        assert "team" not in results[2][0], "its project list does not show another project's"
+        refused, error = results[3]
+        assert error and "Refused by the hal9000 relay" in refused and "memory scope" in refused, refused
+    # The memory bank keeps its data on the memorybank volume, under the project's scope.
+    code, out, err = exec_in(docker_client, f"{parent.name}-mcp", ["sh", "-c", "ls /memorybank"])
+    assert code == 0 and any(line.endswith("_team") for line in out.split()), out
+
+
+def test_a_claimed_warm_worker_has_the_servers_and_gets_its_scope_at_the_claim(
+        ansible, docker_client, parent, made, prefix):
+    configured = succeeded(ansible.task("hal9000.dind.pool", {
+        "parent": parent.name, "hal9000_home": str(parent.home), "enabled": True,
+        "min_warm_workers": 1, "max_warm_workers": 1, "wait_timeout": 120}))
+    try:
+        assert configured["changed"], configured
+        name = f"{prefix}-relay-claimed"
+        claimed = spawn(ansible, parent, made, name, from_pool=True, memory_scope="shared")
+        assert claimed["claimed"] is True, claimed
+        worker_id = claimed["worker"]["id"]
+        record = json.loads((Path(parent.home) / "run" / "relay" / "credentials" / f"{worker_id}.json").read_text())
+        assert record["scope"] == "shared"
+        code, out, err = exec_in(docker_client, name, ["timeout", "60", "claude", "mcp", "list"])
+        assert code == 0 and out.count("✔ Connected") == len(SERVERS), out
+    finally:
+        succeeded(ansible.task("hal9000.dind.pool", {"parent": parent.name, "hal9000_home": str(parent.home), "enabled": False}))
+    # Removing a worker revokes its credential.
+    succeeded(ansible.task(MODULE, {"name": name, "parent": parent.name, "state": "absent"}))
+    assert not (Path(parent.home) / "run" / "relay" / "credentials" / f"{worker_id}.json").exists()
+
+
+def test_status_reports_each_server(ansible, parent):
+    info = succeeded(ansible.task("hal9000.dind.info", {"parent": parent.name, "volume_prefix": parent.name.rsplit("-parent", 1)[0]}))
+    assert info["relay"]["ready"] is True and info["relay"]["servers"] == {s: "ready" for s in sorted(SERVERS)}, info["relay"]
+    assert any(line.startswith("MCP relay: Ready on port 8765") for line in info["status_lines"]), info["status_lines"]
+    assert "relay" in info["parent"]["startup"], "the relay is a timed start-up phase"
