@@ -30,6 +30,7 @@ FLAVOURS = {
     "parent": ("images/Dockerfile.parent", "hal9000/parent:latest"),
     "minimal": ("images/Dockerfile.worker-minimal", "hal9000/worker:latest"),
     "ultramin": ("images/Dockerfile.worker-ultramin", "hal9000/worker:ultramin"),
+    "mcp": ("images/Dockerfile.mcp", "hal9000/mcp:latest"),
 }
 DIGEST_LABEL = "io.hal9000.build-digest"
 DEFAULT_BASE_IMAGE = "debian:bookworm-slim"

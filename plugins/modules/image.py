@@ -7,7 +7,7 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: image
-short_description: Build, pull, load or remove the HAL-9000 parent and worker images
+short_description: Build, pull, load or remove the HAL-9000 parent, worker and MCP sidecar images
 version_added: 0.1.0
 description:
   - Builds one of the bundled images (O(flavour)) or any Dockerfile inside a build context, pulls an image, or loads
@@ -22,13 +22,15 @@ options:
   name:
     description:
       - The image reference to produce or remove, such as C(hal9000/worker:latest).
-      - Defaults to the flavour's tag (C(hal9000/parent:latest), C(hal9000/worker:latest), C(hal9000/worker:ultramin)).
+      - Defaults to the flavour's tag (C(hal9000/parent:latest), C(hal9000/worker:latest), C(hal9000/worker:ultramin),
+        C(hal9000/mcp:latest)).
     type: str
   flavour:
     description:
-      - Which bundled image to build. V(minimal) is the worker with git, V(ultramin) the worker without git.
+      - Which bundled image to build. V(minimal) is the worker with git, V(ultramin) the worker without git, V(mcp)
+        the MCP sidecar (memory-bank, sequential-thinking and chroma MCP servers behind the relay).
     type: str
-    choices: [parent, minimal, ultramin]
+    choices: [parent, minimal, ultramin, mcp]
   dockerfile:
     description:
       - A Dockerfile path relative to O(context), instead of a bundled flavour.
@@ -306,7 +308,7 @@ def main():
         if not params["context"]:
             module.fail_json(msg="source=build needs context: the directory holding images/ on the Docker host.")
         if not (params["flavour"] or params["dockerfile"]):
-            module.fail_json(msg="source=build needs flavour (parent, minimal or ultramin) or dockerfile.")
+            module.fail_json(msg="source=build needs flavour (parent, minimal, ultramin or mcp) or dockerfile.")
         params["timeout"] = max(params["timeout"], params["build_timeout"])
     run_module(module, manage_image)
 
