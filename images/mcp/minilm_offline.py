@@ -20,7 +20,11 @@ import json
 import math
 import os
 import struct
+import sys
 import threading
+
+if __name__ == "__main__":  # the self-test below, run as a script: the image's Python packages
+    sys.path.insert(1, "/opt/hal9000/lib")
 
 # One BLAS thread: the matrices are small (384 x 1536 at most), and OpenBLAS's thread pool made a
 # one-sentence query 10-40x slower (15 ms -> 190-700 ms) on a busy 2-core host. Set before numpy loads.
@@ -193,9 +197,7 @@ def install():
 
 
 def main():
-    """Self-test: python3 minilm_offline.py [sentence ...] prints dimensions, norms and similarities."""
-    import sys
-
+    """Self-test: python3 /opt/hal9000/mcp/minilm_offline.py [sentence ...] prints dimensions, norms and similarities."""
     sentences = sys.argv[1:] or ["A cat sat on the mat.", "A kitten rests on a rug.", "Stock markets fell sharply today."]
     vectors = model().embed(sentences)
     print(json.dumps({
