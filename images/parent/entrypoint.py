@@ -46,6 +46,8 @@ from ansible_collections.hal9000.dind.plugins.module_utils.relay import (
     RELAY_DIR,
     RELAY_IN_SIDECAR,
     ROLE_RELAY,
+    SERVERS_DIR,
+    SERVERS_IN_SIDECAR,
     prepare as prepare_relay,
     prune_credentials,
     read_status as read_relay_status,
@@ -89,6 +91,7 @@ class Parent:
         self.state = {"chromadb_ready": False, "relay_ready": False}
         self.parent_name = os.environ.get("HAL9000_PARENT_NAME", PARENT_NAME)
         self.sidecar = None
+        self.relay_lock = threading.Lock()  # one start of the relay at a time (start-up, SIGHUP, housekeeping)
         self.pool_pid = None
 
     def log(self, message):
@@ -258,6 +261,10 @@ class Parent:
 
     # 5. the MCP relay (in the background)
     def start_relay(self, timeout=120):
+        with self.relay_lock:
+            self._start_relay(timeout)
+
+    def _start_relay(self, timeout):
         began = time.monotonic()
         try:
             self.sidecar = self.create_sidecar()
@@ -285,6 +292,8 @@ class Parent:
     def create_sidecar(self):
         """The relay's container, in this parent's network namespace; replaced on every start
         (a restarted parent has a new namespace, and the old sidecar would be in the old one)."""
+        prepare_relay(HOME_IN_PARENT, relay_servers(HOME_IN_PARENT, self.settings["chromadb_port"]),
+                      self.settings["mcp_relay_port"])  # again: the servers may have changed (SIGHUP)
         own = self.client.api.inspect_container(self.parent_name)
         home = mounted_home(own)
         memorybank = next((m for m in own["Mounts"] if m["Destination"] == MEMORYBANK_PATH), None)
@@ -295,10 +304,13 @@ class Parent:
             self.client.api.remove_container(name, force=True)
         except Exception:  # not there: nothing to replace
             pass
+        mounts = [Mount(RELAY_IN_SIDECAR, os.path.join(home, RELAY_DIR), type="bind"),
+                  Mount(MEMORYBANK_IN_SIDECAR, memorybank.get("Name") or memorybank["Source"], type=memorybank["Type"])]
+        if os.path.isdir(os.path.join(HOME_IN_PARENT, SERVERS_DIR)):
+            mounts.append(Mount(SERVERS_IN_SIDECAR, os.path.join(home, SERVERS_DIR), type="bind", read_only=True))
         host_config = self.client.api.create_host_config(
             network_mode=f"container:{own['Id']}",
-            mounts=[Mount(RELAY_IN_SIDECAR, os.path.join(home, RELAY_DIR), type="bind"),
-                    Mount(MEMORYBANK_IN_SIDECAR, memorybank.get("Name") or memorybank["Source"], type=memorybank["Type"])],
+            mounts=mounts,
             tmpfs={"/tmp": "rw,nosuid,nodev,size=256m"},
             # Root without the rest of root's powers: DAC_OVERRIDE reads run/relay when a user owns the home.
             cap_drop=["ALL"], cap_add=["DAC_OVERRIDE"], security_opt=["no-new-privileges:true"],
@@ -328,6 +340,13 @@ class Parent:
                     threading.Thread(target=self.start_relay, daemon=True).start()
         except Exception as exc:  # housekeeping must never stop the parent
             self.log(f"housekeeping: {str(exc).splitlines()[0]}")
+
+    def reload_relay(self, _signum, _frame):
+        """SIGHUP (the parent module after a change of mcp_servers): the relay again, with the servers now declared."""
+        if self.settings and self.settings["enable_mcp_relay"] and not self.stopping.is_set():
+            self.log("SIGHUP: restarting the MCP relay with the declared servers")
+            self.record(relay_ready=False)
+            threading.Thread(target=self.start_relay, daemon=True).start()
 
     def shutdown(self, signum, _frame):
         if self.stopping.is_set():
@@ -376,6 +395,7 @@ class Parent:
     def run(self):
         signal.signal(signal.SIGTERM, self.shutdown)
         signal.signal(signal.SIGINT, self.shutdown)
+        signal.signal(signal.SIGHUP, self.reload_relay)
         try:
             self.critical_init()
         except Hal9000Error as exc:

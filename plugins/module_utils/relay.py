@@ -33,6 +33,9 @@ CREDENTIALS_DIR = os.path.join(RELAY_DIR, "credentials")
 SERVERS_FILE = os.path.join(RELAY_DIR, "servers.json")
 STATUS_FILE = os.path.join(RELAY_DIR, "status.json")
 MCP_SERVERS_FILE = os.path.join("config", "mcp_servers.json")
+# The user's own servers' files (scripts, data), mounted read-only in the sidecar.
+SERVERS_DIR = "mcp-servers"
+SERVERS_IN_SIDECAR = "/opt/hal9000/servers"
 CLIENT_MOUNT = "/etc/claude-code"
 TOKEN_DIR = "/run/hal9000"
 TOKEN_FILE = f"{TOKEN_DIR}/relay-token"
@@ -69,7 +72,11 @@ SERVER_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
 
 
 def validate_servers(servers):
-    """The user's extra servers (``mcp_servers``): name, command, args, env_files; one-line errors."""
+    """The user's extra servers (``mcp_servers``): name, command, args, env_files; one-line errors.
+
+    ``env_files`` maps a variable to a file below the HAL-9000 home, read when the relay starts:
+    values never pass through a module's arguments or the file this writes.
+    """
     builtin = {server["name"] for server in builtin_servers(8000)}
     checked, seen = [], set()
     for index, server in enumerate(servers or []):
@@ -93,11 +100,29 @@ def validate_servers(servers):
         if not isinstance(env_files, dict):
             raise Hal9000Error(f"mcp_servers {name}: env_files must map variable names to files.")
         for key, path in env_files.items():
-            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(key)) or not os.path.isabs(str(path)):
-                raise Hal9000Error(f"mcp_servers {name}: env_files {key}={path!r} needs a variable name and an absolute path.")
+            parts = str(path).split("/")
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(key)) or os.path.isabs(str(path)) or ".." in parts or not path:
+                raise Hal9000Error(f"mcp_servers {name}: env_files {key}={path!r} needs a variable name and a path relative "
+                                   "to the HAL-9000 home (e.g. secrets/github_token), which the parent mounts.")
         checked.append({"name": name, "command": server["command"], "args": [str(a) for a in args],
                         "env_files": {str(k): str(v) for k, v in sorted(env_files.items())}})
     return checked
+
+
+def save_extra_servers(home, servers, check_mode=False):
+    """Write config/mcp_servers.json (0600) when it differs; True when it did (or would)."""
+    text = json.dumps(validate_servers(servers), indent=2, sort_keys=True) + "\n"
+    path = os.path.join(home, MCP_SERVERS_FILE)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            if handle.read() == text:
+                return False
+    except FileNotFoundError:
+        pass
+    if not check_mode:
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        _write(path, text, 0o600)
+    return True
 
 
 def read_extra_servers(home):
@@ -116,7 +141,8 @@ def relay_servers(home, chromadb_port):
     servers = builtin_servers(chromadb_port)
     for extra in read_extra_servers(home):
         env = {}
-        for key, path in extra["env_files"].items():
+        for key, relative in extra["env_files"].items():
+            path = os.path.join(home, relative)
             try:
                 with open(path, encoding="utf-8") as handle:
                     env[key] = handle.read().strip()

@@ -115,6 +115,34 @@ options:
     description: Wait until ChromaDB answers inside the parent.
     type: bool
     default: true
+  mcp_servers:
+    description:
+      - Extra MCP servers for every worker, run by the relay like the seed's three (in the hal9000/mcp sidecar,
+        once per memory scope) and registered in every worker's Claude Code.
+      - Their files (scripts, data) go in C(mcp-servers/) under O(hal9000_home), mounted read-only at
+        C(/opt/hal9000/servers) in the sidecar.
+      - Written to C(config/mcp_servers.json); a change restarts the relay only, not the parent. Unset, the file is
+        left as it is; V([]) removes every extra server.
+    type: list
+    elements: dict
+    suboptions:
+      name:
+        description: The server's name (lower-case letters, digits and C(-)), as workers see it.
+        type: str
+        required: true
+      command:
+        description: The program, in the hal9000/mcp image (for example C(python3) or C(node)).
+        type: str
+        required: true
+      args:
+        description: Its arguments.
+        type: list
+        elements: str
+      env_files:
+        description:
+          - Environment variables read from files below O(hal9000_home) when the relay starts (variable name to
+            relative path), so secret values never pass through the module's arguments.
+        type: dict
   wait_timeout:
     description: Seconds to wait for ChromaDB.
     type: int
@@ -228,6 +256,7 @@ from ansible_collections.hal9000.dind.plugins.module_utils.errors import Hal9000
 from ansible_collections.hal9000.dind.plugins.module_utils.fleet import LABEL_SPEC, workers_sharing_network
 from ansible_collections.hal9000.dind.plugins.module_utils.images import inspect_image
 from ansible_collections.hal9000.dind.plugins.module_utils.parent import create_parent, parent_spec, wait_until_ready
+from ansible_collections.hal9000.dind.plugins.module_utils.relay import save_extra_servers, validate_servers
 from ansible_collections.hal9000.dind.plugins.module_utils.settings import PARENT_OPTIONS, argument_spec, read_home_config
 from ansible_collections.hal9000.dind.plugins.module_utils.status import format_status, installation_status
 
@@ -253,6 +282,7 @@ def comparable(spec, inspected=None):
 
 def spec_from_params(params):
     """Validated before any call to the daemon; hal9000.conf is read here, on the Docker host."""
+    validate_servers(params["mcp_servers"])
     return parent_spec(
         params["name"], params["image"], params["hal9000_home"], params["docker_socket"], params["memory"],
         params["cpus"], {option: params[option] for option in PARENT_OPTIONS}, params["volume_prefix"],
@@ -294,6 +324,11 @@ def manage_parent(module, client):
         elif current is None:
             actions.append(f"created {name}")
         running = current is not None and current["State"]["Running"] and not outdated
+        # The relay reads the servers when it starts: a change restarts only the relay (SIGHUP), never the parent.
+        servers_changed = params["mcp_servers"] is not None and save_extra_servers(
+            params["hal9000_home"], params["mcp_servers"], check_mode=module.check_mode)
+        if servers_changed:
+            actions.append("updated the MCP relay's servers" + (" (relay restarted)" if running else ""))
         if state == "restarted" and running:
             cutting_workers("restart")
             actions.append(f"restarted {name}")
@@ -310,6 +345,9 @@ def manage_parent(module, client):
             elif state == "restarted" and running:
                 container_id = current["Id"]
                 client.api.restart(container_id, timeout=30)
+            elif running:
+                container_id = current["Id"]
+                client.api.kill(container_id, signal="SIGHUP")
             else:
                 container_id = current["Id"]
                 client.api.start(container_id)
@@ -362,6 +400,12 @@ def main():
             force=dict(type="bool", default=False),
             wait=dict(type="bool", default=True),
             wait_timeout=dict(type="int", default=60),
+            mcp_servers=dict(type="list", elements="dict", options=dict(
+                name=dict(type="str", required=True),
+                command=dict(type="str", required=True),
+                args=dict(type="list", elements="str"),
+                env_files=dict(type="dict"),
+            )),
         ),
         supports_check_mode=True,
     )

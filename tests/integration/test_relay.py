@@ -52,6 +52,15 @@ def startup(client, parent_name):
     return json.loads(out) if code == 0 else {}
 
 
+def relay_reports(parent):
+    """Each server's state as the relay last wrote it ({} before it did)."""
+    try:
+        status = json.loads((Path(parent.home) / "run" / "relay" / "status.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return {name: server["state"] for name, server in status.get("servers", {}).items()}
+
+
 def spawn(ansible, parent, made, name, **args):
     made.append(name)
     result = succeeded(ansible.task(MODULE, {"name": name, "parent": parent.name, **args}))
@@ -205,3 +214,28 @@ def test_status_reports_each_server(ansible, parent):
     assert info["relay"]["ready"] is True and info["relay"]["servers"] == {s: "ready" for s in sorted(SERVERS)}, info["relay"]
     assert any(line.startswith("MCP relay: Ready on port 8765") for line in info["status_lines"]), info["status_lines"]
     assert "relay" in info["parent"]["startup"], "the relay is a timed start-up phase"
+
+
+def test_extra_servers_declared_on_the_parent_reach_every_worker_without_a_parent_restart(
+        ansible, docker_client, parent, made, prefix, projects):
+    servers_dir = Path(parent.home) / "mcp-servers"
+    servers_dir.mkdir(exist_ok=True)
+    (servers_dir / "notes.py").write_text((Path(__file__).parents[1] / "unit" / "fake_mcp_server.py").read_text())
+    started_at = docker_client.api.inspect_container(parent.name)["State"]["StartedAt"]
+    declared = [{"name": "notes", "command": "python3", "args": ["/opt/hal9000/servers/notes.py"]}]
+    # The sidecar mounts mcp-servers/ when it starts: the first declaration restarts it, and it mounts the directory then.
+    changed = succeeded(ansible.task("hal9000.dind.parent", dict(parent.args, mcp_servers=declared)))
+    assert changed["changed"] and "updated the MCP relay's servers (relay restarted)" in changed["actions"], changed
+    assert docker_client.api.inspect_container(parent.name)["State"]["StartedAt"] == started_at, "the parent kept running"
+    wait_for(lambda: relay_reports(parent).get("notes") == "ready", 120, "the relay to run the new server")
+    again = succeeded(ansible.task("hal9000.dind.parent", dict(parent.args, mcp_servers=declared)))
+    assert not again["changed"], again
+    try:
+        name = f"{prefix}-relay-extra"
+        spawn(ansible, parent, made, name, flavour="ultramin", project_dir=projects[0])
+        code, out, err = exec_in(docker_client, name, ["timeout", "60", "claude", "mcp", "list"])
+        assert code == 0 and "notes: http://127.0.0.1:8765/mcp/notes (HTTP) - ✔ Connected" in out, out + err
+        assert out.count("✔ Connected") == len(SERVERS) + 1, out
+    finally:
+        succeeded(ansible.task("hal9000.dind.parent", dict(parent.args, mcp_servers=[])))
+        wait_for(lambda: sorted(relay_reports(parent)) == sorted(SERVERS), 120, "the relay to drop the server")

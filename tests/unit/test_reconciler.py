@@ -22,6 +22,7 @@ def resolve(file_values=None):
     worker, which this fake API has not (tests/integration/test_relay.py covers it)."""
     return resolve_settings(file_values={"ENABLE_MCP_RELAY": "false", **(file_values or {})})
 
+
 PARENT = "h9unit-parent"
 
 

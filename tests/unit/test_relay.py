@@ -189,7 +189,8 @@ def test_client_config_registers_every_server_with_the_headers_helper():
 @pytest.mark.parametrize("servers,words", [
     ([{"name": "chroma", "command": "x"}], "already used"),
     ([{"name": "Bad Name", "command": "x"}], "lower-case"),
-    ([{"name": "ok", "command": "x", "env_files": {"TOKEN": "relative"}}], "absolute path"),
+    ([{"name": "ok", "command": "x", "env_files": {"TOKEN": "/etc/shadow"}}], "relative to the HAL-9000 home"),
+    ([{"name": "ok", "command": "x", "env_files": {"TOKEN": "../.ssh/id_rsa"}}], "relative to the HAL-9000 home"),
     ([{"name": "ok"}], "command"),
     ([{"name": "ok", "command": "x", "shell": True}], "unknown keys"),
 ])
