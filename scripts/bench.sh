@@ -3,6 +3,10 @@
 # Needs a Docker Engine and the images, as the benchmarks do. Never run by .ci/run or scripts/test.sh:
 # the figures depend on the host's load.
 #   scripts/bench.sh [NAME]...      e.g. scripts/bench.sh pool_claims worker_spawn
+# Every benchmarks/NAME.py but _setup.py is one, among them first_instruction (claim or spawn to the real CLI's
+# first request at a stand-in API) and relay_memory (the MCP relay with 1, 10 and 30 ultramin workers against
+# the seed's servers in each worker): these two also need hal9000/mcp and hal9000/worker:ultramin, and take
+# several minutes each.
 # Exit status: 0 every goal met; 1 a goal missed or a benchmark failed; 2 an unknown benchmark name.
 source "$(dirname "$0")/lib.sh"
 cd "$REPO_ROOT"
