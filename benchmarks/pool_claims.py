@@ -32,7 +32,7 @@ import _setup  # (the working tree as ansible_collections.hal9000.dind, and Goal
 import docker
 import yaml
 
-from ansible_collections.hal9000.dind.plugins.module_utils.docker_api import image_id
+from ansible_collections.hal9000.dind.plugins.module_utils.images import image_id
 from ansible_collections.hal9000.dind.plugins.module_utils.pool import claim, spawn_warm, validate_pools, warm_workers
 from ansible_collections.hal9000.dind.plugins.module_utils.settings import resolve_in_home
 from ansible_collections.hal9000.dind.plugins.module_utils.workers import parent_network, spawn_worker, worker_spec

@@ -2,8 +2,9 @@
 
 Runs in the hal9000/mcp sidecar, which shares the parent's network namespace, so every worker
 reaches it at http://127.0.0.1:<port>/mcp/<server> (MCP Streamable HTTP, JSON responses).
-Each MCP server is a stdio child of this process, started once; requests from many workers are
-multiplexed onto it with their JSON-RPC ids renumbered.
+Each MCP server is a stdio child of this process, started once (or, for a server that must run on
+the Docker host, a unix socket under the home, behind the role's stdio bridge there); requests from
+many workers are multiplexed onto it with their JSON-RPC ids renumbered.
 
 Why hand-written rather than mcp-proxy or supergateway: those expose a stdio server as it is, to
 anyone who can connect. Here every request must carry a worker's credential, the credential
@@ -25,6 +26,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -57,6 +59,9 @@ SCOPED = {
     },
 }
 # A scoped name: "s" + 12 hex digits of the project's key + "_" + the name the worker gave.
+# What the relay answers for the memory servers' other listings (Claude Code asks for them on connect).
+EMPTY_LISTS = {"prompts/list": "prompts", "resources/list": "resources", "resources/templates/list": "resourceTemplates"}
+IDLE_INSTANCE_SECONDS = 600
 SCOPED_NAME = re.compile(r"^s[0-9a-f]{12}_")
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 
@@ -159,6 +164,41 @@ class Credentials:
         return found
 
 
+class SocketProcess:
+    """A server the role runs on the Docker host behind its stdio bridge, reached through a unix socket
+    under the home: the subset of Popen that Backend uses, so both kinds of server are driven alike."""
+
+    def __init__(self, path):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(path)
+        self.stdin = self.sock.makefile("wb")
+        self.stdout = self.sock.makefile("rb")
+        self.pid = f"socket {path}"
+        self.returncode = None
+        self.closed = threading.Event()
+
+    def poll(self):
+        return self.returncode
+
+    def wait(self, timeout=None):
+        self.closed.wait(timeout)
+        if self.returncode is None:
+            self.returncode = 0
+        return self.returncode
+
+    def terminate(self):
+        self.kill()
+
+    def kill(self):
+        self.returncode = -1 if self.returncode is None else self.returncode
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
+        self.closed.set()
+
+
 class Backend:
     """One MCP server over stdio, shared by many callers (JSON-RPC ids renumbered)."""
 
@@ -209,12 +249,16 @@ class Backend:
         stderr = open(os.path.join(LOG_DIR, f"{self.server['name']}.log"), "a", encoding="utf-8")
         self.state = "starting"
         try:
-            self.process = subprocess.Popen(
-                [self.server["command"], *self.server.get("args", [])], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                stderr=stderr, env=env, cwd=self.server.get("cwd") or "/", start_new_session=True,
-            )
+            if self.server.get("socket"):
+                self.process = SocketProcess(self.server["socket"])
+            else:
+                self.process = subprocess.Popen(
+                    [self.server["command"], *self.server.get("args", [])], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                    stderr=stderr, env=env, cwd=self.server.get("cwd") or "/", start_new_session=True,
+                )
         except OSError as exc:
-            self._failed(f"cannot start {self.server['command']}: {exc.strerror}")
+            what = f"reach the host's bridge at {self.server['socket']}" if self.server.get("socket") else f"start {self.server['command']}"
+            self._failed(f"cannot {what}: {exc.strerror}")
             raise RuntimeError(self.error) from None
         finally:
             stderr.close()
@@ -245,6 +289,8 @@ class Backend:
             if waiter:
                 waiter["response"] = message
                 waiter["done"].set()
+        if isinstance(process, SocketProcess):
+            process.kill()  # the bridge closed the connection: the host's server is gone
         code = process.wait()
         for waiter in list(self.pending.values()):
             waiter["done"].set()
@@ -305,16 +351,29 @@ class Relay:
         self.backends = {}
         self.lock = threading.Lock()
         self.started = time.time()
+        self.last_status = None
 
     def backend(self, name, scope):
-        """Memory servers are shared (names are mapped); any other server runs once per scope."""
-        instance = "" if name in SCOPED else scope.text
+        """Memory servers are shared (names are mapped); any other server runs once per scope that calls it."""
+        instance = "" if name in SCOPED or scope.kind == "none" else scope.text
         with self.lock:
             backend = self.backends.get((name, instance))
             if backend is None:
                 backend = self.backends[(name, instance)] = Backend(self.servers[name], instance)
         backend.ensure()
+        backend.used = time.monotonic()
         return backend
+
+    def reap_idle(self, now=None):
+        """Stop per-scope instances unused for IDLE_INSTANCE_SECONDS (their scope's workers went quiet)."""
+        now = now or time.monotonic()
+        with self.lock:
+            idle = [key for key, backend in self.backends.items()
+                    if key[1] and now - getattr(backend, "used", now) > IDLE_INSTANCE_SECONDS]
+            stopped = [self.backends.pop(key) for key in idle]
+        for backend in stopped:
+            backend.stop()
+            log(f"{backend.name} stopped after {IDLE_INSTANCE_SECONDS} s unused")
 
     def start_all(self):
         """Start every server once (their first scope-free instance), so health reflects them all."""
@@ -337,7 +396,11 @@ class Relay:
         return {"port": self.port, "pid": os.getpid(), "started": self.started, "servers": servers}
 
     def write_status(self):
-        write_json(os.path.join(self.directory, "status.json"), self.status())
+        """Rewrite status.json when what it says changed (an unchanged home stays byte-for-byte the same)."""
+        status = self.status()
+        if status != self.last_status:
+            write_json(os.path.join(self.directory, "status.json"), status)
+            self.last_status = status
 
     # --- requests ------------------------------------------------------------------------
     def handle(self, server, scope, message):
@@ -357,7 +420,11 @@ class Relay:
     def dispatch(self, server, scope, method, params):
         if method == "ping":
             return {}
-        backend = self.backend(server, scope)
+        if server in SCOPED and method in EMPTY_LISTS:
+            return {EMPTY_LISTS[method]: []}  # the memory servers offer tools only through the relay
+        # Connecting and listing need no state of the caller's scope: the shared instance answers, and a
+        # per-scope one (for a server that is not a memory server) is started at the scope's first call.
+        backend = self.backend(server, scope if method == "tools/call" else Scope("none"))
         if method == "initialize":
             result = dict(backend.initialize_result)
             result["protocolVersion"] = params.get("protocolVersion") or result.get("protocolVersion")
@@ -536,13 +603,10 @@ def handler_class(relay):
 
 def report_status(relay, every=5):
     """Keep status.json current (a server that crashed shows as failed within ``every`` seconds)."""
-    last = None
     while True:
         time.sleep(every)
-        status = relay.status()
-        if status["servers"] != last:
-            relay.write_status()
-            last = status["servers"]
+        relay.reap_idle()
+        relay.write_status()
 
 
 class Server(http.server.ThreadingHTTPServer):

@@ -52,6 +52,7 @@ from ansible_collections.hal9000.dind.plugins.module_utils.relay import (
     prune_credentials,
     read_status as read_relay_status,
     relay_servers,
+    remove_sidecar,
     sidecar_name,
 )
 from ansible_collections.hal9000.dind.plugins.module_utils.settings import resolve_in_parent
@@ -300,10 +301,7 @@ class Parent:
         if home is None or memorybank is None:
             raise Hal9000Error("the parent has no home or memory bank mounted; recreate it with hal9000.dind.parent")
         name = sidecar_name(self.parent_name)
-        try:
-            self.client.api.remove_container(name, force=True)
-        except Exception:  # not there: nothing to replace
-            pass
+        remove_sidecar(self.client, self.parent_name)
         mounts = [Mount(RELAY_IN_SIDECAR, os.path.join(home, RELAY_DIR), type="bind"),
                   Mount(MEMORYBANK_IN_SIDECAR, memorybank.get("Name") or memorybank["Source"], type=memorybank["Type"])]
         if os.path.isdir(os.path.join(HOME_IN_PARENT, SERVERS_DIR)):
@@ -380,7 +378,7 @@ class Parent:
         subprocess.run(["tmux", "-L", "hal9000", "kill-server"], capture_output=True, check=False)
         if self.sidecar:
             try:
-                self.client.api.remove_container(self.sidecar, force=True)
+                remove_sidecar(self.client, self.parent_name)
                 self.log("MCP relay stopped")
             except Exception as exc:  # the daemon may be gone too
                 self.log(f"Could not remove the MCP relay {self.sidecar}: {exc}")

@@ -24,6 +24,7 @@ import secrets
 import socket
 import time
 
+from ansible_collections.hal9000.dind.plugins.module_utils.docker_api import NotFound
 from ansible_collections.hal9000.dind.plugins.module_utils.errors import Hal9000Error
 from ansible_collections.hal9000.dind.plugins.module_utils.validate import validate_name
 
@@ -36,6 +37,8 @@ MCP_SERVERS_FILE = os.path.join("config", "mcp_servers.json")
 # The user's own servers' files (scripts, data), mounted read-only in the sidecar.
 SERVERS_DIR = "mcp-servers"
 SERVERS_IN_SIDECAR = "/opt/hal9000/servers"
+# Below run/relay: the unix sockets of servers run on the Docker host (mcp_servers with on_host).
+HOST_SOCKETS = "host"
 CLIENT_MOUNT = "/etc/claude-code"
 TOKEN_DIR = "/run/hal9000"
 TOKEN_FILE = f"{TOKEN_DIR}/relay-token"
@@ -82,9 +85,10 @@ def validate_servers(servers):
     for index, server in enumerate(servers or []):
         if not isinstance(server, dict):
             raise Hal9000Error(f"mcp_servers[{index}] must be a mapping with name and command.")
-        unknown = set(server) - {"name", "command", "args", "env_files"}
+        unknown = set(server) - {"name", "command", "args", "env_files", "on_host"}
         if unknown:
-            raise Hal9000Error(f"mcp_servers[{index}] has unknown keys {', '.join(sorted(unknown))}: use name, command, args, env_files.")
+            raise Hal9000Error(f"mcp_servers[{index}] has unknown keys {', '.join(sorted(unknown))}: "
+                               "use name, command, args, env_files, on_host.")
         name = str(server.get("name") or "")
         if not SERVER_NAME.match(name):
             raise Hal9000Error(f"mcp_servers[{index}] name {name!r} must be lower-case letters, digits and '-' (at most 40).")
@@ -105,7 +109,8 @@ def validate_servers(servers):
                 raise Hal9000Error(f"mcp_servers {name}: env_files {key}={path!r} needs a variable name and a path relative "
                                    "to the HAL-9000 home (e.g. secrets/github_token), which the parent mounts.")
         checked.append({"name": name, "command": server["command"], "args": [str(a) for a in args],
-                        "env_files": {str(k): str(v) for k, v in sorted(env_files.items())}})
+                        "env_files": {str(k): str(v) for k, v in sorted(env_files.items())},
+                        "on_host": bool(server.get("on_host"))})
     return checked
 
 
@@ -140,6 +145,10 @@ def relay_servers(home, chromadb_port):
     """Every server the relay runs: the builtin ones, then the user's, their env read from files."""
     servers = builtin_servers(chromadb_port)
     for extra in read_extra_servers(home):
+        if extra["on_host"]:
+            # Run on the Docker host by the daemon role's bridge (its env_files read there).
+            servers.append({"name": extra["name"], "socket": f"{RELAY_IN_SIDECAR}/{HOST_SOCKETS}/{extra['name']}.sock"})
+            continue
         env = {}
         for key, relative in extra["env_files"].items():
             path = os.path.join(home, relative)
@@ -280,3 +289,11 @@ def issue_credential(client, home, container_id, user, scope):
 
 def sidecar_name(parent):
     return validate_name(f"{parent}{SIDECAR_SUFFIX}", "container")
+
+
+def remove_sidecar(client, parent):
+    """Remove the relay's container of ``parent`` (a parent removed with force never got to do it)."""
+    try:
+        client.api.remove_container(sidecar_name(parent), force=True)
+    except NotFound:
+        pass

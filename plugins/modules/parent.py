@@ -143,6 +143,14 @@ options:
           - Environment variables read from files below O(hal9000_home) when the relay starts (variable name to
             relative path), so secret values never pass through the module's arguments.
         type: dict
+      on_host:
+        description:
+          - Run the server on the Docker host itself (it needs host-only resources), behind the stdio bridge that
+            the M(hal9000.dind.daemon) role starts; the relay reaches it through the unix socket
+            C(run/relay/host/<name>.sock) under O(hal9000_home), never through a TCP port.
+          - This module only declares it; the daemon role (O(hal9000.dind.daemon#role:main:daemon_mcp_servers)) runs it.
+        type: bool
+        default: false
   wait_timeout:
     description: Seconds to wait for ChromaDB.
     type: int
@@ -256,7 +264,7 @@ from ansible_collections.hal9000.dind.plugins.module_utils.errors import Hal9000
 from ansible_collections.hal9000.dind.plugins.module_utils.fleet import LABEL_SPEC, workers_sharing_network
 from ansible_collections.hal9000.dind.plugins.module_utils.images import inspect_image
 from ansible_collections.hal9000.dind.plugins.module_utils.parent import create_parent, parent_spec, wait_until_ready
-from ansible_collections.hal9000.dind.plugins.module_utils.relay import save_extra_servers, validate_servers
+from ansible_collections.hal9000.dind.plugins.module_utils.relay import remove_sidecar, save_extra_servers, validate_servers
 from ansible_collections.hal9000.dind.plugins.module_utils.settings import PARENT_OPTIONS, argument_spec, read_home_config
 from ansible_collections.hal9000.dind.plugins.module_utils.status import format_status, installation_status
 
@@ -339,6 +347,7 @@ def manage_parent(module, client):
                 os.makedirs(params["hal9000_home"], mode=0o700)
             if outdated:
                 client.api.remove_container(current["Id"], force=True)
+                remove_sidecar(client, name)
             if current is None or outdated:
                 container_id = create_parent(client, spec)
                 client.api.start(container_id)
@@ -363,6 +372,7 @@ def manage_parent(module, client):
         actions.append(f"removed {name}")
         if not module.check_mode:
             client.api.remove_container(current["Id"], force=True)
+            remove_sidecar(client, name)
 
     # The status the daemon playbook prints, read once here instead of by a second task.
     status = installation_status(client, name, params["volume_prefix"], params["hal9000_home"])
@@ -405,6 +415,7 @@ def main():
                 command=dict(type="str", required=True),
                 args=dict(type="list", elements="str"),
                 env_files=dict(type="dict"),
+                on_host=dict(type="bool", default=False),
             )),
         ),
         supports_check_mode=True,

@@ -63,7 +63,8 @@ def test_every_state_transition_with_check_and_diff(ansible, docker_client, own)
     assert started["actions"] == [f"created {name}", f"started {name}"]
     parent = started["parent"]
     assert parent["state"] == "running" and parent["chromadb_ready"] is True, parent
-    assert set(parent["startup"]) == PHASES and all(isinstance(v, int) and v >= 0 for v in parent["startup"].values())
+    # The relay's phase comes later, in the background: present or not yet.
+    assert PHASES <= set(parent["startup"]) <= PHASES | {"relay"} and all(isinstance(v, int) and v >= 0 for v in parent["startup"].values())
     assert parent["settings"]["min_warm_workers"] == 2 and parent["settings"]["max_warm_workers"] == 5
     assert started["diff"]["before"] == {}
     assert started["diff"]["after"]["memory"] == 4 * 1024 ** 3
@@ -156,7 +157,7 @@ def test_changed_options_recreate_the_parent(ansible, docker_client, own):
     assert third["changed"] is True and third["parent"]["id"] != second["parent"]["id"], third
     assert third["parent"]["settings"]["min_warm_workers"] == 2
     assert "MIN_WARM_WORKERS=2" in docker_client.api.inspect_container(name)["Config"]["Env"]
-    assert snapshot(docker_client, base)[0] == [name]
+    assert [n for n in snapshot(docker_client, base)[0] if n != f"{name}-mcp"] == [name]
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,9 @@ scripted stand-in (standin_api.py) in the parent's namespace: nothing leaves the
 from __future__ import annotations
 
 import json
+import re
+import stat
+import sys
 import uuid
 from pathlib import Path
 
@@ -239,3 +242,34 @@ def test_extra_servers_declared_on_the_parent_reach_every_worker_without_a_paren
     finally:
         succeeded(ansible.task("hal9000.dind.parent", dict(parent.args, mcp_servers=[])))
         wait_for(lambda: sorted(relay_reports(parent)) == sorted(SERVERS), 120, "the relay to drop the server")
+
+
+def test_a_server_on_the_docker_host_is_reached_through_a_unix_socket_under_the_home(
+        ansible, docker_client, parent, made, prefix, projects):
+    declared = [{"name": "hostnotes", "command": sys.executable,
+                 "args": [str(Path(__file__).parents[1] / "unit" / "fake_mcp_server.py")], "on_host": True}]
+    daemon = ["-e", json.dumps({"daemon_name": parent.name, "daemon_hal9000_home": str(parent.home),
+                                "daemon_volume_prefix": parent.args["volume_prefix"], "daemon_mcp_servers": declared})]
+    playbook = Path(__file__).parents[2] / "playbooks" / "daemon.yml"
+    sockets = Path(parent.home) / "run" / "relay" / "host"
+    try:
+        first = ansible.playbook(playbook, *daemon)
+        assert "changed: [localhost] => (item=hostnotes)" in first.stdout, first.stdout
+        socket_path = sockets / "hostnotes.sock"
+        assert stat.S_ISSOCK(socket_path.stat().st_mode) and stat.S_IMODE(socket_path.stat().st_mode) == 0o600
+        wait_for(lambda: relay_reports(parent).get("hostnotes") == "ready", 120, "the relay to reach the host's server")
+        second = ansible.playbook(playbook, *daemon)
+        assert re.search(r"localhost\s*:.*changed=0", second.stdout), second.stdout
+        name = f"{prefix}-relay-host"
+        spawn(ansible, parent, made, name, flavour="ultramin", project_dir=projects[0])
+        code, out, err = exec_in(docker_client, name, ["timeout", "60", "claude", "mcp", "list"])
+        assert code == 0 and "hostnotes: http://127.0.0.1:8765/mcp/hostnotes (HTTP) - ✔ Connected" in out, out + err
+        # The server is a process of the host, not of any container: its parent is the bridge started by the role.
+        bridge_pid = int((sockets / "hostnotes.pid").read_text().split()[0])
+        children = Path(f"/proc/{bridge_pid}/task/{bridge_pid}/children").read_text().split()
+        assert any("fake_mcp_server.py" in Path(f"/proc/{child}/cmdline").read_text() for child in children), children
+    finally:
+        undeclared = ["-e", json.dumps({"daemon_name": parent.name, "daemon_hal9000_home": str(parent.home),
+                                        "daemon_volume_prefix": parent.args["volume_prefix"], "daemon_mcp_servers": []})]
+        ansible.playbook(playbook, *undeclared)
+    assert not (sockets / "hostnotes.sock").exists() and not (sockets / "hostnotes.pid").exists(), "the bridge stopped"

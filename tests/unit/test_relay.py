@@ -34,6 +34,13 @@ import relay  # noqa: E402  (the relay program itself, not a copy)
 
 sys.path.pop(0)
 
+RELAYS = {}  # url -> the Relay behind it, for tests that look at its instances
+
+
+def relay_instances(url):
+    return sorted(RELAYS[url].backends)
+
+
 ID_A, ID_B, ID_C, ID_D = ("a" * 64, "b" * 64, "c" * 64, "d" * 64)
 
 
@@ -49,7 +56,9 @@ def served(tmp_path):
     instance = relay.Relay(str(directory))
     httpd = relay.make_server(instance, 0)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}", home
+    url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    RELAYS[url] = instance
+    yield url, home
     httpd.shutdown()
     for backend in instance.backends.values():
         backend.stop()
@@ -208,3 +217,18 @@ def test_listings_are_paged_after_the_scope_filter(served):
             call(url, token, "memory_bank_write", projectName=name, fileName="f", content="c")
     assert listed(call(url, mine, "list_projects", offset=1, limit=1)) == ["a2"]
     assert listed(call(url, mine, "list_projects", offset=2)) == ["a3"]
+
+
+def test_connecting_starts_no_instance_per_scope_and_memory_servers_list_no_prompts(served):
+    url, home = served
+    for index in range(5):
+        token = credential(home, f"{index:064x}", scope_text("project", f"/srv/q{index}"))
+        for method in ("initialize", "tools/list"):
+            status, _reply = post(url, token, {"jsonrpc": "2.0", "id": 1, "method": method,
+                                               "params": {"protocolVersion": "2025-06-18"}}, server="notes")
+            assert status == 200
+        for method, key in (("prompts/list", "prompts"), ("resources/list", "resources")):
+            status, reply = post(url, token, {"jsonrpc": "2.0", "id": 2, "method": method})
+            assert status == 200 and reply["result"] == {key: []}, reply
+    instances = [k for k in relay_instances(url) if k[0] == "notes"]
+    assert instances == [("notes", "")], "five projects connected, none called: one shared instance"
