@@ -37,7 +37,13 @@ from ansible_collections.hal9000.dind.plugins.module_utils.constants import (
 )
 from ansible_collections.hal9000.dind.plugins.module_utils.docker_api import connect
 from ansible_collections.hal9000.dind.plugins.module_utils.errors import Hal9000Error
-from ansible_collections.hal9000.dind.plugins.module_utils.fleet import LABEL_MANAGED, LABEL_PARENT, LABEL_ROLE, list_workers
+from ansible_collections.hal9000.dind.plugins.module_utils.fleet import (
+    LABEL_MANAGED,
+    LABEL_PARENT,
+    LABEL_ROLE,
+    ROLE_RELAY,
+    list_workers,
+)
 from ansible_collections.hal9000.dind.plugins.module_utils.home import LAYOUT as HOME_LAYOUT
 from ansible_collections.hal9000.dind.plugins.module_utils.parent import mounted_home
 from ansible_collections.hal9000.dind.plugins.module_utils.pool import load_pools
@@ -45,7 +51,6 @@ from ansible_collections.hal9000.dind.plugins.module_utils.relay import (
     MEMORYBANK_IN_SIDECAR,
     RELAY_DIR,
     RELAY_IN_SIDECAR,
-    ROLE_RELAY,
     SERVERS_DIR,
     SERVERS_IN_SIDECAR,
     prepare as prepare_relay,

@@ -31,6 +31,8 @@ LABEL_LIMITS = "io.hal9000.limits"
 
 ROLE_PARENT = "parent"
 ROLE_WORKER = "worker"
+# The MCP relay's sidecar: in the parent's network namespace, but the parent's own (it replaces it on every start).
+ROLE_RELAY = "relay"
 
 
 def _name(summary):
@@ -112,16 +114,17 @@ def get_worker(client, name, parent=None):
 
 
 def workers_sharing_network(client, parent_id):
-    """Names of running containers in the parent's network namespace, except unclaimed warm workers.
+    """Names of running containers in the parent's network namespace, except unclaimed warm workers and the relay.
 
-    Warm workers are the pool's to replace: the pool manager swaps out those a parent restart left stale.
+    Warm workers are the pool's to replace: the pool manager swaps out those a parent restart left stale;
+    the relay's sidecar is the parent's, made anew at its every start.
     """
     names = []
     for summary in client.api.containers():
         mode = (summary.get("HostConfig") or {}).get("NetworkMode", "")
         labels = summary.get("Labels") or {}
         warm = bool(labels.get(LABEL_POOL)) and labels.get(LABEL_WARM_NAME) == _name(summary)
-        if mode == f"container:{parent_id}" and not warm:
+        if mode == f"container:{parent_id}" and not warm and labels.get(LABEL_ROLE) != ROLE_RELAY:
             names.append(_name(summary))
     return sorted(names)
 

@@ -47,7 +47,6 @@ RELAY_IN_SIDECAR = "/run/hal9000/relay"
 MEMORYBANK_IN_SIDECAR = "/memorybank"
 MEMORY_SCOPES = ("project", "shared", "none")
 SIDECAR_SUFFIX = "-mcp"
-ROLE_RELAY = "relay"
 
 # Waits briefly for the token: a worker whose command starts Claude Code at once may ask before
 # the token has been handed over (a few ms after start).

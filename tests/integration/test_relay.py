@@ -266,7 +266,8 @@ def test_a_server_on_the_docker_host_is_reached_through_a_unix_socket_under_the_
         assert code == 0 and "hostnotes: http://127.0.0.1:8765/mcp/hostnotes (HTTP) - ✔ Connected" in out, out + err
         # The server is a process of the host, not of any container: its parent is the bridge started by the role.
         bridge_pid = int((sockets / "hostnotes.pid").read_text().split()[0])
-        children = Path(f"/proc/{bridge_pid}/task/{bridge_pid}/children").read_text().split()
+        # Each connection's server is forked by one of the bridge's threads: /proc lists children per thread.
+        children = [child for task in Path(f"/proc/{bridge_pid}/task").iterdir() for child in (task / "children").read_text().split()]
         assert any("fake_mcp_server.py" in Path(f"/proc/{child}/cmdline").read_text() for child in children), children
     finally:
         undeclared = ["-e", json.dumps({"daemon_name": parent.name, "daemon_hal9000_home": str(parent.home),

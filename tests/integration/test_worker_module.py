@@ -23,8 +23,10 @@ from helpers import (
 
 MODULE = "hal9000.dind.worker"
 GIB = 1024 ** 3
+# The parent's MCP relay, on its loopback: a worker reaches it only through the shared network namespace.
+# (ChromaDB is on that loopback too, but only root may connect to it: tests/integration/test_relay.py.)
 HEARTBEAT = (
-    'exec 3<>/dev/tcp/127.0.0.1/8000; printf "GET /api/v2/heartbeat HTTP/1.0\\r\\n\\r\\n" >&3; head -1 <&3'
+    'exec 3<>/dev/tcp/127.0.0.1/8765; printf "GET /health HTTP/1.0\\r\\n\\r\\n" >&3; head -1 <&3'
 )
 SOCKETS = ("/var/run/docker.sock", "/run/docker.sock")
 
@@ -50,9 +52,11 @@ def created_since(client, before, prefix, parent):
 
 
 def heartbeat(client, name):
-    code, out, err = exec_in(client, name, ["bash", "-c", HEARTBEAT])
-    assert code == 0, (out, err)
-    return out.strip()
+    """The status line of the relay's /health, seen from inside the worker, once the relay answers 200."""
+    def answered():
+        code, out, err = exec_in(client, name, ["bash", "-c", HEARTBEAT])
+        return out.strip() if code == 0 and " 200 " in out else None
+    return wait_for(answered, 120, f"the parent's relay to answer inside {name}")
 
 
 # ---------------------------------------------------------------------------- fixtures ----
@@ -334,7 +338,7 @@ def test_api_key_file_readable_by_others_and_key_in_env_are_refused(ansible, doc
 def test_inside_a_worker_chromadb_workspace_owner_and_claude(ansible, docker_client, parent, made, prefix, project):
     name = f"{prefix}-w-inside"
     started_ok(spawn(ansible, parent, made, name, project_dir=project["real"]))
-    assert heartbeat(docker_client, name) == "HTTP/1.0 200 OK"
+    assert heartbeat(docker_client, name) == "HTTP/1.1 200 OK"
 
     code, out, err = exec_in(docker_client, name, ["cat", "/workspace/README.md"])
     assert (code, out) == (0, "hello from the host\n"), err
@@ -382,7 +386,7 @@ def test_memory_hog_is_killed_and_the_parent_stays_healthy(ansible, docker_clien
     )
     assert health is True
     assert docker_client.api.inspect_container(parent.name)["State"]["Running"] is True
-    assert heartbeat(docker_client, name) == "HTTP/1.0 200 OK"
+    assert heartbeat(docker_client, name) == "HTTP/1.1 200 OK"
     info = ansible.task("hal9000.dind.info", {"parent": parent.name, "volume_prefix": parent.args["volume_prefix"]})
     assert info["parent"]["state"] == "running" and info["parent"]["chromadb_ready"] is True, info["parent"]
 
@@ -425,7 +429,7 @@ def test_worker_of_a_recreated_parent_is_reported_and_repaired(ansible, docker_c
     assert repaired["changed"] is True
     assert any("parent network is stale" in a for a in repaired["actions"]), repaired
     assert docker_client.api.inspect_container(name)["HostConfig"]["NetworkMode"] == f"container:{new_parent}"
-    assert heartbeat(docker_client, name) == "HTTP/1.0 200 OK"
+    assert heartbeat(docker_client, name) == "HTTP/1.1 200 OK"
     info = ansible.task("hal9000.dind.info", {"parent": parent.name, "volume_prefix": parent.args["volume_prefix"]})
     assert [w["network_ok"] for w in info["workers"] if w["name"] == name] == [True]
     again = started_ok(spawn(ansible, parent, made, name, **args))
