@@ -35,7 +35,7 @@ from ansible_collections.hal9000.dind.plugins.module_utils.constants import (
     POOL_PID_FILE,
     STARTUP_FILE,
 )
-from ansible_collections.hal9000.dind.plugins.module_utils.docker_api import connect
+from ansible_collections.hal9000.dind.plugins.module_utils.docker_api import connect, inspect_container
 from ansible_collections.hal9000.dind.plugins.module_utils.errors import Hal9000Error
 from ansible_collections.hal9000.dind.plugins.module_utils.fleet import (
     LABEL_MANAGED,
@@ -293,7 +293,8 @@ class Parent:
             time.sleep(0.1)
         status = read_relay_status(HOME_IN_PARENT).get("servers", {})
         failed = {name: s.get("error") for name, s in status.items() if s.get("state") != "ready"}
-        self.log(f"WARNING: the MCP relay is not ready after {timeout} s: {failed or 'no answer'}; see logs/relay.log")
+        self.log(f"WARNING: the MCP relay is not ready after {timeout} s: {failed or 'no answer'}; "
+                 f"see docker logs {sidecar_name(self.parent_name)} and run/relay/logs/ in the home")
 
     def create_sidecar(self):
         """The relay's container, in this parent's network namespace; replaced on every start
@@ -331,12 +332,13 @@ class Parent:
     def housekeeping(self):
         """Every 30 s: the relay's sidecar restarted if it died, credentials of removed workers dropped."""
         try:
-            live = {w["id"] for w in self.client.api.containers(all=True, filters={"label": f"{LABEL_PARENT}={self.parent_name}"})}
+            live = {c["Id"] for c in self.client.api.containers(all=True, filters={"label": f"{LABEL_PARENT}={self.parent_name}"})}
             gone = prune_credentials(HOME_IN_PARENT, live)
             if gone:
                 self.log(f"relay: dropped the credentials of {gone} removed worker(s)")
             if self.sidecar and not self.stopping.is_set():
-                state = self.client.api.inspect_container(self.sidecar)["State"]
+                inspected = inspect_container(self.client, self.sidecar)
+                state = inspected["State"] if inspected else {"Running": False, "ExitCode": "none: it was removed"}
                 if not state["Running"]:
                     self.log(f"WARNING: the MCP relay exited (code {state['ExitCode']}); starting it again")
                     self.record(relay_ready=False)

@@ -225,6 +225,15 @@ def write_credential(home, container_id, token_sha256, scope):
     _write(path, json.dumps({"token_sha256": token_sha256, "scope": scope, "written": time.time()}), 0o600)
 
 
+def read_scope(home, container_id):
+    """The scope a worker's credential carries, or None when it has none."""
+    try:
+        with open(_credential_path(home, container_id), encoding="utf-8") as handle:
+            return json.load(handle)["scope"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
 def set_scope(home, container_id, scope):
     """Give a worker's credential another scope (a claim): one small file rewritten, atomically."""
     path = _credential_path(home, container_id)

@@ -220,7 +220,7 @@ def worker_spec(
         environment["ANTHROPIC_BASE_URL"] = base_url  # an address, not a secret
         # With a gateway, only the gateway: Claude Code otherwise still looks up api.anthropic.com (telemetry, flags).
         environment["CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC"] = "1"
-    if user.split(":")[0] == "0" and mode == "dind":
+    if user.split(":")[0] in ("0", "root") and mode == "dind":
         raise Hal9000Error("user 0 (root) is refused for workers: root in a worker could reach ChromaDB past the relay; give a non-root uid.")
     if api_key_file and check_host_paths:
         check_api_key_file(api_key_file, int(user.split(":")[0]))

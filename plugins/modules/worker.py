@@ -245,6 +245,7 @@ from ansible_collections.hal9000.dind.plugins.module_utils.docker_api import ins
 from ansible_collections.hal9000.dind.plugins.module_utils.fleet import LABEL_MANAGED, LABEL_ROLE, ROLE_WORKER
 from ansible_collections.hal9000.dind.plugins.module_utils.images import inspect_image
 from ansible_collections.hal9000.dind.plugins.module_utils.pool import claim, installation_home
+from ansible_collections.hal9000.dind.plugins.module_utils.relay import issue_credential, read_scope, set_scope
 from ansible_collections.hal9000.dind.plugins.module_utils.settings import resolve, resolve_in_home
 from ansible_collections.hal9000.dind.plugins.module_utils.validate import validate_name
 from ansible_collections.hal9000.dind.plugins.module_utils.workers import (
@@ -389,6 +390,15 @@ def manage_worker(module, client):
                 actions.append(f"started {name}")
                 if not module.check_mode:
                     client.api.start(current["Id"])
+                    if spec["relay"]:  # its tmpfs lost the token when it stopped: a new credential
+                        issue_credential(client, home, current["Id"], spec["user"], spec["memory_scope"])
+            elif spec["relay"] and (recorded := read_scope(home, current["Id"])) != spec["memory_scope"]:
+                actions.append(f"set the memory scope of {name} to {spec['memory_scope']}" if recorded
+                               else f"gave {name} a relay credential")
+                if not module.check_mode and recorded:
+                    set_scope(home, current["Id"], spec["memory_scope"])
+                elif not module.check_mode:
+                    issue_credential(client, home, current["Id"], spec["user"], spec["memory_scope"])
     elif current is not None and state == "stopped" and current["State"]["Running"]:
         actions.append(f"stopped {name}" + (" (removed: auto_remove)" if current["HostConfig"].get("AutoRemove") else ""))
         if not module.check_mode:

@@ -274,3 +274,48 @@ def test_a_server_on_the_docker_host_is_reached_through_a_unix_socket_under_the_
                                         "daemon_volume_prefix": parent.args["volume_prefix"], "daemon_mcp_servers": []})]
         ansible.playbook(playbook, *undeclared)
     assert not (sockets / "hostnotes.sock").exists() and not (sockets / "hostnotes.pid").exists(), "the bridge stopped"
+
+
+def test_a_scope_change_applies_in_place_and_a_restarted_worker_gets_a_new_credential(
+        ansible, docker_client, parent, made, prefix, projects):
+    name = f"{prefix}-relay-inplace"
+    first = spawn(ansible, parent, made, name, flavour="ultramin", project_dir=projects[0], auto_remove=False)
+    record = Path(parent.home) / "run" / "relay" / "credentials" / f"{first['worker']['id']}.json"
+    assert json.loads(record.read_text())["scope"].startswith("project:")
+    shared = succeeded(ansible.task(MODULE, {"name": name, "parent": parent.name, "flavour": "ultramin",
+                                             "project_dir": projects[0], "auto_remove": False, "memory_scope": "shared"}))
+    assert shared["changed"] and shared["actions"] == [f"set the memory scope of {name} to shared"], shared
+    assert shared["worker"]["id"] == first["worker"]["id"] and json.loads(record.read_text())["scope"] == "shared"
+    again = succeeded(ansible.task(MODULE, {"name": name, "parent": parent.name, "flavour": "ultramin",
+                                            "project_dir": projects[0], "auto_remove": False, "memory_scope": "shared"}))
+    assert not again["changed"], again
+
+    old_token = exec_in(docker_client, name, ["cat", "/run/hal9000/relay-token"])[1]
+    docker_client.api.stop(name, timeout=5)
+    restarted = succeeded(ansible.task(MODULE, {"name": name, "parent": parent.name, "flavour": "ultramin",
+                                                "project_dir": projects[0], "auto_remove": False, "memory_scope": "shared"}))
+    assert restarted["actions"] == [f"started {name}"], restarted
+    code, new_token, _err = exec_in(docker_client, name, ["cat", "/run/hal9000/relay-token"])
+    assert code == 0 and new_token and new_token != old_token
+    code, out, err = exec_in(docker_client, name, ["timeout", "60", "claude", "mcp", "list"])
+    assert code == 0 and out.count("✔ Connected") == len(SERVERS), out + err
+
+
+def test_the_parent_drops_credentials_of_removed_workers_and_brings_a_removed_relay_back(
+        ansible, docker_client, parent, made, prefix, projects):
+    name = f"{prefix}-relay-gone"
+    worker_id = spawn(ansible, parent, made, name, flavour="ultramin", project_dir=projects[0])["worker"]["id"]
+    record = Path(parent.home) / "run" / "relay" / "credentials" / f"{worker_id}.json"
+    assert record.exists()
+    remove_containers(docker_client, name)  # behind the collection's back
+    wait_for(lambda: not record.exists(), 90, "the parent to drop the removed worker's credential")
+    sidecar = f"{parent.name}-mcp"
+    old_id = docker_client.api.inspect_container(sidecar)["Id"]
+    remove_containers(docker_client, sidecar)
+
+    def replaced():
+        found = docker_client.api.containers(filters={"name": f"^/{sidecar}$"})
+        return found and found[0]["Id"] != old_id
+    wait_for(replaced, 90, "the parent to start its relay again")
+    wait_for(lambda: relay_reports(parent) and set(relay_reports(parent).values()) == {"ready"} and
+             startup(docker_client, parent.name).get("relay_ready"), 120, "the new relay to answer")
