@@ -140,9 +140,7 @@ class Parent:
         self.guard_chromadb()
         if self.settings["enable_mcp_relay"]:
             try:
-                # Before any worker can be made: workers mount run/relay/client.
-                prepare_relay(HOME_IN_PARENT, relay_servers(HOME_IN_PARENT, self.settings["chromadb_port"]),
-                              self.settings["mcp_relay_port"])
+                self.prepare_relay_files()  # before any worker can be made: workers mount run/relay/client
             except (Hal9000Error, OSError) as exc:
                 self.settings["enable_mcp_relay"] = False
                 self.log(f"ERROR: the MCP relay is not started: {exc}")
@@ -266,8 +264,19 @@ class Parent:
         self.log(f"Parent container ready in {round((time.monotonic() - self.started) * 1000)}ms")
 
     # 5. the MCP relay (in the background)
-    def start_relay(self, timeout=120):
+    def prepare_relay_files(self):
+        prepare_relay(HOME_IN_PARENT, relay_servers(HOME_IN_PARENT, self.settings["chromadb_port"]),
+                      self.settings["mcp_relay_port"])
+
+    def start_relay(self, timeout=120, reread=False):
         with self.relay_lock:
+            if reread:  # the declared servers changed (SIGHUP): critical_init wrote the files at start-up
+                try:
+                    self.prepare_relay_files()
+                except (Hal9000Error, OSError) as exc:
+                    self.log(f"ERROR: the MCP relay keeps its servers: {exc}")
+                    self.record(relay_error=str(exc))
+                    return
             self._start_relay(timeout)
 
     def _start_relay(self, timeout):
@@ -299,8 +308,6 @@ class Parent:
     def create_sidecar(self):
         """The relay's container, in this parent's network namespace; replaced on every start
         (a restarted parent has a new namespace, and the old sidecar would be in the old one)."""
-        prepare_relay(HOME_IN_PARENT, relay_servers(HOME_IN_PARENT, self.settings["chromadb_port"]),
-                      self.settings["mcp_relay_port"])  # again: the servers may have changed (SIGHUP)
         own = self.client.api.inspect_container(self.parent_name)
         home = mounted_home(own)
         memorybank = next((m for m in own["Mounts"] if m["Destination"] == MEMORYBANK_PATH), None)
@@ -351,7 +358,7 @@ class Parent:
         if self.settings and self.settings["enable_mcp_relay"] and not self.stopping.is_set():
             self.log("SIGHUP: restarting the MCP relay with the declared servers")
             self.record(relay_ready=False)
-            threading.Thread(target=self.start_relay, daemon=True).start()
+            threading.Thread(target=self.start_relay, kwargs={"reread": True}, daemon=True).start()
 
     def shutdown(self, signum, _frame):
         if self.stopping.is_set():

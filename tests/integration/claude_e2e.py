@@ -19,7 +19,7 @@ from pathlib import Path
 
 import docker
 
-from helpers import remove_containers, wait_for
+from helpers import remove_containers, succeeded, wait_for
 
 STANDIN_IMAGE = "hal9000/parent:latest"
 STANDIN_SOURCE = Path(__file__).resolve().parent / "standin_api.py"
@@ -56,6 +56,14 @@ class StandIn:
         return [r for r in self.requests()
                 if r["method"] == "POST" and r["path"].split("?")[0] == "/v1/messages" and isinstance(r["body"], dict)
                 and r["body"].get("tools") and (marker is None or marker in json.dumps(r["body"]["messages"]))]
+
+
+def spawn(ansible, parent, made, name, **args):
+    """A running worker made by hal9000.dind.worker on ``parent``; its name goes into ``made`` (removed afterwards)."""
+    made.append(name)
+    result = succeeded(ansible.task("hal9000.dind.worker", {"name": name, "parent": parent.name, **args}))
+    assert result["worker"]["state"] == "running", result
+    return result
 
 
 def write_task(marker, file_path, content, reply):

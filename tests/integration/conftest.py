@@ -11,7 +11,7 @@ import uuid
 import docker
 import pytest
 
-from helpers import AnsibleRunner, remove_installation
+from helpers import AnsibleRunner, remove_containers, remove_installation
 
 
 @pytest.fixture(scope="session")
@@ -36,3 +36,11 @@ def prefix(docker_client):
 @pytest.fixture
 def ansible(tmp_path):
     return AnsibleRunner(tmp_path)
+
+
+@pytest.fixture
+def made(docker_client):
+    """Names of workers a test makes; removed (with their anonymous volumes) afterwards."""
+    names = []
+    yield names
+    remove_containers(docker_client, *names)

@@ -22,11 +22,11 @@ from pathlib import Path
 import pytest
 
 from claude_e2e import (
-    STANDIN_SOURCE, key_file_for, process_environments, project_owned_by, run_claude, standin_api, worker_args, write_task,
+    STANDIN_SOURCE, key_file_for, process_environments, project_owned_by, run_claude, spawn, standin_api, worker_args,
+    write_task,
 )
 from helpers import exec_in, remove_containers, started_parent, succeeded, wait_for
 
-MODULE = "hal9000.dind.worker"
 UID = 1234  # the projects' owner: the workers run as this uid, not root and not the image's 1001
 
 
@@ -37,14 +37,6 @@ def parent(docker_client, prefix, tmp_path_factory):
     """A parent of this module's own (a helpers.Parent); it, its workers, volumes and home go at the end."""
     with started_parent(docker_client, tmp_path_factory, f"{prefix}-claude") as started:
         yield started
-
-
-@pytest.fixture
-def made(docker_client):
-    """Names of workers a test makes; removed (with their anonymous volumes) afterwards."""
-    names = []
-    yield names
-    remove_containers(docker_client, *names)
 
 
 @pytest.fixture
@@ -78,13 +70,6 @@ def standin(docker_client, parent, tmp_path, *scripts):
             yield api
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-
-
-def spawn(ansible, parent, made, name, **args):
-    made.append(name)
-    result = succeeded(ansible.task(MODULE, {"name": name, "parent": parent.name, **args}))
-    assert result["worker"]["state"] == "running", result
-    return result
 
 
 def assert_notes_task(api, run, project, marker, content, reply):

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from claude_e2e import key_file_for, project_owned_by, run_claude, standin_api
+from ansible_collections.hal9000.dind.plugins.module_utils.parent import read_startup
+from claude_e2e import key_file_for, project_owned_by, run_claude, spawn, standin_api
 from helpers import exec_in, remove_containers, started_parent, succeeded, wait_for
 
 MODULE = "hal9000.dind.worker"
@@ -29,7 +30,7 @@ SERVERS = ("memory-bank", "sequential-thinking", "chroma")
 @pytest.fixture(scope="module")
 def parent(docker_client, prefix, tmp_path_factory):
     with started_parent(docker_client, tmp_path_factory, f"{prefix}-relay") as started:
-        wait_for(lambda: startup(docker_client, started.name).get("relay_ready"), 120, "the MCP relay to answer")
+        wait_for(lambda: read_startup(docker_client, started.name).get("relay_ready"), 120, "the MCP relay to answer")
         yield started
 
 
@@ -45,18 +46,6 @@ def projects(tmp_path_factory):
     return project_owned_by(base / "alpha", UID), project_owned_by(base / "beta", UID)
 
 
-@pytest.fixture
-def made(docker_client):
-    names = []
-    yield names
-    remove_containers(docker_client, *names)
-
-
-def startup(client, parent_name):
-    code, out, err = exec_in(client, parent_name, ["cat", "/run/hal9000/startup.json"])
-    return json.loads(out) if code == 0 else {}
-
-
 def relay_reports(parent):
     """Each server's state as the relay last wrote it ({} before it did)."""
     try:
@@ -64,13 +53,6 @@ def relay_reports(parent):
     except (OSError, ValueError):
         return {}
     return {name: server["state"] for name, server in status.get("servers", {}).items()}
-
-
-def spawn(ansible, parent, made, name, **args):
-    made.append(name)
-    result = succeeded(ansible.task(MODULE, {"name": name, "parent": parent.name, **args}))
-    assert result["worker"]["state"] == "running", result
-    return result
 
 
 def tool_results(api, marker):
@@ -323,4 +305,4 @@ def test_the_parent_drops_credentials_of_removed_workers_and_brings_a_removed_re
         return found and found[0]["Id"] != old_id
     wait_for(replaced, 90, "the parent to start its relay again")
     wait_for(lambda: relay_reports(parent) and set(relay_reports(parent).values()) == {"ready"} and
-             startup(docker_client, parent.name).get("relay_ready"), 120, "the new relay to answer")
+             read_startup(docker_client, parent.name).get("relay_ready"), 120, "the new relay to answer")

@@ -69,14 +69,6 @@ def parent(docker_client, prefix, tmp_path_factory):
 
 
 @pytest.fixture
-def made(docker_client):
-    """Names of workers a test makes; removed (with their anonymous volumes) afterwards."""
-    names = []
-    yield names
-    remove_containers(docker_client, *names)
-
-
-@pytest.fixture
 def project(tmp_path_factory):
     """A project directory owned by uid/gid 1000, and a symlink to it."""
     base = tmp_path_factory.mktemp("project")
