@@ -11,6 +11,13 @@ if [ -n "${CLAUDE_HOME:-}" ] && [ ! -d "$CLAUDE_HOME" ]; then
     mkdir -p "$CLAUDE_HOME" 2>/dev/null || true
 fi
 
+# The installation's plugins (a read-only volume) where Claude Code looks for them; a home that
+# already has its own plugins directory keeps it.
+if [ -d /opt/hal9000/plugins ] && [ -d "${CLAUDE_HOME:-/nonexistent}" ] \
+   && [ ! -e "$CLAUDE_HOME/plugins" ] && [ ! -L "$CLAUDE_HOME/plugins" ]; then
+    ln -s /opt/hal9000/plugins "$CLAUDE_HOME/plugins" 2>/dev/null || true
+fi
+
 # The API key stays in its read-only file: Claude Code reads it through apiKeyHelper,
 # so it never enters the environment (and never shows in docker inspect).
 if [ -r /run/secrets/anthropic_key ] && [ -d "${CLAUDE_HOME:-/nonexistent}" ] \

@@ -74,10 +74,21 @@ def log(message):
     print(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} [relay] {message}", flush=True)
 
 
+def give_to_owner(path):
+    """The relay runs as root; what it writes in a user's home is the user's (as the parent does)."""
+    try:
+        owner = os.stat(RELAY_DIR)
+        if os.geteuid() == 0 and owner.st_uid != 0:
+            os.lchown(path, owner.st_uid, owner.st_gid)
+    except OSError:
+        pass  # never fatal: the file is still written and readable
+
+
 def write_json(path, data):
     tmp = f"{path}.{os.getpid()}.tmp"
     with open(tmp, "w", encoding="utf-8") as handle:
         json.dump(data, handle, indent=2, sort_keys=True)
+    give_to_owner(tmp)
     os.replace(tmp, path)
 
 
@@ -245,8 +256,10 @@ class Backend:
     def _start(self):
         env = dict(os.environ)
         env.update(self.server.get("env") or {})
-        os.makedirs(LOG_DIR, exist_ok=True)
+        os.makedirs(LOG_DIR, mode=0o700, exist_ok=True)
+        give_to_owner(LOG_DIR)
         stderr = open(os.path.join(LOG_DIR, f"{self.server['name']}.log"), "a", encoding="utf-8")
+        give_to_owner(stderr.name)
         self.state = "starting"
         try:
             if self.server.get("socket"):

@@ -11,6 +11,7 @@
     coordinator spawn [-n NAME] [--project DIR] [--memory 4g --cpus 2 --pids-limit 100 | --no-limits] [--no-rm]
     coordinator claim NAME [--project DIR | --pool POOL] [--json]   a warm worker, or a cold spawn
     coordinator pool start|stop|status [--json]|reload|scale N|warm|cleanup [--pool POOL]
+    coordinator homes prepare|adopt|purge|sizes ...   Claude homes, as root (the modules ask when they may not)
 
 Workers are found by their labels, never by name: io.hal9000.role=worker and
 io.hal9000.parent=$HAL9000_PARENT_NAME (this parent's workers only).
@@ -26,6 +27,7 @@ import subprocess
 import sys
 import time
 
+from ansible_collections.hal9000.dind.plugins.module_utils.claude_homes import OPERATIONS as HOME_OPERATIONS
 from ansible_collections.hal9000.dind.plugins.module_utils.constants import (
     HOME_IN_PARENT,
     PARENT_NAME as DEFAULT_PARENT_NAME,
@@ -243,6 +245,14 @@ def command_pool(client, args):
         print(f"Cleanup: removed {removed} warm worker(s); claimed workers untouched")
 
 
+def command_homes(_client, args):
+    """What claude_homes.run_privileged asks of the parent; the answer is JSON on stdout."""
+    values = list(args.values)
+    if args.operation in ("prepare", "adopt"):  # ..., uid, gid
+        values[-2:] = [int(value) for value in values[-2:]]
+    print(json.dumps(HOME_OPERATIONS[args.operation](HOME_IN_PARENT, *values)))
+
+
 def parse_count(text):
     if not str(text).isdigit():
         raise Hal9000Error(f"Invalid scale target {text!r}: use a whole number, 0 or more.")
@@ -278,6 +288,10 @@ def parser():
     pool.add_argument("count", nargs="?", default="0")
     pool.add_argument("--pool", default="generic")
     pool.add_argument("--json", action="store_true")
+    homes = sub.add_parser("homes", help="Claude homes in ~/.hal9000/workers, as root (used by the modules)")
+    homes.set_defaults(handler=command_homes)
+    homes.add_argument("operation", choices=sorted(HOME_OPERATIONS))
+    homes.add_argument("values", nargs="*")
     for name, handler in (("stop", command_stop), ("logs", command_logs), ("attach", command_attach)):
         command = sub.add_parser(name)
         command.add_argument("name")

@@ -42,8 +42,12 @@ from ansible_collections.hal9000.dind.plugins.module_utils.fleet import (
     LABEL_PARENT,
     LABEL_ROLE,
     ROLE_RELAY,
+    LABEL_WORKSPACE,
+    ROLE_WORKER,
     list_workers,
 )
+from ansible_collections.hal9000.dind.plugins.module_utils.claude_homes import write_managed_settings
+from ansible_collections.hal9000.dind.plugins.module_utils.files import give_to_home_owner, make_private_dirs
 from ansible_collections.hal9000.dind.plugins.module_utils.home import LAYOUT as HOME_LAYOUT
 from ansible_collections.hal9000.dind.plugins.module_utils.parent import mounted_home
 from ansible_collections.hal9000.dind.plugins.module_utils.pool import load_pools
@@ -60,17 +64,28 @@ from ansible_collections.hal9000.dind.plugins.module_utils.relay import (
     remove_sidecar,
     sidecar_name,
 )
+from ansible_collections.hal9000.dind.plugins.module_utils.sessions import close_finished, prune as prune_sessions, record_end
 from ansible_collections.hal9000.dind.plugins.module_utils.settings import resolve_in_parent
+from ansible_collections.hal9000.dind.plugins.module_utils.workers import remove_workspace
 
 DASHBOARD = "/opt/hal9000/bin/dashboard.sh"
 POOL_MANAGER = "/opt/hal9000/bin/pool_manager.py"
 CHROMADB_PATH = os.environ.get("CHROMADB_PATH", "/data/chromadb")
 MEMORYBANK_PATH = "/data/membank"  # volumes.SHARED_VOLUMES["memorybank"]
+PLUGINS_PATH = "/data/plugins"
 GUARD_CHAIN = "HAL9000-CHROMADB"
 SOCKET_HELP = (
     "Error: Cannot connect to Docker daemon at unix:///var/run/docker.sock. "
     "Ensure the Docker socket is mounted: docker run -v /var/run/docker.sock:/var/run/docker.sock ..."
 )
+
+
+def open_log(name):
+    """A log under the home's logs/, the home owner's when root made it."""
+    path = os.path.join(HOME_IN_PARENT, "logs", name)
+    handle = open(path, "a", encoding="utf-8")
+    give_to_home_owner(path, HOME_IN_PARENT)
+    return handle
 
 
 def signal_pid_file(path, signum):
@@ -126,9 +141,9 @@ class Parent:
         os.makedirs(os.path.dirname(STARTUP_FILE), exist_ok=True)
         self.record()  # replaces the record a previous run of this container left
         for sub in HOME_LAYOUT:
-            os.makedirs(os.path.join(HOME_IN_PARENT, sub), mode=0o700, exist_ok=True)
+            make_private_dirs(os.path.join(HOME_IN_PARENT, sub), HOME_IN_PARENT)
         os.makedirs(CHROMADB_PATH, exist_ok=True)
-        self.log_file = open(os.path.join(HOME_IN_PARENT, "logs", "parent.log"), "a", encoding="utf-8")
+        self.log_file = open_log("parent.log")
         # The environment holds only what the parent was explicitly given; hal9000.conf decides the rest.
         self.settings = resolve_in_parent()
         if not os.path.exists(SOCKET):
@@ -138,6 +153,7 @@ class Parent:
         except Hal9000Error:
             raise Hal9000Error(SOCKET_HELP) from None
         self.guard_chromadb()
+        self.refresh_managed_settings()  # before any worker can be made: every worker mounts run/relay/client
         if self.settings["enable_mcp_relay"]:
             try:
                 self.prepare_relay_files()  # before any worker can be made: workers mount run/relay/client
@@ -146,6 +162,14 @@ class Parent:
                 self.log(f"ERROR: the MCP relay is not started: {exc}")
                 self.record(relay_error=str(exc))
         self.phase("critical_init", began)
+
+    def refresh_managed_settings(self):
+        """Workers' managed settings: the plugins installed in the plugins volume, enabled (rewritten on change)."""
+        try:
+            if write_managed_settings(HOME_IN_PARENT, PLUGINS_PATH):
+                self.log("workers' managed settings written (plugins enabled: run/relay/client/managed-settings.json)")
+        except OSError as exc:
+            self.log(f"ERROR: the workers' managed settings were not written: {exc}")
 
     def guard_chromadb(self):
         """Only root may connect to ChromaDB's port: a chain of our own, emptied and refilled on every start."""
@@ -177,7 +201,7 @@ class Parent:
     # 2. parallel init
     def parallel_init(self):
         began = time.monotonic()
-        chroma_log = open(os.path.join(HOME_IN_PARENT, "logs", "chromadb.log"), "a", encoding="utf-8")
+        chroma_log = open_log("chromadb.log")
         self.chroma = subprocess.Popen(
             [sys.executable, "/usr/local/bin/chroma", "run", "--path", CHROMADB_PATH,
              "--host", "127.0.0.1", "--port", str(self.settings["chromadb_port"])],
@@ -213,7 +237,7 @@ class Parent:
         self.pull_worker_image(image)
 
     def pull_worker_image(self, image):
-        with open(os.path.join(HOME_IN_PARENT, "logs", "image-pull.log"), "a", encoding="utf-8") as pull_log:
+        with open_log("image-pull.log") as pull_log:
             pull_log.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} pulling {image}\n")
             try:
                 self.client.images.pull(image)
@@ -323,8 +347,8 @@ class Parent:
             network_mode=f"container:{own['Id']}",
             mounts=mounts,
             tmpfs={"/tmp": "rw,nosuid,nodev,size=256m"},
-            # Root without the rest of root's powers: DAC_OVERRIDE reads run/relay when a user owns the home.
-            cap_drop=["ALL"], cap_add=["DAC_OVERRIDE"], security_opt=["no-new-privileges:true"],
+            # Root without the rest of root's powers: DAC_OVERRIDE reads run/relay when a user owns the home, CHOWN gives them its logs.
+            cap_drop=["ALL"], cap_add=["DAC_OVERRIDE", "CHOWN"], security_opt=["no-new-privileges:true"],
             read_only=True, restart_policy={"Name": "no"},
         )
         labels = {LABEL_MANAGED: "true", LABEL_ROLE: ROLE_RELAY, LABEL_PARENT: self.parent_name}
@@ -337,10 +361,11 @@ class Parent:
         return name
 
     def housekeeping(self):
-        """Every 30 s: the relay's sidecar restarted if it died, credentials of removed workers dropped."""
+        """Every 30 s: the relay's sidecar restarted if it died, credentials of removed workers dropped, session records."""
         try:
             live = {c["Id"] for c in self.client.api.containers(all=True, filters={"label": f"{LABEL_PARENT}={self.parent_name}"})}
             gone = prune_credentials(HOME_IN_PARENT, live)
+            self.refresh_managed_settings()
             if gone:
                 self.log(f"relay: dropped the credentials of {gone} removed worker(s)")
             if self.sidecar and not self.stopping.is_set():
@@ -352,6 +377,51 @@ class Parent:
                     threading.Thread(target=self.start_relay, daemon=True).start()
         except Exception as exc:  # housekeeping must never stop the parent
             self.log(f"housekeeping: {str(exc).splitlines()[0]}")
+        self.session_housekeeping()
+
+    def session_housekeeping(self):
+        """Close the records of workers that ended unseen; prune old ones unless the pool manager does."""
+        try:
+            closed = close_finished(self.client, HOME_IN_PARENT)
+            removed = 0
+            if signal_pid_file(POOL_PID_FILE, 0) is None:
+                removed = prune_sessions(HOME_IN_PARENT, resolve_in_parent()["session_records_max_age"] * 86400)
+            if closed or removed:
+                self.log(f"session records: {closed} closed, {removed} removed")
+        except Exception as exc:  # records are bookkeeping: never a reason to stop the parent
+            self.log(f"session records: {(str(exc) or repr(exc)).splitlines()[0]}")
+
+    def follow_worker_deaths(self):
+        """Close a worker's session record when it dies; the event carries its exit code."""
+        filters = {"type": "container", "event": ["die", "destroy"],
+                   "label": [f"{LABEL_ROLE}={ROLE_WORKER}", f"{LABEL_PARENT}={self.parent_name}"]}
+        while not self.stopping.is_set():
+            try:
+                for event in self.client.events(decode=True, filters=filters):
+                    container_id = (event.get("Actor") or {}).get("ID") or event.get("id")
+                    attributes = (event.get("Actor") or {}).get("Attributes") or {}
+                    if event.get("Action") == "destroy":  # however it went (auto-remove, docker rm -f): its /workspace too
+                        self.remove_workspace(attributes.get(LABEL_WORKSPACE))
+                        continue
+                    if not container_id:
+                        continue
+                    code = attributes.get("exitCode")
+                    ended = event["timeNano"] / 1e9 if event.get("timeNano") else event.get("time")
+                    try:
+                        record_end(HOME_IN_PARENT, container_id, None if code is None else int(code), ended)
+                    except (OSError, ValueError) as exc:
+                        self.log(f"session records: {container_id[:12]}: {exc}")
+            except Exception as exc:  # the stream breaks when the daemon restarts; housekeeping covers the gap
+                if not self.stopping.is_set():
+                    self.log(f"worker events interrupted ({(str(exc) or repr(exc)).splitlines()[0]}); reconnecting")
+                    self.stopping.wait(1)
+
+    def remove_workspace(self, volume):
+        try:
+            if remove_workspace(self.client, volume):
+                self.log(f"removed {volume}: its worker is gone")
+        except Exception as exc:  # listed as an orphan by volumes.yml status
+            self.log(f"could not remove {volume}: {(str(exc) or repr(exc)).splitlines()[0]}")
 
     def reload_relay(self, _signum, _frame):
         """SIGHUP (the parent module after a change of mcp_servers): the relay again, with the servers now declared."""
@@ -420,6 +490,7 @@ class Parent:
             self.log(f"ERROR: {exc}")
             return 1
         self.background_services()
+        threading.Thread(target=self.follow_worker_deaths, daemon=True).start()
         ticks = 0
         while not self.stopping.is_set():
             ticks += 1

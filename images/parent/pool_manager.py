@@ -3,7 +3,8 @@
 Keeps every pool declared in ~/.hal9000/config/pools.json (or the seed's
 MIN_WARM_WORKERS/MAX_WARM_WORKERS) between its minimum and maximum. It reacts
 to Docker events (a claim or a death refills within a second or two) and
-reconciles every CHECK_INTERVAL seconds as a safety net. Logs to
+reconciles every CHECK_INTERVAL seconds as a safety net. Its housekeeping closes
+the session records of workers that ended unseen and prunes old ones. Logs to
 ~/.hal9000/logs/pool-manager.log.
 """
 
@@ -26,22 +27,29 @@ from ansible_collections.hal9000.dind.plugins.module_utils.constants import (
     POOL_SCALE_FILE as SCALE_FILE,
     POOL_STATUS_FILE as STATUS_FILE,
 )
+from ansible_collections.hal9000.dind.plugins.module_utils.files import give_to_home_owner
 from ansible_collections.hal9000.dind.plugins.module_utils.pool import Reconciler, load_pools
+from ansible_collections.hal9000.dind.plugins.module_utils.sessions import close_finished, prune as prune_sessions
 from ansible_collections.hal9000.dind.plugins.module_utils.settings import resolve_in_parent
 
 PARENT_NAME = os.environ.get("HAL9000_PARENT_NAME", DEFAULT_PARENT_NAME)
 CHECK_INTERVAL = float(os.environ.get("POOL_CHECK_INTERVAL", "10"))
 # A new image under a pool's tag (a rebuild, a load): its warm workers are replaced at once.
 IMAGE_EVENTS = {"type": "image", "event": ["tag", "load", "pull"]}
+# Session records need no haste: at most one pass a minute, whatever wakes the loop.
+HOUSEKEEPING_INTERVAL = 60
 
 
 class Manager:
     def __init__(self):
-        self.log_file = open(os.path.join(HOME_IN_PARENT, "logs", "pool-manager.log"), "a", encoding="utf-8")
+        log_path = os.path.join(HOME_IN_PARENT, "logs", "pool-manager.log")
+        self.log_file = open(log_path, "a", encoding="utf-8")
+        give_to_home_owner(log_path, HOME_IN_PARENT)
         self.client = connect("unix:///var/run/docker.sock", timeout=60)
         self.wake = threading.Event()
         self.stopping = threading.Event()
         self.reconciler = Reconciler(self.client, PARENT_NAME, HOME_IN_PARENT, self.log)
+        self.next_housekeeping = 0.0
 
     def log(self, message):
         self.log_file.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {message}\n")
@@ -59,6 +67,20 @@ class Manager:
             except Exception as exc:  # the stream breaks when the daemon restarts; reconnect
                 self.log(f"event stream interrupted ({exc}); reconnecting")
                 time.sleep(1)
+
+    def housekeeping(self):
+        """Session records: close those of workers that ended unseen, remove closed ones past their age."""
+        if time.monotonic() < self.next_housekeeping:
+            return
+        self.next_housekeeping = time.monotonic() + HOUSEKEEPING_INTERVAL
+        try:
+            max_age = resolve_in_parent()["session_records_max_age"] * 86400
+            closed = close_finished(self.client, HOME_IN_PARENT)
+            removed = prune_sessions(HOME_IN_PARENT, max_age)
+            if closed or removed:
+                self.log(f"session records: {closed} closed, {removed} removed")
+        except Exception as exc:  # records are bookkeeping: never a reason to stop managing the pool
+            self.log(f"ERROR: session records: {(str(exc) or repr(exc)).splitlines()[0]}")
 
     def read_scale(self):
         if os.path.exists(SCALE_FILE):
@@ -90,6 +112,7 @@ class Manager:
                 self.log(f"ERROR: {exc}")
             except Exception as exc:  # keep managing the pool; the log says what went wrong
                 self.log(f"ERROR: reconcile failed: {exc}")
+            self.housekeeping()
             self.wake.wait(CHECK_INTERVAL)
             self.wake.clear()
             time.sleep(0.2)  # coalesce a burst of events into one pass

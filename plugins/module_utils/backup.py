@@ -31,6 +31,7 @@ import subprocess
 import tempfile
 
 from ansible_collections.hal9000.dind.plugins.module_utils.errors import Hal9000Error
+from ansible_collections.hal9000.dind.plugins.module_utils.files import write_json_atomically
 from ansible_collections.hal9000.dind.plugins.module_utils.manifest import (
     differences,
     iter_directory,
@@ -317,29 +318,6 @@ def newest_complete(home):
     raise Hal9000Error(f"No complete backup in {backups_dir(_absolute(home, 'hal9000_home'))}: nothing to restore.")
 
 
-def _write_json_atomically(path, data):
-    """Write next to ``path``, flush to disk, then rename: readers see the old file or the whole new one."""
-    directory = os.path.dirname(path)
-    handle, temporary = tempfile.mkstemp(prefix=".manifest-", dir=directory)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            json.dump(data, out, indent=1, sort_keys=True)
-            out.write("\n")
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(temporary, 0o600)
-        os.rename(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
-    directory_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(directory_fd)
-    finally:
-        os.close(directory_fd)
-
-
 def create_backup(home, sources=None, source_version=SOURCE_VERSION, target_version=TARGET_VERSION, check_mode=False):
     """Copy each existing source into a new ``pre-dind-*`` backup, verify each copy, write manifest.json last."""
     home, sources = normalise_sources(home, sources)
@@ -393,7 +371,7 @@ def create_backup(home, sources=None, source_version=SOURCE_VERSION, target_vers
         "directories": directories,
         "missing": missing,
     }
-    _write_json_atomically(os.path.join(path, MANIFEST), manifest)  # last: its presence means complete
+    write_json_atomically(os.path.join(path, MANIFEST), manifest, durable=True)  # last: its presence means complete
     os.unlink(os.path.join(path, WRITER))
     actions.append(f"write {path}/{MANIFEST}")
     return _backup_result(True, home, path, moment, directories, missing, actions, True, source_version, target_version)

@@ -28,11 +28,17 @@ LABEL_PARENT_STARTED = "io.hal9000.parent-started"
 LABEL_WARM_NAME = "io.hal9000.warm-name"
 # The limits a worker was created with: a warm worker's are read from its listing, without an inspect.
 LABEL_LIMITS = "io.hal9000.limits"
+# persistent (a home in ~/.hal9000/workers) or ephemeral (a tmpfs).
+LABEL_CLAUDE_HOME = "io.hal9000.claude-home"
+# On a worker: the named volume that is its /workspace (a generic worker's); on that volume: the worker.
+LABEL_WORKSPACE = "io.hal9000.workspace"
+LABEL_WORKER = "io.hal9000.worker"
 
 ROLE_PARENT = "parent"
 ROLE_WORKER = "worker"
 # The MCP relay's sidecar: in the parent's network namespace, but the parent's own (it replaces it on every start).
 ROLE_RELAY = "relay"
+ROLE_WORKSPACE = "workspace"
 
 
 def _name(summary):

@@ -10,10 +10,10 @@ layout is written down once. Pure: standard library only, never ``ansible.*``.
 from __future__ import annotations
 
 import os
-import tempfile
 
 from ansible_collections.hal9000.dind.plugins.module_utils.constants import config_path
 from ansible_collections.hal9000.dind.plugins.module_utils.errors import Hal9000Error
+from ansible_collections.hal9000.dind.plugins.module_utils.files import give_to_home_owner, read_text, write_atomically
 from ansible_collections.hal9000.dind.plugins.module_utils.settings import check_file_settings
 
 LAYOUT = ("sessions", "logs", "config", "workers")
@@ -45,12 +45,17 @@ def config_text(settings):
     return CONFIG_HEADER + "".join(lines)
 
 
-def ensure_directory(path, mode, check_mode):
-    """Create ``path`` (and missing parents) or fix its mode; returns the actions taken or planned."""
+def ensure_directory(path, mode, check_mode, home=None):
+    """Create ``path`` (and missing parents) or fix its mode; returns the actions taken or planned.
+
+    Below ``home``, what root creates belongs to the home's owner.
+    """
     if not os.path.lexists(path):
         if not check_mode:
             os.makedirs(path, mode=mode, exist_ok=True)
             os.chmod(path, mode)  # makedirs' mode is masked by the umask
+            if home:
+                give_to_home_owner(path, home)
         return [f"created {path}"]
     if not os.path.isdir(path):
         raise Hal9000Error(f"{path} exists and is not a directory: move it away, then run again.")
@@ -62,15 +67,7 @@ def ensure_directory(path, mode, check_mode):
     return []
 
 
-def read_text(path):
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return handle.read()
-    except FileNotFoundError:
-        return None
-
-
-def ensure_file(path, text, mode, check_mode):
+def ensure_file(path, text, mode, check_mode, home=None):
     """Write ``text`` to ``path`` atomically when it differs, and give it ``mode``; returns (actions, previous text)."""
     previous = read_text(path)
     if previous == text:
@@ -81,17 +78,7 @@ def ensure_file(path, text, mode, check_mode):
             os.chmod(path, mode)
         return [f"changed the mode of {path} from {current:04o} to {mode:04o}"], previous
     if not check_mode:
-        # A temporary file in the same directory and a rename: the parent never reads half a file.
-        descriptor, temporary = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".hal9000.conf.")
-        try:
-            with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-                handle.write(text)
-            os.chmod(temporary, mode)
-            os.replace(temporary, path)
-        except BaseException:
-            if os.path.exists(temporary):
-                os.remove(temporary)
-            raise
+        write_atomically(path, text, mode, home)  # the parent never reads half a file
     return [f"{'wrote' if previous is None else 'updated'} {path}"], previous
 
 
@@ -107,7 +94,7 @@ def ensure_home(home, directories, settings, check_mode, mode=0o700):
         layout.append("config")  # where hal9000.conf lives
     actions = ensure_directory(home, mode, check_mode)
     for directory in layout:
-        actions += ensure_directory(os.path.join(home, directory), mode, check_mode)
+        actions += ensure_directory(os.path.join(home, directory), mode, check_mode, home)
     config = config_path(home)
-    written, previous = ensure_file(config, text, 0o600, check_mode)
+    written, previous = ensure_file(config, text, 0o600, check_mode, home)
     return actions + written, previous, text

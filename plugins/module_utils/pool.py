@@ -18,16 +18,20 @@ import json
 import os
 import time
 
+from ansible_collections.hal9000.dind.plugins.module_utils.claude_homes import check_home_free, home_dirname, purge_home, record_user, run_privileged
 from ansible_collections.hal9000.dind.plugins.module_utils.constants import CLAIM_LOCK_FILE, HOME_IN_PARENT, POOLS_FILE
 from ansible_collections.hal9000.dind.plugins.module_utils.docker_api import APIError, NotFound, inspect_container
 from ansible_collections.hal9000.dind.plugins.module_utils.errors import Hal9000Error
+from ansible_collections.hal9000.dind.plugins.module_utils.files import give_to_home_owner, make_private_dirs, write_json_atomically
 from ansible_collections.hal9000.dind.plugins.module_utils.fleet import (
+    LABEL_CLAUDE_HOME,
     LABEL_LIMITS,
     LABEL_PARENT,
     LABEL_POOL,
     LABEL_ROLE,
     LABEL_SPEC,
     LABEL_WARM_NAME,
+    LABEL_WORKSPACE,
     ROLE_WORKER,
     limits_label,
 )
@@ -40,8 +44,12 @@ from ansible_collections.hal9000.dind.plugins.module_utils.workers import (
     POOL_OPTIONS,
     generate_name,
     parent_network,
+    record_session,
+    remove_worker,
+    remove_workspace,
     spawn_worker,
     stale_reasons,
+    uid_gid,
     update_limits,
     worker_facts,
     worker_spec,
@@ -88,8 +96,11 @@ def validate_pools(config, settings=None):
                  "user": str(pool.get("user") or CLAUDE_USER)}
         for option in POOL_OPTIONS:  # the worker options pools offer (workers.WORKER_OPTIONS)
             value = pool.get(option.name)
-            default = option.ansible.get("default") or ""
-            entry[option.name] = bool(value) if option.ansible["type"] == "bool" else str(value or default)
+            default = option.ansible.get("default")
+            if option.ansible["type"] == "bool":
+                entry[option.name] = bool(default if value is None else value)
+            else:
+                entry[option.name] = str(value or default or "")
         pools.append(entry)
     idle_timeout = _count(config.get("idle_timeout"), "idle_timeout")
     if settings is not None and idle_timeout is None:
@@ -119,11 +130,8 @@ def load_pools(home, settings):
 
 def save_pools(home, config):
     path = os.path.join(home, POOLS_FILE)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(validate_pools(config), handle, indent=2, sort_keys=True)
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
+    make_private_dirs(os.path.dirname(path), home)
+    write_json_atomically(path, validate_pools(config), 0o600, home)
 
 
 def pool_spec(pool, parent, settings):
@@ -168,8 +176,9 @@ def claim_lock(home):
     """
     path = os.path.join(home, CLAIM_LOCK_FILE)
     try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
+        make_private_dirs(os.path.dirname(path), home)
         descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        give_to_home_owner(path, home)
     except OSError as exc:
         raise Hal9000Error(
             f"Cannot open the warm pool's claim lock {path}: {exc.strerror}; run as the owner of {home}, or claim with from_pool=false."
@@ -197,7 +206,8 @@ def warm_workers(client, parent, digest=None, pool=None):
         name = summary["Names"][0].lstrip("/")
         if labels.get(LABEL_POOL) and labels.get(LABEL_WARM_NAME) == name:
             warm.append(dict(worker_facts(summary), id=summary["Id"], name=name, pool=labels[LABEL_POOL],
-                             created=summary["Created"], limits_label=labels.get(LABEL_LIMITS, "")))
+                             created=summary["Created"], limits_label=labels.get(LABEL_LIMITS, ""),
+                             claude_home=labels.get(LABEL_CLAUDE_HOME, ""), workspace=labels.get(LABEL_WORKSPACE, "")))
     return sorted(warm, key=lambda w: w["created"])
 
 
@@ -212,7 +222,10 @@ def claim(client, spec, new_name, home, network=None, current_image_id=None):
     validate_name(new_name, "worker")
     network = network or parent_network(client, spec)
     current_image_id = current_image_id or image_id(client, spec["image"])
+    persistent = spec["claude_home"] == "persistent"
     with claim_lock(home):
+        if persistent:
+            check_home_free(client, home, new_name)
         for candidate in warm_workers(client, spec["parent"], digest=spec["digest"]):
             if stale_reasons(candidate, spec, current_image_id, network):
                 continue
@@ -227,10 +240,19 @@ def claim(client, spec, new_name, home, network=None, current_image_id=None):
             break
         else:
             return None
+    if persistent:
+        try:  # its home takes the claimed name, with what an earlier worker of that name left
+            run_privileged(client, spec["parent"], home, "adopt", home_dirname(candidate["name"], warm=True), new_name,
+                           *uid_gid(spec["user"]))
+        except Exception:
+            remove_worker(client, candidate["id"], home)  # a claimed worker without its home would lose its work
+            raise
+        record_user(home, new_name, candidate["id"])
     if candidate["limits_label"] != limits_label(spec["limits"]):
         update_limits(client, candidate["id"], spec["limits"])
     if spec["relay"]:
         set_scope(home, candidate["id"], spec["memory_scope"])  # the claimant's scope, from its next request on
+    record_session(client, home, candidate["id"], dict(spec, name=new_name), current_image_id, claimed=True)
     return candidate["id"]
 
 
@@ -246,6 +268,9 @@ def remove_warm(client, home, worker):
         except NotFound:
             return False
     revoke(home, worker["id"])
+    remove_workspace(client, worker.get("workspace"))
+    if worker.get("claude_home") == "persistent":
+        purge_home(home, home_dirname(worker["name"], warm=True))  # an idle warm worker's home holds nothing of value
     return True
 
 

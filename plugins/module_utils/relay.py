@@ -26,6 +26,7 @@ import time
 
 from ansible_collections.hal9000.dind.plugins.module_utils.docker_api import NotFound
 from ansible_collections.hal9000.dind.plugins.module_utils.errors import Hal9000Error
+from ansible_collections.hal9000.dind.plugins.module_utils.files import make_private_dirs, read_text, write_atomically, write_if_changed
 from ansible_collections.hal9000.dind.plugins.module_utils.validate import validate_name
 
 RELAY_DIR = os.path.join("run", "relay")
@@ -117,16 +118,10 @@ def save_extra_servers(home, servers, check_mode=False):
     """Write config/mcp_servers.json (0600) when it differs; True when it did (or would)."""
     text = json.dumps(validate_servers(servers), indent=2, sort_keys=True) + "\n"
     path = os.path.join(home, MCP_SERVERS_FILE)
-    try:
-        with open(path, encoding="utf-8") as handle:
-            if handle.read() == text:
-                return False
-    except FileNotFoundError:
-        pass
-    if not check_mode:
-        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        _write(path, text, 0o600)
-    return True
+    if check_mode:
+        return read_text(path) != text
+    make_private_dirs(os.path.dirname(path), home)
+    return write_if_changed(path, text, 0o600, home)
 
 
 def read_extra_servers(home):
@@ -170,23 +165,20 @@ def client_config(servers, port):
     }}
 
 
-def _write(path, text, mode):
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
+def prepare_directories(home):
+    """run/relay (0711), its client directory (0755: workers read it) and credentials (0700), the home owner's."""
+    for directory, mode in ((RELAY_DIR, 0o711), (CLIENT_DIR, 0o755), (CREDENTIALS_DIR, 0o700)):
+        path = make_private_dirs(os.path.join(home, directory), home)
+        os.chmod(path, mode)
 
 
 def prepare(home, servers, port):
     """Write run/relay for a relay start: servers.json (0600), the workers' client files (0644)."""
-    for directory, mode in ((RELAY_DIR, 0o711), (CLIENT_DIR, 0o755), (CREDENTIALS_DIR, 0o700)):
-        path = os.path.join(home, directory)
-        os.makedirs(path, exist_ok=True)
-        os.chmod(path, mode)
-    _write(os.path.join(home, SERVERS_FILE), json.dumps({"port": port, "servers": servers}, indent=2), 0o600)
-    _write(os.path.join(home, CLIENT_DIR, "managed-mcp.json"), json.dumps(client_config(servers, port), indent=2), 0o644)
-    _write(os.path.join(home, CLIENT_DIR, HEADERS_HELPER), HEADERS_HELPER_SCRIPT, 0o755)
+    prepare_directories(home)
+    write_atomically(os.path.join(home, SERVERS_FILE), json.dumps({"port": port, "servers": servers}, indent=2), 0o600, home)
+    write_atomically(os.path.join(home, CLIENT_DIR, "managed-mcp.json"),
+                     json.dumps(client_config(servers, port), indent=2), 0o644, home)
+    write_atomically(os.path.join(home, CLIENT_DIR, HEADERS_HELPER), HEADERS_HELPER_SCRIPT, 0o755, home)
 
 
 def read_status(home):
@@ -221,8 +213,8 @@ def _credential_path(home, container_id):
 
 def write_credential(home, container_id, token_sha256, scope):
     path = _credential_path(home, container_id)
-    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    _write(path, json.dumps({"token_sha256": token_sha256, "scope": scope, "written": time.time()}), 0o600)
+    make_private_dirs(os.path.dirname(path), home)
+    write_atomically(path, json.dumps({"token_sha256": token_sha256, "scope": scope, "written": time.time()}), 0o600, home)
 
 
 def read_scope(home, container_id):

@@ -56,6 +56,8 @@ SETTINGS = (
             "Port the MCP relay listens on, on the parent's loopback (every worker's localhost)."),
     Setting("ANTHROPIC_BASE_URL", "anthropic_base_url", "url", "", False,
             "Claude Code's model endpoint in workers (an LLM gateway); empty: Claude Code's own default."),
+    Setting("SESSION_RECORDS_MAX_AGE", "session_records_max_age", "count", 30, False,
+            "Days a closed session record (~/.hal9000/sessions) is kept before housekeeping removes it; 0: at once."),
 )
 BY_KEY = {setting.key: setting for setting in SETTINGS}
 BY_OPTION = {setting.option: setting for setting in SETTINGS}

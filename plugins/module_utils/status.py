@@ -17,6 +17,7 @@ from ansible_collections.hal9000.dind.plugins.module_utils.images import inspect
 from ansible_collections.hal9000.dind.plugins.module_utils.parent import mounted_home, parent_summary
 from ansible_collections.hal9000.dind.plugins.module_utils.pool import load_pools
 from ansible_collections.hal9000.dind.plugins.module_utils.relay import read_status as read_relay_status
+from ansible_collections.hal9000.dind.plugins.module_utils.sessions import summary as sessions_summary
 from ansible_collections.hal9000.dind.plugins.module_utils.settings import resolve_in_home
 from ansible_collections.hal9000.dind.plugins.module_utils.volumes import DEFAULT_VOLUME_PREFIX, inspect_volume, shared_volumes
 
@@ -85,6 +86,7 @@ def installation_status(client, parent_name=PARENT_NAME, volume_prefix=DEFAULT_V
         "pool": pool,
         "relay": relay_status(home, parent),
         "images": image_status(client, list(dict.fromkeys(references))),
+        "sessions": sessions_summary(home, limit=10) if home else {"path": None, "records": 0, "open": 0, "recent": []},
     }
 
 
@@ -120,4 +122,9 @@ def format_status(status):
         lines.append(f"  {worker['name']}: {worker['status']}{' (' + worker['project'] + ')' if worker['project'] else ''}{note}")
     lines.append("Shared volumes:")
     lines += [f"  {v['name']}: {'exists' if v['exists'] else 'not created'}" for v in status["volumes"]]
+    sessions = status.get("sessions")
+    if sessions and sessions["path"]:
+        lines.append(f"Sessions: {sessions['open']} open, {sessions['records']} recorded ({sessions['path']})")
+        if sessions.get("error"):
+            lines.append(f"  {sessions['error']}")
     return "\n".join(lines)

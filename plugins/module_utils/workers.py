@@ -18,10 +18,21 @@ import stat
 import time
 import uuid
 
+from ansible_collections.hal9000.dind.plugins.module_utils.claude_homes import (
+    CLAUDE_HOMES,
+    HOME_IN_WORKER,
+    PLUGINS_IN_WORKER,
+    WORKERS_DIR,
+    check_home_free,
+    home_dirname,
+    record_user,
+    run_privileged,
+)
 from ansible_collections.hal9000.dind.plugins.module_utils.constants import DOCKER_SOCKET, PARENT_NAME, WORKER_IMAGE
-from ansible_collections.hal9000.dind.plugins.module_utils.docker_api import inspect_container
+from ansible_collections.hal9000.dind.plugins.module_utils.docker_api import APIError, NotFound, inspect_container
 from ansible_collections.hal9000.dind.plugins.module_utils.errors import Hal9000Error
 from ansible_collections.hal9000.dind.plugins.module_utils.fleet import (
+    LABEL_CLAUDE_HOME,
     LABEL_LIMITS,
     LABEL_MANAGED,
     LABEL_PARENT,
@@ -31,10 +42,14 @@ from ansible_collections.hal9000.dind.plugins.module_utils.fleet import (
     LABEL_ROLE,
     LABEL_SPEC,
     LABEL_WARM_NAME,
+    LABEL_WORKER,
+    LABEL_WORKSPACE,
     ROLE_WORKER,
+    ROLE_WORKSPACE,
     limits_label,
     limits_of,
 )
+from ansible_collections.hal9000.dind.plugins.module_utils.images import image_id as current_image_id
 from ansible_collections.hal9000.dind.plugins.module_utils.parent import mounted_home
 from ansible_collections.hal9000.dind.plugins.module_utils.relay import (
     CLIENT_DIR,
@@ -45,7 +60,9 @@ from ansible_collections.hal9000.dind.plugins.module_utils.relay import (
     revoke,
     scope_text,
 )
+from ansible_collections.hal9000.dind.plugins.module_utils.sessions import record_start
 from ansible_collections.hal9000.dind.plugins.module_utils.settings import resolve, typed_value
+from ansible_collections.hal9000.dind.plugins.module_utils.volumes import SHARED_VOLUME_MOUNTS
 from ansible_collections.hal9000.dind.plugins.module_utils.validate import (
     parse_cpus,
     parse_memory,
@@ -59,6 +76,7 @@ except ImportError:  # reported by the caller through missing_required_lib
     Mount = None
 
 SECRET_TARGET = "/run/secrets/anthropic_key"
+API_KEY_HELPER = f"cat {SECRET_TARGET}"  # Claude Code reads the key from its file, never from the environment
 CLAUDE_USER = "1001:1001"
 CPU_PERIOD = 100000
 
@@ -95,6 +113,11 @@ WORKER_OPTIONS = (
                  "whose memory the worker's MCP servers reach: its project's, the shared one, or none"),
     WorkerOption("anthropic_base_url", {"type": "str"}, "--anthropic-base-url", True,
                  "Claude Code's model endpoint, an http(s) URL (default: ANTHROPIC_BASE_URL in hal9000.conf)"),
+    WorkerOption("claude_home", {"type": "str", "choices": list(CLAUDE_HOMES)}, "--claude-home", True,
+                 "where Claude Code's state lives: ~/.hal9000/workers/NAME (persistent; the default for a named worker) "
+                 "or a tmpfs gone with the container (ephemeral; the default when the name is generated)"),
+    WorkerOption("plugins", {"type": "bool", "default": True}, "--no-plugins", True,
+                 "leave out the installation's plugins volume (mounted read-only at ~/.claude/plugins)"),
     WorkerOption("command", {"type": "list", "elements": "str"}, None, False, None),
 )
 POOL_OPTIONS = tuple(option for option in WORKER_OPTIONS if option.pool)
@@ -189,13 +212,21 @@ def worker_spec(
     auto_remove=True, read_only=False, api_key_file=None, claude_config_dir=None,
     pool="", user=None, drop_capabilities=True, no_new_privileges=True,
     docker_socket=DOCKER_SOCKET, check_host_paths=True, settings=None,
-    memory_scope="project", anthropic_base_url=None,
+    memory_scope="project", anthropic_base_url=None, claude_home=None, plugins=True,
 ):
     """Everything that decides what a worker looks like, validated before Docker is touched.
 
     Limits not given here come from ``settings`` (``settings.resolve``: hal9000.conf and the seed's
     defaults), never from the environment: every caller resolves them by the same rule.
+    ``claude_home`` left out: persistent for a named worker (and one with the host's Claude config),
+    ephemeral when the name is generated here (nobody could ask for that worker again by name).
     """
+    claude_home = claude_home or ("persistent" if name or claude_config_dir else "ephemeral")
+    if claude_home not in CLAUDE_HOMES:
+        raise Hal9000Error(f"claude_home {claude_home!r} is unknown: use persistent or ephemeral.")
+    if claude_config_dir and claude_home != "persistent":
+        raise Hal9000Error("mount_claude_config copies the host's Claude config into the worker's own home: "
+                           "use claude_home=persistent.")
     name = validate_name(name, "worker") if name else generate_name()
     if mode not in ("dind", "legacy"):
         raise Hal9000Error(f"mode {mode!r} is unknown: use dind (share the parent's network) or legacy.")
@@ -220,6 +251,9 @@ def worker_spec(
         environment["ANTHROPIC_BASE_URL"] = base_url  # an address, not a secret
         # With a gateway, only the gateway: Claude Code otherwise still looks up api.anthropic.com (telemetry, flags).
         environment["CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC"] = "1"
+    if claude_home == "persistent" and not all(part.isdigit() for part in user.split(":")):
+        raise Hal9000Error(f"user {user!r} must be numeric (uid:gid) for a persistent Claude home: "
+                           "the home on the host is given to that uid.")
     if user.split(":")[0] in ("0", "root") and mode == "dind":
         raise Hal9000Error("user 0 (root) is refused for workers: root in a worker could reach ChromaDB past the relay; give a non-root uid.")
     if api_key_file and check_host_paths:
@@ -243,6 +277,8 @@ def worker_spec(
         "drop_capabilities": bool(drop_capabilities),
         "no_new_privileges": bool(no_new_privileges),
         "no_limits": bool(no_limits),
+        "claude_home": claude_home,
+        "plugins": bool(plugins),
         # The seed's MCP servers through the parent's relay (dind workers, when the relay is on).
         "relay": mode == "dind" and bool(settings["enable_mcp_relay"]),
     }
@@ -257,20 +293,33 @@ def worker_spec(
     return spec
 
 
-def _mounts(spec, home):
+def workspace_volume(name):
+    """A generic worker's /workspace: a volume named after it, so no removal path can miss it."""
+    return f"{name}-workspace"
+
+
+def _mounts(spec, network):
     mounts = []
-    if spec["relay"] and home:
-        mounts.append(Mount(CLIENT_MOUNT, os.path.join(home, CLIENT_DIR), type="bind", read_only=True))
+    if spec["mode"] == "dind" and network.home:
+        # Claude Code's managed settings for workers: the relay's MCP servers, the plugins to enable.
+        mounts.append(Mount(CLIENT_MOUNT, os.path.join(network.home, CLIENT_DIR), type="bind", read_only=True))
+    if spec["claude_home"] == "persistent":
+        mounts.append(Mount(HOME_IN_WORKER, os.path.join(network.home, WORKERS_DIR, worker_home_dirname(spec)), type="bind"))
+    if spec["plugins"] and network.plugins_volume:
+        mounts.append(Mount(PLUGINS_IN_WORKER, network.plugins_volume, type="volume", read_only=True))
     if spec["project"]:
         mounts.append(Mount("/workspace", spec["project"], type="bind"))
     else:
-        # Generic workers get an empty per-worker volume, removed with the worker.
-        mounts.append(Mount("/workspace", None, type="volume"))
+        labels = {LABEL_MANAGED: "true", LABEL_ROLE: ROLE_WORKSPACE, LABEL_PARENT: spec["parent"], LABEL_WORKER: spec["name"]}
+        mounts.append(Mount("/workspace", workspace_volume(spec["name"]), type="volume", labels=labels))
     if spec["api_key_file"]:
         mounts.append(Mount(SECRET_TARGET, spec["api_key_file"], type="bind", read_only=True))
-    if spec["claude_config_dir"]:
-        mounts.append(Mount("/home/claude/.claude", spec["claude_config_dir"], type="bind"))
     return mounts
+
+
+def worker_home_dirname(spec):
+    """Its directory below workers/: a warm worker's is renamed to its claimed name at the claim."""
+    return home_dirname(spec["name"], warm=bool(spec["pool"]))
 
 
 def limit_settings(limits):
@@ -295,7 +344,8 @@ def home_tmpfs_options(user):
     return f"rw,nosuid,nodev,{owner},size=256m"
 
 
-ParentNetwork = collections.namedtuple("ParentNetwork", "mode started home")
+# home: the parent's home on the host; plugins_volume: the volume it mounts as its plugins.
+ParentNetwork = collections.namedtuple("ParentNetwork", "mode started home plugins_volume", defaults=("", ""))
 
 
 def parent_network(client, spec):
@@ -311,7 +361,9 @@ def parent_network(client, spec):
         raise Hal9000Error(
             f"Parent {spec['parent']} is not running: start the daemon first (ansible-playbook playbooks/daemon.yml)."
         )
-    return ParentNetwork(f"container:{parent['Id']}", parent["State"]["StartedAt"], mounted_home(parent) or "")
+    plugins = next((m.get("Name", "") for m in parent.get("Mounts") or []
+                    if m.get("Destination") == SHARED_VOLUME_MOUNTS["plugins"] and m.get("Type") == "volume"), "")
+    return ParentNetwork(f"container:{parent['Id']}", parent["State"]["StartedAt"], mounted_home(parent) or "", plugins)
 
 
 def worker_facts(container):
@@ -345,14 +397,15 @@ def stale_reasons(facts, spec, image_id, network):
 
 def create_worker(client, spec, network=None):
     """Create (not start) a worker from ``spec``; returns its ID."""
-    network = network or parent_network(client, spec)
-    network_mode, parent_started = network[0], network[1]
-    tmpfs = {"/tmp": "rw,nosuid,nodev,size=512m", "/home/claude": home_tmpfs_options(spec["user"])}
+    network = ParentNetwork(*(network or parent_network(client, spec)))
+    tmpfs = {"/tmp": "rw,nosuid,nodev,size=512m"}
+    if spec["claude_home"] == "ephemeral":
+        tmpfs[HOME_IN_WORKER] = home_tmpfs_options(spec["user"])
     if spec["relay"]:
         tmpfs[TOKEN_DIR] = home_tmpfs_options(spec["user"]).replace("size=256m", "size=1m")  # the relay token only
     host_config = client.api.create_host_config(
-        network_mode=network_mode,
-        mounts=_mounts(spec, network[2] if len(network) > 2 else ""),
+        network_mode=network.mode,
+        mounts=_mounts(spec, network),
         tmpfs=tmpfs,
         auto_remove=spec["auto_remove"],
         read_only=spec["read_only"],
@@ -363,8 +416,11 @@ def create_worker(client, spec, network=None):
     labels = {
         LABEL_MANAGED: "true", LABEL_ROLE: ROLE_WORKER, LABEL_PARENT: spec["parent"],
         LABEL_PROJECT: spec["project"], LABEL_POOL: spec["pool"], LABEL_SPEC: spec["digest"],
-        LABEL_PARENT_STARTED: parent_started, LABEL_LIMITS: limits_label(spec["limits"]),
+        LABEL_PARENT_STARTED: network.started, LABEL_LIMITS: limits_label(spec["limits"]),
+        LABEL_CLAUDE_HOME: spec["claude_home"],
     }
+    if not spec["project"]:
+        labels[LABEL_WORKSPACE] = workspace_volume(spec["name"])
     if spec["pool"]:
         labels[LABEL_WARM_NAME] = spec["name"]
     created = client.api.create_container(
@@ -375,32 +431,77 @@ def create_worker(client, spec, network=None):
     return created["Id"]
 
 
-def spawn_worker(client, spec, network=None, home=None):
-    """Create and start a worker, with its relay credential; returns (id, milliseconds).
+def uid_gid(user):
+    uid, _sep, gid = str(user).partition(":")
+    return int(uid), int(gid or uid)
+
+
+def spawn_worker(client, spec, network=None, home=None, image_id=None):
+    """Create and start a worker, with its Claude home, relay credential and session record; returns (id, milliseconds).
 
     ``home`` is the installation's home as this process sees it (the parent's programs: its mount
-    point), where the credential's record goes; default: the parent's home on the host.
+    point), where the home directories and records go; default: the parent's home on the host.
+    A warm worker (``spec["pool"]``) gets no session record: its run starts at the claim.
     """
     started = time.monotonic()
-    network = network or parent_network(client, spec)
+    network = ParentNetwork(*(network or parent_network(client, spec)))
+    if spec["mode"] == "legacy" and home:
+        network = network._replace(home=home)  # no parent: this process's home is the host's
+    home = home or network.home
+    if (spec["relay"] or spec["claude_home"] == "persistent") and not home:
+        raise Hal9000Error(f"Parent {spec['parent']} has no home mounted: recreate it with hal9000.dind.parent.")
+    dirname = worker_home_dirname(spec)
+    if spec["claude_home"] == "persistent":
+        check_home_free(client, home, dirname)
+        run_privileged(client, spec["parent"], home, "prepare", dirname, *uid_gid(spec["user"]))
     container_id = create_worker(client, spec, network)
     try:
         client.api.start(container_id)
+        if spec["claude_home"] == "persistent":
+            record_user(home, dirname, container_id)
         if spec["relay"]:
-            if not (home or network[2]):
-                raise Hal9000Error(f"Parent {spec['parent']} has no home mounted: recreate it with hal9000.dind.parent.")
-            issue_credential(client, home or network[2], container_id, spec["user"], spec["memory_scope"])
+            issue_credential(client, home, container_id, spec["user"], spec["memory_scope"])
+        if not spec["pool"]:
+            record_session(client, home, container_id, spec, image_id, claimed=False)
     except Exception:
-        client.api.remove_container(container_id, force=True, v=True)  # never leave a half-made worker
+        remove_worker(client, container_id, None)  # never leave a half-made worker
         raise
     return container_id, round((time.monotonic() - started) * 1000, 1)
 
 
-def remove_worker(client, container_id, home):
-    """Remove a worker, its anonymous volumes and its relay credential."""
+def record_session(client, home, container_id, spec, image_id=None, claimed=False):
+    """The run's session record (sessions.record_start): what ran, where, with which limits; never a secret."""
+    record_start(home, container_id, spec["name"], spec["project"], image_id or current_image_id(client, spec["image"]) or "",
+                 spec["limits"], claimed)
+
+
+def remove_worker(client, container_id, home, inspected=None, purge=False):
+    """Remove a worker, its /workspace volume, its relay credential and (``purge``) its Claude home."""
+    inspected = inspected or inspect_container(client, container_id) or {}
+    labels = (inspected.get("Config") or {}).get("Labels") or {}
     client.api.remove_container(container_id, force=True, v=True)
+    remove_workspace(client, labels.get(LABEL_WORKSPACE))
     if home:
         revoke(home, container_id)
+    if purge and home and labels.get(LABEL_CLAUDE_HOME) == "persistent":
+        name = inspected["Name"].lstrip("/")
+        warm = labels.get(LABEL_POOL) and labels.get(LABEL_WARM_NAME) == name
+        run_privileged(client, labels.get(LABEL_PARENT), home, "purge", home_dirname(name, warm=bool(warm)))
+
+
+def remove_workspace(client, volume):
+    """Remove a removed worker's /workspace volume (absent, or still used by another container: left)."""
+    if not volume:
+        return False
+    try:
+        client.api.remove_volume(volume)
+    except NotFound:
+        return False
+    except APIError as exc:
+        if exc.status_code == 409:  # in use: a container of the same name made meanwhile
+            return False
+        raise
+    return True
 
 
 def update_limits(client, container_id, limits):

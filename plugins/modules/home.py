@@ -37,7 +37,8 @@ options:
       - The settings written to C(config/hal9000.conf), one C(KEY=value) line each, in key order.
       - Keys are the settings the collection declares (C(WORKER_MEMORY), C(WORKER_CPUS), C(WORKER_PIDS_LIMIT), C(WORKER_IMAGE),
         C(SKIP_IMAGE_PULL), C(LAZY_IMAGE_PULL), C(ENABLE_POOL_MANAGER), C(MIN_WARM_WORKERS), C(MAX_WARM_WORKERS),
-        C(IDLE_TIMEOUT), C(CHROMADB_PORT)); each value is checked as its readers check it (a bad size, an unknown key or
+        C(IDLE_TIMEOUT), C(CHROMADB_PORT), C(ENABLE_MCP_RELAY), C(MCP_IMAGE), C(MCP_RELAY_PORT), C(ANTHROPIC_BASE_URL),
+        C(SESSION_RECORDS_MAX_AGE)); each value is checked as its readers check it (a bad size, an unknown key or
         a minimum above the maximum fails before anything is written). Booleans are written C(true)/C(false).
       - Every reader (the parent, the worker module, C(coordinator spawn), the pool manager) takes a setting from here
         unless it was given explicitly; settings left out take the seed's defaults.

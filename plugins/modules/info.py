@@ -11,7 +11,8 @@ short_description: Report on a HAL-9000 installation (parent, workers, volumes)
 version_added: 0.1.0
 description:
   - Reads the parent, its workers (found by the labels C(io.hal9000.role=worker) and C(io.hal9000.parent=<parent>),
-    plus parent-less legacy workers), the counts, the shared volumes, the warm pools and the images.
+    plus parent-less legacy workers), the counts, the shared volumes, the warm pools, the images and the session
+    records in C(sessions/) under the parent's home.
   - It is the data behind every status, list and count of the playbooks and of the coordinator in the parent.
   - Never changes anything.
 author:
@@ -88,6 +89,44 @@ images:
   elements: dict
   sample: [{"name": "hal9000/parent:latest", "exists": true, "id": "sha256:0a1b...", "created": "2026-11-29T10:00:00Z",
             "size": 215600000}]
+sessions:
+  description:
+    - The session records in C(sessions/) under the home the parent mounts (one JSON file per worker run, opened when a
+      worker starts or a warm worker is claimed, closed when it ends; closed records are removed after
+      C(SESSION_RECORDS_MAX_AGE) days). Records never hold the environment, a key or a path to one.
+  returned: always
+  type: dict
+  contains:
+    path:
+      description: The directory of the records; V(null) when the parent has no home mounted.
+      type: str
+      returned: always
+    records:
+      description: How many records there are.
+      type: int
+      returned: always
+    open:
+      description: How many records are open (their worker has not ended yet).
+      type: int
+      returned: always
+    recent:
+      description:
+        - The newest ten records, newest first, each with C(worker), C(project) (the project directory, empty for a generic
+          warm worker), C(image_id), C(limits) (C(memory), C(cpus), C(pids_limit)), C(claimed) (true for a warm worker
+          claimed), C(started) and C(ended) (ISO 8601 in UTC; C(ended) is V(null) while the worker runs), C(exit_code)
+          (V(null) while it runs or when it was removed unseen) and C(container_id).
+      type: list
+      elements: dict
+      returned: always
+    error:
+      description: Why the directory could not be read (for example the home is not readable by this user).
+      type: str
+      returned: when the directory could not be read
+  sample: {"path": "/home/ada/.hal9000/sessions", "records": 2, "open": 1,
+           "recent": [{"worker": "my-worker", "project": "/home/ada/webapp", "image_id": "sha256:5c1d...",
+                       "limits": {"memory": "4g", "cpus": "2", "pids_limit": 100}, "claimed": true,
+                       "started": "2026-05-01T10:00:00Z", "ended": null, "exit_code": null,
+                       "container_id": "3f2a..."}]}
 status_lines:
   description: The same as text, one line per item.
   returned: always

@@ -105,6 +105,12 @@ options:
       - Port the MCP relay listens on, on the parent's loopback (every worker's localhost).
       - Unset, C(MCP_RELAY_PORT) in hal9000.conf, else V(8765).
     type: int
+  session_records_max_age:
+    description:
+      - Days a closed session record (C(sessions/) under O(hal9000_home)) is kept before the parent's housekeeping
+        removes it; V(0) removes closed records at the next pass. Open records are never removed.
+      - Unset, C(SESSION_RECORDS_MAX_AGE) in hal9000.conf, else V(30).
+    type: int
   force:
     description:
       - Recreate, restart, stop or remove the parent even though workers share its network namespace.

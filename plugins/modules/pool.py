@@ -92,6 +92,16 @@ options:
       anthropic_base_url:
         description: Claude Code's model endpoint in the pool's workers (unset - C(ANTHROPIC_BASE_URL) in hal9000.conf).
         type: str
+      claude_home:
+        description:
+          - Where the pool's workers keep Claude Code's state (see O(hal9000.dind.worker#module:claude_home)); unset, V(persistent).
+          - A persistent warm worker's home is C(workers/.warm-<warm name>) until a claim renames it to the claimed name.
+        type: str
+        choices: [persistent, ephemeral]
+      plugins:
+        description: Mount the installation's plugins volume read-only in the pool's workers (see O(hal9000.dind.worker#module:plugins)).
+        type: bool
+        default: true
   wait:
     description: Wait until every pool holds its minimum of warm workers.
     type: bool
@@ -219,8 +229,7 @@ def manage_pool(module, client):
     if before != wanted:
         actions.append("wrote the pool settings")
         if not module.check_mode:
-            os.makedirs(os.path.join(home, "config"), mode=0o700, exist_ok=True)
-            save_pools(home, wanted)
+            save_pools(home, wanted)  # makes config/ too
     running = json.loads(coordinator(client, parent["Id"], "pool", "status", "--json"))["running"]
     if wanted["enabled"] and not running:
         actions.append("started the pool manager")

@@ -81,15 +81,50 @@ options:
     description: Host file holding the Anthropic API key, mode 0600 or stricter, readable by the worker's user.
     type: path
   mount_claude_config:
-    description: Mount the host's C(~/.claude) at C(/home/claude/.claude) (the seed's option A, for host-side MCP configuration).
+    description:
+      - Give the worker the host's Claude config (the seed's option A), safely - a private copy of O(claude_config_dir)
+        in the worker's own Claude home (C(~/.claude) there), owned by the worker's user. The host directory is never
+        mounted, so nothing in the worker can change the host's settings, hooks or credentials, and it works when the
+        module runs as root without widening the host directory's modes.
+      - Copied again at every start of the worker, file by file, when the host's file changed since the last copy;
+        the worker's own changes to a file stay until the host's changes. Run-time state (C(projects/), C(todos/),
+        history, ...) and symbolic links are never copied. Needs O(claude_home=persistent).
     type: bool
     default: false
   claude_config_dir:
-    description: The host directory O(mount_claude_config) mounts.
+    description: The host directory O(mount_claude_config) copies.
     type: path
     default: ~/.claude
+  claude_config_credentials:
+    description:
+      - Also copy C(.credentials.json) (the host's Claude login) with O(mount_claude_config).
+      - Off, it is never copied, and removed if an earlier run copied it.
+    type: bool
+    default: false
+  claude_home:
+    description:
+      - Where the worker's Claude Code state (C(~/.claude), C(~/.claude.json), history, settings, login) lives.
+      - V(persistent) - C(workers/<name>/) under O(hal9000_home) on the Docker host, owned by the worker's user, mode 0700,
+        mounted as C(/home/claude); it survives a recreate of the same worker name and is kept when the worker is
+        removed (unless O(purge_home)). Only one running worker may use a home.
+      - V(ephemeral) - a tmpfs, gone with the container.
+      - Unset, V(persistent) when O(name) is given (or O(mount_claude_config)), else V(ephemeral).
+      - A claimed warm worker (O(from_pool=true)) gets its home at the claim (its pool's workers must be persistent too).
+    type: str
+    choices: [persistent, ephemeral]
+  plugins:
+    description:
+      - Mount the installation's plugins volume (the parent's C(<prefix>-plugins), where the migration put the v0.5.x
+        plugins) read-only at C(/opt/hal9000/plugins), linked from C(~/.claude/plugins); the parent enables its
+        installed plugins through Claude Code's managed settings. V(false) leaves it out.
+    type: bool
+    default: true
+  purge_home:
+    description: With O(state=absent), also remove the worker's persistent Claude home. By default it is kept.
+    type: bool
+    default: false
   read_only:
-    description: Read-only root file system (C(/tmp) and C(/home/claude) stay writable tmpfs).
+    description: Read-only root file system (C(/tmp), C(/home/claude) and the mounts stay writable).
     type: bool
     default: false
   memory_scope:
@@ -213,6 +248,10 @@ worker:
       description: Memory in bytes, CPUs and process limit (nulls without limits).
       type: dict
       sample: {"memory": 4294967296, "cpus": 2.0, "pids_limit": 100}
+    claude_home:
+      description: V(persistent) (C(workers/<name>) under the home) or V(ephemeral) (a tmpfs).
+      type: str
+      sample: persistent
     spawn_ms:
       description: Milliseconds from create to started, when this run started it; otherwise null.
       type: float
@@ -235,27 +274,40 @@ actions:
   elements: str
 """
 
+import json
 import os
 import time
 
 from ansible_collections.hal9000.dind.plugins.module_utils.ansible_docker import build_module, run_module
+from ansible_collections.hal9000.dind.plugins.module_utils.claude_config import sync_claude_config
+from ansible_collections.hal9000.dind.plugins.module_utils.claude_homes import (
+    USERS_DIR,
+    check_home_free,
+    home_path,
+    record_user,
+    run_privileged,
+)
 from ansible_collections.hal9000.dind.plugins.module_utils.errors import Hal9000Error
+from ansible_collections.hal9000.dind.plugins.module_utils.files import write_atomically
 from ansible_collections.hal9000.dind.plugins.module_utils.constants import FLAVOUR_IMAGES, default_home
 from ansible_collections.hal9000.dind.plugins.module_utils.docker_api import inspect_container
-from ansible_collections.hal9000.dind.plugins.module_utils.fleet import LABEL_MANAGED, LABEL_ROLE, ROLE_WORKER
+from ansible_collections.hal9000.dind.plugins.module_utils.fleet import LABEL_CLAUDE_HOME, LABEL_MANAGED, LABEL_ROLE, ROLE_WORKER
 from ansible_collections.hal9000.dind.plugins.module_utils.images import inspect_image
 from ansible_collections.hal9000.dind.plugins.module_utils.pool import claim, installation_home
 from ansible_collections.hal9000.dind.plugins.module_utils.relay import issue_credential, read_scope, set_scope
 from ansible_collections.hal9000.dind.plugins.module_utils.settings import resolve, resolve_in_home
 from ansible_collections.hal9000.dind.plugins.module_utils.validate import validate_name
 from ansible_collections.hal9000.dind.plugins.module_utils.workers import (
+    API_KEY_HELPER,
     WORKER_OPTIONS,
     attach_command,
     current_limits,
     parent_network,
+    record_session,
     remove_worker,
     spawn_worker,
     stale_reasons,
+    uid_gid,
     update_limits,
     worker_argument_spec,
     worker_facts,
@@ -275,7 +327,42 @@ def spec_from_params(params, settings):
 def fix_name(params):
     """Validate a start before Docker is touched (hal9000.conf is read later), and keep a generated name for the run."""
     if params["state"] == "started":
-        params["name"] = spec_from_params(params, resolve(environ=os.environ))["name"]
+        spec = spec_from_params(params, resolve(environ=os.environ))
+        params["name"], params["claude_home"] = spec["name"], spec["claude_home"]  # a generated name: ephemeral
+
+
+def copy_claude_config(client, params, spec, home, check_mode):
+    """mount_claude_config: the host's config copied into the worker's home (claude_config.sync_claude_config)."""
+    if not spec["claude_config_dir"]:
+        return []
+    uid, gid = uid_gid(spec["user"])
+    if not check_mode:
+        run_privileged(client, spec["parent"], home, "prepare", spec["name"], uid, gid)
+    target = os.path.join(home_path(home, spec["name"]), ".claude")
+    state = os.path.join(home, USERS_DIR, f"{spec['name']}.claude-config.json")  # out of the worker's reach
+    try:
+        actions = sync_claude_config(spec["claude_config_dir"], target, state, uid, gid,
+                                     include_credentials=params["claude_config_credentials"], check_mode=check_mode)
+        if spec["api_key_file"] and not check_mode:
+            keep_api_key_helper(os.path.join(target, "settings.json"), uid, gid)
+    except PermissionError:
+        raise Hal9000Error(f"mount_claude_config: no permission to copy into the home of uid {uid}: "
+                           "run as root, or let the worker run as you (user: your uid:gid).") from None
+    return actions
+
+
+def keep_api_key_helper(path, uid, gid):
+    """A copied settings.json replaces the one the worker's entrypoint writes: the key file must stay its key."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            settings = json.load(handle)
+    except (OSError, ValueError):
+        settings = None
+    if not isinstance(settings, dict) or settings.get("apiKeyHelper") == API_KEY_HELPER:
+        return
+    settings["apiKeyHelper"] = API_KEY_HELPER
+    write_atomically(path, json.dumps(settings, indent=2) + "\n", 0o600)
+    os.chown(path, uid, gid)
 
 
 def home_of(client, params):
@@ -308,6 +395,7 @@ def describe(inspected, spec, spawn_ms=None):
         "project": labels.get("io.hal9000.project", ""),
         "user": inspected["Config"].get("User", ""),
         "limits": current_limits(inspected),
+        "claude_home": labels.get(LABEL_CLAUDE_HOME, "ephemeral"),
         "spawn_ms": spawn_ms,
         "attach_command": attach_command(inspected["Name"].lstrip("/")),
     }
@@ -366,7 +454,7 @@ def manage_worker(module, client):
             if reasons:
                 actions.append(f"recreated {name} ({', '.join(reasons)})")
                 if not module.check_mode:
-                    remove_worker(client, current["Id"], home)
+                    remove_worker(client, current["Id"], home, inspected=current)
                 current = None
         if current is None and params["from_pool"] and not module.check_mode:
             began = time.monotonic()
@@ -377,10 +465,12 @@ def manage_worker(module, client):
                 current = inspect_container(client, name)
             else:
                 module.warn(f"No warm worker fits these options: {name} is a cold spawn.")
+        if current is None or not current["State"]["Running"]:
+            actions += copy_claude_config(client, params, spec, home, module.check_mode)
         if current is None:
             actions.append(f"started {name}")
             if not module.check_mode:
-                spawn_ms = spawn_worker(client, spec, network, home)[1]
+                spawn_ms = spawn_worker(client, spec, network, home, image["Id"])[1]
         else:
             if current_limits(current) != spec["limits"]:
                 actions.append(f"updated limits of {name} in place")
@@ -389,9 +479,14 @@ def manage_worker(module, client):
             if not current["State"]["Running"]:
                 actions.append(f"started {name}")
                 if not module.check_mode:
+                    if spec["claude_home"] == "persistent":
+                        check_home_free(client, home, name, replacing=current["Id"])
                     client.api.start(current["Id"])
+                    if spec["claude_home"] == "persistent":
+                        record_user(home, name, current["Id"])
                     if spec["relay"]:  # its tmpfs lost the token when it stopped: a new credential
                         issue_credential(client, home, current["Id"], spec["user"], spec["memory_scope"])
+                    record_session(client, home, current["Id"], spec, image["Id"])
             elif spec["relay"] and (recorded := read_scope(home, current["Id"])) != spec["memory_scope"]:
                 actions.append(f"set the memory scope of {name} to {spec['memory_scope']}" if recorded
                                else f"gave {name} a relay credential")
@@ -404,9 +499,15 @@ def manage_worker(module, client):
         if not module.check_mode:
             client.api.stop(current["Id"], timeout=10)
     elif current is not None and state == "absent":
-        actions.append(f"removed {name}")
+        actions.append(f"removed {name}" + (" and its Claude home" if params["purge_home"] else ""))
         if not module.check_mode:
-            remove_worker(client, current["Id"], removal_home(client, params))
+            remove_worker(client, current["Id"], removal_home(client, params), inspected=current, purge=params["purge_home"])
+    elif state == "absent" and params["purge_home"]:
+        home = removal_home(client, params)
+        if home and os.path.isdir(home_path(home, name)):
+            actions.append(f"removed the Claude home of {name}")
+            if not module.check_mode:
+                run_privileged(client, params["parent"], home, "purge", name)
 
     after = describe(inspect_container(client, name), spec, spawn_ms) if not module.check_mode else before
     result = dict(changed=bool(actions), worker=after, actions=actions, claimed=claimed_id is not None)
@@ -427,6 +528,8 @@ def main():
             state=dict(type="str", default="started", choices=["started", "stopped", "absent"]),
             mount_claude_config=dict(type="bool", default=False),
             claude_config_dir=dict(type="path", default="~/.claude"),
+            claude_config_credentials=dict(type="bool", default=False),
+            purge_home=dict(type="bool", default=False),
             from_pool=dict(type="bool", default=False),
             hal9000_home=dict(type="path"),
             **worker_argument_spec(),

@@ -113,14 +113,14 @@ def standin_api(client, parent_name, workdir, scripts, timeout=20):
         remove_containers(client, standin.name)
 
 
-def run_claude(client, worker, prompt, base_url=None, timeout=120, user=""):
+def run_claude(client, worker, prompt, base_url=None, timeout=120, user="", extra=()):
     """``claude -p PROMPT`` in ``worker`` through docker exec: a ClaudeRun (exit code, stdout, stderr, seconds).
 
     ``base_url`` goes into the exec's environment, for workers made without ``anthropic_base_url``.
     The CLI runs under ``timeout`` inside the worker, so a hang fails the test instead of stalling it.
     """
     env = dict(CLAUDE_ENV, **({"ANTHROPIC_BASE_URL": base_url} if base_url else {}))
-    argv = ["timeout", str(timeout), "claude", "-p", prompt, *CLAUDE_FLAGS]
+    argv = ["timeout", str(timeout), "claude", *extra, "-p", prompt, *CLAUDE_FLAGS]
     began = time.monotonic()
     exec_id = client.api.exec_create(worker, argv, user=user, environment=[f"{k}={v}" for k, v in env.items()])
     out, err = client.api.exec_start(exec_id, demux=True)

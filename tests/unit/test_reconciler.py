@@ -36,6 +36,7 @@ class FakeAPI:
         self.calls = []
         self.ids = itertools.count(1)
         self.fail_creates = 0
+        self.removed_volumes = []
 
     def inspect_container(self, name):
         assert name in (PARENT, self.parent["Id"]), name
@@ -67,6 +68,9 @@ class FakeAPI:
         assert found, name_or_id
         del self.containers_by_id[found[0]["Id"]]
         self.calls.append(("remove", found[0]["Names"][0][1:]))
+
+    def remove_volume(self, name):
+        self.removed_volumes.append(name)  # kept apart from calls: the tests compare those
 
     def rename(self, container_id, new_name):
         self.containers_by_id[container_id]["Names"] = [f"/{new_name}"]

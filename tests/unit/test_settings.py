@@ -34,6 +34,7 @@ CHANGED = {
     "MCP_IMAGE": ("example/mcp:2", "example/mcp:2"),
     "MCP_RELAY_PORT": ("8200", 8200),
     "ANTHROPIC_BASE_URL": ("https://gateway.example:8443/anthropic", "https://gateway.example:8443/anthropic"),
+    "SESSION_RECORDS_MAX_AGE": ("7", 7),
 }
 
 
@@ -47,6 +48,7 @@ def test_defaults_are_the_seeds():
         "skip_image_pull": False, "lazy_image_pull": False, "enable_pool_manager": False,
         "min_warm_workers": 2, "max_warm_workers": 5, "idle_timeout": 300, "chromadb_port": 8000,
         "enable_mcp_relay": True, "mcp_image": "hal9000/mcp:latest", "mcp_relay_port": 8765, "anthropic_base_url": "",
+        "session_records_max_age": 30,
     }
 
 
@@ -80,6 +82,7 @@ def test_none_and_empty_mean_not_given():
     ({"CHROMADB_PORT": "70000"}, ["CHROMADB_PORT", "1-65535"]),
     ({"MIN_WARM_WORKERS": "6"}, ["MIN_WARM_WORKERS=6", "MAX_WARM_WORKERS=5"]),
     ({"IDLE_TIMEOUT": "1.5"}, ["IDLE_TIMEOUT", "whole number"]),
+    ({"SESSION_RECORDS_MAX_AGE": "-1"}, ["SESSION_RECORDS_MAX_AGE", "whole number"]),
 ])
 def test_bad_values_fail_in_one_line_naming_the_setting(values, words):
     with pytest.raises(Hal9000Error) as caught:
