@@ -31,10 +31,10 @@ def give_to_home_owner(path, home):
 
 
 def make_private_dirs(path, home, mode=0o700):
-    """``path`` and its missing parents below ``home``, each made with ``mode`` and given to the home's owner."""
+    """``path`` and its missing parents (the home too, if missing), each made with ``mode`` and given to the home's owner."""
     missing = []
     current = path
-    while not os.path.isdir(current) and current != home and current != os.path.dirname(current):
+    while not os.path.isdir(current) and current != os.path.dirname(current):
         missing.append(current)
         current = os.path.dirname(current)
     for directory in reversed(missing):

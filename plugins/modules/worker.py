@@ -331,11 +331,12 @@ def fix_name(params):
         params["name"], params["claude_home"] = spec["name"], spec["claude_home"]  # a generated name: ephemeral
 
 
-def copy_claude_config(client, params, spec, home, check_mode):
+def copy_claude_config(client, params, spec, home, check_mode, replacing=None):
     """mount_claude_config: the host's config copied into the worker's home (claude_config.sync_claude_config)."""
     if not spec["claude_config_dir"]:
         return []
     uid, gid = uid_gid(spec["user"])
+    check_home_free(client, home, spec["name"], replacing)  # never into the home of another running worker
     if not check_mode:
         run_privileged(client, spec["parent"], home, "prepare", spec["name"], uid, gid)
     target = os.path.join(home_path(home, spec["name"]), ".claude")
@@ -466,7 +467,7 @@ def manage_worker(module, client):
             else:
                 module.warn(f"No warm worker fits these options: {name} is a cold spawn.")
         if current is None or not current["State"]["Running"]:
-            actions += copy_claude_config(client, params, spec, home, module.check_mode)
+            actions += copy_claude_config(client, params, spec, home, module.check_mode, current and current["Id"])
         if current is None:
             actions.append(f"started {name}")
             if not module.check_mode:

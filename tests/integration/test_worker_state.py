@@ -343,6 +343,12 @@ def run_as_user(base, play):
 def test_a_users_home_stays_theirs_when_root_runs_the_parent(docker_client, prefix, user_installation):
     args, base, home = user_installation
     project = project_owned_by(base / "project", USER)
+    user_config = base / "user-claude"  # the user's own ~/.claude
+    user_config.mkdir(mode=0o700)
+    (user_config / "settings.json").write_text(json.dumps({"model": "users-model"}))
+    (user_config / ".credentials.json").write_text('{"secret": "users-login"}')
+    for path in (user_config, user_config / "settings.json", user_config / ".credentials.json"):
+        os.chown(path, USER, USER)
     name, claimed = f"{prefix}-user-spawned", f"{prefix}-user-claimed"
     play = [{"hosts": "localhost", "gather_facts": False, "tasks": [
         {"name": "Pools", "hal9000.dind.pool": {"parent": args["name"], "hal9000_home": str(home), "generic": True,
@@ -350,7 +356,9 @@ def test_a_users_home_stays_theirs_when_root_runs_the_parent(docker_client, pref
         {"name": "Claim", "hal9000.dind.worker": {"name": claimed, "parent": args["name"], "from_pool": True},
          "register": "claim"},
         {"name": "Claimed", "ansible.builtin.assert": {"that": ["claim.claimed"]}},
-        {"name": "Spawn", "hal9000.dind.worker": {"name": name, "parent": args["name"], "project_dir": project}},
+        {"name": "Spawn, with the user's Claude config", "hal9000.dind.worker": {
+            "name": name, "parent": args["name"], "project_dir": project, "mount_claude_config": True,
+            "claude_config_dir": str(user_config)}},
         {"name": "Remove and purge the claimed one's home (the parent does it)", "hal9000.dind.worker": {
             "name": claimed, "parent": args["name"], "state": "absent", "purge_home": True}},
         {"name": "Pools off", "hal9000.dind.pool": {"parent": args["name"], "hal9000_home": str(home), "enabled": False,
@@ -359,6 +367,11 @@ def test_a_users_home_stays_theirs_when_root_runs_the_parent(docker_client, pref
     try:
         ran = run_as_user(base, play)
         assert ran.returncode == 0, ran.stdout + ran.stderr
+        code, out, _err = exec_in(docker_client, name, ["cat", "/home/claude/.claude/settings.json"])
+        assert code == 0 and json.loads(out)["model"] == "users-model", out
+        assert exec_in(docker_client, name, ["cat", "/home/claude/.claude/.credentials.json"])[0] != 0
+        assert exec_in(docker_client, name, ["sh", "-c", "echo '{}' > ~/.claude/settings.json"])[0] == 0
+        assert json.loads((user_config / "settings.json").read_text())["model"] == "users-model"
     finally:
         remove_containers(docker_client, name, claimed)
     assert not (home / "workers" / claimed).exists(), "purged by the parent on the user's behalf"
