@@ -461,7 +461,7 @@ def spawn_worker(client, spec, network=None, home=None, image_id=None):
             record_user(home, dirname, container_id)
         if spec["relay"]:
             issue_credential(client, home, container_id, spec["user"], spec["memory_scope"])
-        if not spec["pool"]:
+        if not spec["pool"] and home:
             record_session(client, home, container_id, spec, image_id, claimed=False)
     except Exception:
         remove_worker(client, container_id, None)  # never leave a half-made worker

@@ -132,6 +132,12 @@ def test_removal_keeps_the_home_unless_purged_and_prune_removes_orphans(ansible,
     assert by_name[kept]["worker_exists"] is False and by_name[kept]["size"] > 0, by_name[kept]
     assert by_name[alive]["worker_exists"] is True
 
+    status = ansible.playbook(REPO_ROOT / "playbooks" / "volumes.yml", "-e", json.dumps(
+        {"volumes_action": "status", "hal9000_home": str(parent.home), "hal9000_parent_name": parent.name,
+         "hal9000_volume_prefix": f"{prefix}-state"}))
+    assert f"workers/{kept}: " in status.stdout and f"no worker {kept} (workers.yml" in status.stdout, status.stdout
+    assert f"worker {alive} exists" in status.stdout, status.stdout
+
     playbook = REPO_ROOT / "playbooks" / "workers.yml"
     extra = ["-e", json.dumps({"workers_action": "prune-homes", "hal9000_parent_name": parent.name,
                                "hal9000_home": str(parent.home)})]
