@@ -25,6 +25,7 @@ import secrets
 import stat
 
 from ansible_collections.hal9000.dind.plugins.module_utils.errors import Hal9000Error
+from ansible_collections.hal9000.dind.plugins.module_utils.files import write_atomically
 
 # The host session's own run-time state: large, private to that session, or rewritten while it runs.
 # Top-level names of ~/.claude; plugins/ reaches workers through the hal9000-plugins volume instead.
@@ -421,3 +422,22 @@ def sync_claude_config(source_dir, target_dir, state_path, uid, gid, include_cre
     if not check_mode and (sync.copied != sync.recorded or not os.path.lexists(state_path)):
         _save_state(state_path, state)
     return sync.actions
+
+
+def keep_api_key_helper(path, helper, uid, gid):
+    """A copied settings.json replaces the one the worker's entrypoint writes: the key file must stay its key.
+
+    ``path`` is in the worker's home: never read through a link the worker planted (root would copy the
+    link's target into the worker's home), and replaced by a rename, never written through.
+    """
+    try:
+        with os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW), encoding="utf-8") as handle:
+            settings = json.load(handle) if stat.S_ISREG(os.fstat(handle.fileno()).st_mode) else None
+    except (OSError, ValueError):
+        settings = None
+    if not isinstance(settings, dict) or settings.get("apiKeyHelper") == helper:
+        return False
+    settings["apiKeyHelper"] = helper
+    write_atomically(path, json.dumps(settings, indent=2) + "\n", 0o600)
+    os.chown(path, uid, gid)
+    return True

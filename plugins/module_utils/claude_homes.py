@@ -97,6 +97,7 @@ def adopt_home(home, warm_dirname, name, uid, gid):
     source = home_path(home, warm_dirname)
     target = home_path(home, name)
     if os.path.isdir(target):
+        earlier = os.stat(target)
         for entry in os.listdir(target):
             replaced = os.path.join(source, entry)
             if os.path.isdir(replaced) and not os.path.islink(replaced):
@@ -105,15 +106,10 @@ def adopt_home(home, warm_dirname, name, uid, gid):
                 os.unlink(replaced)
             os.rename(os.path.join(target, entry), replaced)
         os.rmdir(target)
-        if (os.stat(source).st_uid, os.stat(source).st_gid) != (uid, gid) or _owners(source) != {(uid, gid)}:
+        if (earlier.st_uid, earlier.st_gid) != (uid, gid):  # an earlier worker of that name ran as another user
             _chown_tree(source, uid, gid)
     os.rename(source, target)
     return target
-
-
-def _owners(path):
-    return {(os.lstat(os.path.join(path, entry)).st_uid, os.lstat(os.path.join(path, entry)).st_gid)
-            for entry in os.listdir(path)} or {(os.stat(path).st_uid, os.stat(path).st_gid)}
 
 
 def purge_home(home, dirname):

@@ -274,12 +274,11 @@ actions:
   elements: str
 """
 
-import json
 import os
 import time
 
 from ansible_collections.hal9000.dind.plugins.module_utils.ansible_docker import build_module, run_module
-from ansible_collections.hal9000.dind.plugins.module_utils.claude_config import sync_claude_config
+from ansible_collections.hal9000.dind.plugins.module_utils.claude_config import keep_api_key_helper, sync_claude_config
 from ansible_collections.hal9000.dind.plugins.module_utils.claude_homes import (
     USERS_DIR,
     check_home_free,
@@ -288,7 +287,6 @@ from ansible_collections.hal9000.dind.plugins.module_utils.claude_homes import (
     run_privileged,
 )
 from ansible_collections.hal9000.dind.plugins.module_utils.errors import Hal9000Error
-from ansible_collections.hal9000.dind.plugins.module_utils.files import write_atomically
 from ansible_collections.hal9000.dind.plugins.module_utils.constants import FLAVOUR_IMAGES, default_home
 from ansible_collections.hal9000.dind.plugins.module_utils.docker_api import inspect_container
 from ansible_collections.hal9000.dind.plugins.module_utils.fleet import LABEL_CLAUDE_HOME, LABEL_MANAGED, LABEL_ROLE, ROLE_WORKER
@@ -345,25 +343,11 @@ def copy_claude_config(client, params, spec, home, check_mode, replacing=None):
         actions = sync_claude_config(spec["claude_config_dir"], target, state, uid, gid,
                                      include_credentials=params["claude_config_credentials"], check_mode=check_mode)
         if spec["api_key_file"] and not check_mode:
-            keep_api_key_helper(os.path.join(target, "settings.json"), uid, gid)
+            keep_api_key_helper(os.path.join(target, "settings.json"), API_KEY_HELPER, uid, gid)
     except PermissionError:
         raise Hal9000Error(f"mount_claude_config: no permission to copy into the home of uid {uid}: "
                            "run as root, or let the worker run as you (user: your uid:gid).") from None
     return actions
-
-
-def keep_api_key_helper(path, uid, gid):
-    """A copied settings.json replaces the one the worker's entrypoint writes: the key file must stay its key."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            settings = json.load(handle)
-    except (OSError, ValueError):
-        settings = None
-    if not isinstance(settings, dict) or settings.get("apiKeyHelper") == API_KEY_HELPER:
-        return
-    settings["apiKeyHelper"] = API_KEY_HELPER
-    write_atomically(path, json.dumps(settings, indent=2) + "\n", 0o600)
-    os.chown(path, uid, gid)
 
 
 def home_of(client, params):

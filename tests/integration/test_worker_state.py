@@ -269,7 +269,8 @@ def install_plugin(client, volume, workdir):
     assert b"Successfully installed" in output or b"installed" in output.lower(), output
 
 
-def test_the_hosts_claude_config_is_copied_never_mounted(ansible, docker_client, parent, made, prefix, project, tmp_path):
+def test_the_hosts_claude_config_is_copied_never_mounted(ansible, docker_client, parent, made, prefix, project, tmp_path,
+                                                         api_key):
     host_config = tmp_path / "root-claude"  # like /root/.claude: root's, 0700, unreadable by the worker's uid
     host_config.mkdir(mode=0o700)
     (host_config / "settings.json").write_text(json.dumps({"model": "host-model", "env": {"FROM_HOST": "1"}}))
@@ -278,13 +279,17 @@ def test_the_hosts_claude_config_is_copied_never_mounted(ansible, docker_client,
     (host_config / "projects").mkdir()
     (host_config / "projects" / "transcript.jsonl").write_text("private\n")
     name = f"{prefix}-state-config"
-    args = {"project_dir": project, "mount_claude_config": True, "claude_config_dir": str(host_config), "auto_remove": False}
+    args = {"project_dir": project, "mount_claude_config": True, "claude_config_dir": str(host_config), "auto_remove": False,
+            "api_key_file": api_key[1]}
     spawn(ansible, parent, made, name, **args)
 
     def read(path):
         return exec_in(docker_client, name, ["cat", path])
 
-    assert json.loads(read("/home/claude/.claude/settings.json")[1])["model"] == "host-model"
+    copied = json.loads(read("/home/claude/.claude/settings.json")[1])
+    assert copied["model"] == "host-model" and copied["env"] == {"FROM_HOST": "1"}
+    assert copied["apiKeyHelper"] == "cat /run/secrets/anthropic_key", "the worker's key file stays its key"
+    assert "apiKeyHelper" not in (host_config / "settings.json").read_text()
     assert read("/home/claude/.claude/CLAUDE.md")[1] == "host memory\n"
     assert read("/home/claude/.claude/.credentials.json")[0] != 0, "credentials stay on the host unless allowed"
     assert read("/home/claude/.claude/projects/transcript.jsonl")[0] != 0, "the host's sessions are not copied"

@@ -8,7 +8,7 @@ import stat
 
 import pytest
 
-from ansible_collections.hal9000.dind.plugins.module_utils.claude_config import MAX_FILE_SIZE, SKIPPED_NAMES, sync_claude_config
+from ansible_collections.hal9000.dind.plugins.module_utils.claude_config import MAX_FILE_SIZE, SKIPPED_NAMES, keep_api_key_helper, sync_claude_config
 from ansible_collections.hal9000.dind.plugins.module_utils.errors import Hal9000Error
 
 UID, GID = 4242, 4343  # the worker's; the tests run as root
@@ -311,3 +311,18 @@ def test_a_non_root_run_cannot_give_files_to_another_uid(paths, monkeypatch):
     with pytest.raises(Hal9000Error, match="uid 1000 cannot give files to 4242:4343: run as root or as that user"):
         sync(paths)
     assert not os.path.lexists(target) and not os.path.lexists(state)
+
+
+def test_the_api_key_helper_stays_and_a_planted_link_is_never_read(tmp_path):
+    secret = tmp_path / "roots-secret.json"
+    secret.write_text('{"auths": "root only"}')
+    settings = tmp_path / "settings.json"
+    settings.symlink_to(secret)  # planted by the worker in its own home
+    assert keep_api_key_helper(str(settings), "cat /run/secrets/anthropic_key", 4242, 4242) is False
+    assert settings.is_symlink() and secret.read_text() == '{"auths": "root only"}'
+    settings.unlink()
+    settings.write_text('{"model": "host-model"}')
+    assert keep_api_key_helper(str(settings), "cat /run/secrets/anthropic_key", 4242, 4242) is True
+    assert json.loads(settings.read_text()) == {"model": "host-model", "apiKeyHelper": "cat /run/secrets/anthropic_key"}
+    assert settings.stat().st_uid == 4242
+    assert keep_api_key_helper(str(settings), "cat /run/secrets/anthropic_key", 4242, 4242) is False

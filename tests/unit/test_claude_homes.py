@@ -142,3 +142,14 @@ def test_files_root_writes_belong_to_the_home_owner(home):
     for path in ("run", "run/deep", "run/deep/er", "run/deep/er/f"):
         assert owner(os.path.join(home, path)) == (4242, 4242), path
     assert os.stat(os.path.join(directory, "f")).st_mode & 0o777 == 0o600
+
+
+def test_a_claim_takes_over_a_home_an_earlier_worker_of_another_uid_left(home):
+    earlier = prepare_home(home, "gamma", 2002, 2002)
+    with open(os.path.join(earlier, ".claude.json"), "w", encoding="utf-8") as handle:
+        handle.write("{}")
+    os.chown(os.path.join(earlier, ".claude.json"), 2002, 2002)
+    prepare_home(home, ".warm-hal9000-warm-3", 1001, 1001)
+    adopted = adopt_home(home, ".warm-hal9000-warm-3", "gamma", 1001, 1001)
+    owners = {owner(os.path.join(root, entry)) for root, dirs, files in os.walk(adopted) for entry in dirs + files}
+    assert owners == {(1001, 1001)} and owner(adopted) == (1001, 1001), "the claimant's uid can use all of it"
