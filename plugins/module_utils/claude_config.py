@@ -246,6 +246,14 @@ class _Sync:
         if self.skipped is not None:
             self.skipped.append(f"{relative}: {reason}")
 
+    def open_or_skip(self, source, name, relative, flags):
+        """``name`` in the directory ``source`` opened with ``flags`` (never following a link), or None, noted as skipped."""
+        try:
+            return os.open(name, flags, dir_fd=source)
+        except OSError as error:
+            self.skip(relative, f"cannot be opened ({error.strerror})")
+            return None
+
     def skip_owner(self, relative, info):
         # root could otherwise copy out another user's file that the config's owner merely linked or moved in
         self.skip(relative, f"owned by uid {info.st_uid}, not by the Claude config's owner (uid {self.owner})")
@@ -276,10 +284,8 @@ class _Sync:
         if depth >= MAX_DEPTH:
             self.skip(relative, f"nested deeper than {MAX_DEPTH} directories")
             return
-        try:
-            descriptor = os.open(name, _DIRECTORY_FLAGS, dir_fd=source)
-        except OSError as error:
-            self.skip(relative, f"cannot be opened ({error.strerror})")
+        descriptor = self.open_or_skip(source, name, relative, _DIRECTORY_FLAGS)
+        if descriptor is None:
             return
         try:
             info = os.fstat(descriptor)
@@ -291,10 +297,8 @@ class _Sync:
             os.close(descriptor)
 
     def file(self, source, target, name, relative):
-        try:
-            descriptor = os.open(name, _READ_FLAGS, dir_fd=source)
-        except OSError as error:
-            self.skip(relative, f"cannot be opened ({error.strerror})")
+        descriptor = self.open_or_skip(source, name, relative, _READ_FLAGS)
+        if descriptor is None:
             return
         try:
             # Checked on what was opened, not on the earlier lstat: the user may swap the file meanwhile.
