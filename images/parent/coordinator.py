@@ -20,6 +20,7 @@ io.hal9000.parent=$HAL9000_PARENT_NAME (this parent's workers only).
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import signal
@@ -53,6 +54,7 @@ from ansible_collections.hal9000.dind.plugins.module_utils.status import format_
 from ansible_collections.hal9000.dind.plugins.module_utils.validate import validate_name
 from ansible_collections.hal9000.dind.plugins.module_utils.workers import (
     WORKER_OPTIONS,
+    ParentView,
     add_spawn_flags,
     spawn_worker,
     worker_spec,
@@ -129,12 +131,12 @@ def command_attach(client, args):
 def command_spawn(client, args):
     spawn_options = {option.name: getattr(args, option.name) for option in WORKER_OPTIONS if option.flag}
     resolved = resolve_in_parent()  # flags beat it: worker_spec takes the explicit limits itself
+    host_view = ParentView(client, PARENT_NAME)  # host paths are not visible in here: a helper looks at them on the host
     spec = worker_spec(
         name=args.name, image=args.image or resolved["worker_image"], parent=PARENT_NAME, settings=resolved,
-        check_host_paths=False,  # host paths are not visible in here; the daemon checks them
-        **spawn_options,
+        host_view=host_view, **spawn_options,
     )
-    milliseconds = spawn_worker(client, spec, home=HOME_IN_PARENT)[1]
+    milliseconds = spawn_worker(client, spec, home=HOME_IN_PARENT, host_view=host_view)[1]
     print(f"Worker spawned in background: {spec['name']} ({milliseconds:.0f} ms)")
     print(f"Attach with: docker exec -it {spec['name']} claude")
 
@@ -152,7 +154,8 @@ def command_claim(client, args):
     pool = find_pool(config, args.pool, args.project)
     spec = pool_spec(pool, PARENT_NAME, resolved)
     started = time.monotonic()
-    claimed_id = claim(client, spec, args.name, HOME_IN_PARENT)
+    claimed_id = claim(client, spec, args.name, HOME_IN_PARENT,
+                       warn=lambda message: print(f"coordinator: {message}", file=sys.stderr))  # a stuck claim lock
     if claimed_id is None:
         # A cold spawn is no warm worker: without the pool label it carries no warm-name either,
         # so the pool manager never counts, trims or hands it out.
@@ -162,6 +165,30 @@ def command_claim(client, args):
     result = {"name": args.name, "claimed": claimed_id is not None, "pool": pool["name"], "ms": milliseconds}
     print(json.dumps(result) if args.json else
           f"{args.name}: {'claimed a warm worker' if result['claimed'] else 'no warm worker fitted: cold spawn'} in {milliseconds} ms")
+
+
+# One `pool start` at a time, returning once the manager it started is up: a second start finds it running.
+START_LOCK = os.path.join(os.path.dirname(POOL_PID_FILE), "pool-start.lock")
+
+
+def start_manager(timeout=30):
+    """(pid, started): the running pool manager, or the one started now (the manager's own lock refuses a second)."""
+    with open(START_LOCK, "a", encoding="utf-8") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        pid = manager_pid()
+        if pid is not None:
+            return pid, False
+        process = subprocess.Popen([sys.executable, POOL_MANAGER, "run"], start_new_session=True,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            pid = manager_pid()
+            if pid is not None:
+                return pid, pid == process.pid
+            if process.poll() not in (None, 0):
+                raise Hal9000Error(f"The pool manager exited at start (code {process.returncode}): see logs/pool-manager.log.")
+            time.sleep(0.05)
+        raise Hal9000Error(f"The pool manager did not start within {timeout} s: see logs/pool-manager.log.")
 
 
 def manager_pid():
@@ -186,12 +213,8 @@ def command_pool(client, args):
     action = args.action
     if action == "start":
         set_enabled(True)
-        if manager_pid() is None:
-            process = subprocess.Popen([sys.executable, POOL_MANAGER, "run"], start_new_session=True,
-                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            print(f"Pool manager started (pid {process.pid})")
-        else:
-            print(f"Pool manager already running (pid {manager_pid()})")
+        pid, started = start_manager()
+        print(f"Pool manager started (pid {pid})" if started else f"Pool manager already running (pid {pid})")
     elif action == "reload":
         pid = manager_pid()
         if pid:
@@ -241,7 +264,7 @@ def command_pool(client, args):
         removed = 0
         for pool in config["pools"]:
             for worker in warm_workers(client, PARENT_NAME, pool=pool["name"]):
-                removed += remove_warm(client, HOME_IN_PARENT, worker)
+                removed += remove_warm(client, HOME_IN_PARENT, worker, resolved["claim_timeout"])
         print(f"Cleanup: removed {removed} warm worker(s); claimed workers untouched")
 
 

@@ -13,10 +13,13 @@ workers never do. ChromaDB 1.x's server has no token authentication of its own (
 provider), so the kernel, not a header, keeps workers away from every project's memory.
 SIGTERM stops ChromaDB cleanly (no data lost) and the pool manager; workers
 are left running and listed in the log.
+A full disk never stops the parent (the restart policy would only loop): it is said once per path
+("disk full: <path>, free space needed", also by the health check) and what can still run runs on.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -68,6 +71,8 @@ from ansible_collections.hal9000.dind.plugins.module_utils.sessions import close
 from ansible_collections.hal9000.dind.plugins.module_utils.settings import resolve_in_parent
 from ansible_collections.hal9000.dind.plugins.module_utils.workers import remove_workspace
 
+from healthcheck import full_disk, written_root  # the health check's rule of a full disk (same directory)
+
 DASHBOARD = "/opt/hal9000/bin/dashboard.sh"
 POOL_MANAGER = "/opt/hal9000/bin/pool_manager.py"
 CHROMADB_PATH = os.environ.get("CHROMADB_PATH", "/data/chromadb")
@@ -88,6 +93,58 @@ def open_log(name):
     return handle
 
 
+def link_docker_socket(target, link=SOCKET):
+    """``link`` (/var/run/docker.sock, where every program here looks) -> ``target``, the socket in the host's
+    mounted socket directory, where a restarted daemon's new socket shows. A socket bound there by hand stays."""
+    if not target or (os.path.lexists(link) and not os.path.islink(link)):
+        return
+    if os.path.islink(link) and os.readlink(link) == target:
+        return
+    temporary = f"{link}.{os.getpid()}"
+    if os.path.lexists(temporary):
+        os.remove(temporary)
+    os.symlink(target, temporary)
+    os.replace(temporary, link)
+
+
+def disk_full(exc):
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+class HomeLog:
+    """A log under the home's logs/ whose write never raises: a line it cannot write is dropped and
+    ``on_error(path, exc)`` told; the file is opened again for the next line (there may be space by then)."""
+
+    def __init__(self, name, on_error, on_written=None):
+        self.name = name
+        self.path = os.path.join(HOME_IN_PARENT, "logs", name)
+        self.on_error = on_error
+        self.on_written = on_written or (lambda path: None)
+        self.handle = None
+
+    def write(self, text):
+        # No lock, as with a plain file: a signal handler logging while the main thread writes would wait forever.
+        try:
+            if self.handle is None:
+                self.handle = open_log(self.name)
+            self.handle.write(text)
+            self.handle.flush()
+        except (OSError, ValueError) as exc:  # ValueError: closed meanwhile by another writer's failure
+            self.close()
+            self.on_error(self.path, exc if isinstance(exc, OSError) else OSError(errno.EIO, str(exc)))
+        else:
+            self.on_written(self.path)
+
+    def close(self):
+        """Close the file, discarding what it could not write (a retried buffer would fail again)."""
+        handle, self.handle = self.handle, None
+        if handle is not None:
+            try:
+                handle.close()
+            except (OSError, ValueError):
+                pass
+
+
 def signal_pid_file(path, signum):
     """Send ``signum`` to the process in a pid file; its pid, or None when it is gone."""
     try:
@@ -97,6 +154,13 @@ def signal_pid_file(path, signum):
     except (OSError, ValueError):
         return None
     return pid
+
+
+def copy_lines(pipe, log):
+    """A child's output into ``log`` until it ends; lines that cannot be written are dropped, the pipe always drained."""
+    for line in iter(pipe.readline, b""):
+        log.write(line.decode("utf-8", "replace"))
+    log.close()
 
 
 class Parent:
@@ -114,17 +178,55 @@ class Parent:
         self.sidecar = None
         self.relay_lock = threading.Lock()  # one start of the relay at a time (start-up, SIGHUP, housekeeping)
         self.pool_pid = None
+        self.unwritable = set()  # paths already reported: one log line each until they take writes again
 
     def log(self, message):
         line = f"{time.strftime('%Y-%m-%dT%H:%M:%S')} [parent] {message}"
         print(line, flush=True)
         if self.log_file:
             self.log_file.write(line + "\n")
-            self.log_file.flush()
+
+    def cannot_write(self, path, exc):
+        """Say once that ``path`` (its volume or the home, as the health check names them) takes no writes."""
+        path = written_root(path)
+        if path in self.unwritable:
+            return
+        self.unwritable.add(path)
+        if disk_full(exc):
+            self.log(f"ERROR: disk full: {path}, free space needed; the parent serves on without writing there")
+        else:
+            self.log(f"ERROR: cannot write {path}: {exc.strerror or exc}; the parent serves on without it")
+
+    def written(self, path):
+        """A write went through: with free space again (not only a last block's room), say so once."""
+        path = written_root(path)
+        if path in self.unwritable and not full_disk([path]):
+            self.unwritable.discard(path)
+            self.log(f"{path} takes writes again")
+
+    def failed(self, what, exc):
+        """An error of bookkeeping (housekeeping, session records): logged, a full disk as such."""
+        if disk_full(exc):
+            self.cannot_write(exc.filename or HOME_IN_PARENT, exc)
+        else:
+            self.log(f"{what}: {(str(exc) or repr(exc)).splitlines()[0]}")
+
+    def writing(self, path, action, *args):
+        """``action(*args)``, or None when the disk under ``path`` is full (said once): never a reason to stop."""
+        try:
+            return action(*args)
+        except OSError as exc:
+            if not disk_full(exc):
+                raise
+            self.cannot_write(path, exc)
+            return None
 
     def record(self, **extra):
         """Rewrite the start-up record atomically (readers never see half a file)."""
         self.state.update(extra, phases_ms=self.phases, settings=self.settings)
+        self.writing(STARTUP_FILE, self._write_record)
+
+    def _write_record(self):
         tmp = STARTUP_FILE + ".tmp"
         with open(tmp, "w", encoding="utf-8") as handle:
             json.dump(self.state, handle)
@@ -141,11 +243,12 @@ class Parent:
         os.makedirs(os.path.dirname(STARTUP_FILE), exist_ok=True)
         self.record()  # replaces the record a previous run of this container left
         for sub in HOME_LAYOUT:
-            make_private_dirs(os.path.join(HOME_IN_PARENT, sub), HOME_IN_PARENT)
+            self.writing(HOME_IN_PARENT, make_private_dirs, os.path.join(HOME_IN_PARENT, sub), HOME_IN_PARENT)
         os.makedirs(CHROMADB_PATH, exist_ok=True)
-        self.log_file = open_log("parent.log")
+        self.log_file = HomeLog("parent.log", self.cannot_write, self.written)
         # The environment holds only what the parent was explicitly given; hal9000.conf decides the rest.
         self.settings = resolve_in_parent()
+        link_docker_socket(os.environ.get("HAL9000_DOCKER_SOCKET"))
         if not os.path.exists(SOCKET):
             raise Hal9000Error(SOCKET_HELP)
         try:
@@ -169,7 +272,10 @@ class Parent:
             if write_managed_settings(HOME_IN_PARENT, PLUGINS_PATH):
                 self.log("workers' managed settings written (plugins enabled: run/relay/client/managed-settings.json)")
         except OSError as exc:
-            self.log(f"ERROR: the workers' managed settings were not written: {exc}")
+            if disk_full(exc):
+                self.cannot_write(exc.filename or HOME_IN_PARENT, exc)
+            else:
+                self.log(f"ERROR: the workers' managed settings were not written: {exc}")
 
     def guard_chromadb(self):
         """Only root may connect to ChromaDB's port: a chain of our own, emptied and refilled on every start."""
@@ -201,12 +307,14 @@ class Parent:
     # 2. parallel init
     def parallel_init(self):
         began = time.monotonic()
-        chroma_log = open_log("chromadb.log")
+        # Through a pipe, not straight into the file: ChromaDB exits when it cannot write its output (a full disk).
         self.chroma = subprocess.Popen(
             [sys.executable, "/usr/local/bin/chroma", "run", "--path", CHROMADB_PATH,
              "--host", "127.0.0.1", "--port", str(self.settings["chromadb_port"])],
-            stdout=chroma_log, stderr=subprocess.STDOUT, start_new_session=True,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
         )
+        threading.Thread(target=copy_lines, daemon=True,
+                         args=(self.chroma.stdout, HomeLog("chromadb.log", self.cannot_write, self.written))).start()
         self.log(f"ChromaDB starting (pid {self.chroma.pid}) on port {self.settings['chromadb_port']}, data {CHROMADB_PATH}")
         tasks = [threading.Thread(target=self.start_dashboard), threading.Thread(target=self.check_worker_image)]
         for task in tasks:
@@ -237,16 +345,18 @@ class Parent:
         self.pull_worker_image(image)
 
     def pull_worker_image(self, image):
-        with open_log("image-pull.log") as pull_log:
-            pull_log.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} pulling {image}\n")
-            try:
-                self.client.images.pull(image)
-            except Exception as exc:  # any failure is reported as it is; nothing else is attempted
-                message = str(exc).splitlines()[0]
-                pull_log.write(f"failed: {message}\n")
-                self.log(f"ERROR: pulling worker image {image} failed: {message}. Build it with playbooks/build_images.yml.")
-                return
-            pull_log.write("done\n")
+        pull_log = HomeLog("image-pull.log", self.cannot_write, self.written)
+        pull_log.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} pulling {image}\n")
+        try:
+            self.client.images.pull(image)
+        except Exception as exc:  # any failure is reported as it is; nothing else is attempted
+            message = str(exc).splitlines()[0]
+            pull_log.write(f"failed: {message}\n")
+            pull_log.close()
+            self.log(f"ERROR: pulling worker image {image} failed: {message}. Build it with playbooks/build_images.yml.")
+            return
+        pull_log.write("done\n")
+        pull_log.close()
         self.log(f"Worker image {image} pulled")
 
     # 3. service ready
@@ -376,7 +486,7 @@ class Parent:
                     self.record(relay_ready=False)
                     threading.Thread(target=self.start_relay, daemon=True).start()
         except Exception as exc:  # housekeeping must never stop the parent
-            self.log(f"housekeeping: {str(exc).splitlines()[0]}")
+            self.failed("housekeeping", exc)
         self.session_housekeeping()
 
     def session_housekeeping(self):
@@ -389,7 +499,7 @@ class Parent:
             if closed or removed:
                 self.log(f"session records: {closed} closed, {removed} removed")
         except Exception as exc:  # records are bookkeeping: never a reason to stop the parent
-            self.log(f"session records: {(str(exc) or repr(exc)).splitlines()[0]}")
+            self.failed("session records", exc)
 
     def follow_worker_deaths(self):
         """Close a worker's session record when it dies; the event carries its exit code."""
@@ -410,7 +520,7 @@ class Parent:
                     try:
                         record_end(HOME_IN_PARENT, container_id, None if code is None else int(code), ended)
                     except (OSError, ValueError) as exc:
-                        self.log(f"session records: {container_id[:12]}: {exc}")
+                        self.failed(f"session records: {container_id[:12]}", exc)
             except Exception as exc:  # the stream breaks when the daemon restarts; housekeeping covers the gap
                 if not self.stopping.is_set():
                     self.log(f"worker events interrupted ({(str(exc) or repr(exc)).splitlines()[0]}); reconnecting")

@@ -10,6 +10,8 @@ the session records of workers that ended unseen and prunes old ones. Logs to
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import os
 import signal
@@ -38,13 +40,32 @@ CHECK_INTERVAL = float(os.environ.get("POOL_CHECK_INTERVAL", "10"))
 IMAGE_EVENTS = {"type": "image", "event": ["tag", "load", "pull"]}
 # Session records need no haste: at most one pass a minute, whatever wakes the loop.
 HOUSEKEEPING_INTERVAL = 60
+# Held for the manager's life: a second manager (two `pool start`s at once, or one racing the entrypoint's) stops.
+LOCK_FILE = os.path.join(os.path.dirname(PID_FILE), "pool-manager.lock")
+
+
+def hold_lock(path=LOCK_FILE):
+    """The open, exclusively locked ``path``, or None when another process holds it."""
+    handle = open(path, "a", encoding="utf-8")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        return None
+    return handle
+
+
+def write_atomically(path, text):
+    with open(path + ".tmp", "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.replace(path + ".tmp", path)
 
 
 class Manager:
     def __init__(self):
-        log_path = os.path.join(HOME_IN_PARENT, "logs", "pool-manager.log")
-        self.log_file = open(log_path, "a", encoding="utf-8")
-        give_to_home_owner(log_path, HOME_IN_PARENT)
+        self.log_path = os.path.join(HOME_IN_PARENT, "logs", "pool-manager.log")
+        self.log_file = None
+        self.log_failed = False
         self.client = connect("unix:///var/run/docker.sock", timeout=60)
         self.wake = threading.Event()
         self.stopping = threading.Event()
@@ -52,8 +73,26 @@ class Manager:
         self.next_housekeeping = 0.0
 
     def log(self, message):
-        self.log_file.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {message}\n")
-        self.log_file.flush()
+        """A line in the log; one it cannot write (a full disk) is dropped and said once on stderr: the pool runs on."""
+        try:
+            if self.log_file is None:
+                self.log_file = open(self.log_path, "a", encoding="utf-8")
+                give_to_home_owner(self.log_path, HOME_IN_PARENT)
+            self.log_file.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {message}\n")
+            self.log_file.flush()
+            self.log_failed = False
+        except OSError as exc:
+            handle, self.log_file = self.log_file, None  # reopened for the next line, without what it could not write
+            if handle is not None:
+                try:
+                    handle.close()
+                except OSError:
+                    pass
+            if not self.log_failed:
+                self.log_failed = True
+                reason = (f"disk full: {HOME_IN_PARENT}, free space needed" if exc.errno in (errno.ENOSPC, errno.EDQUOT)
+                          else f"cannot write {self.log_path}: {exc.strerror or exc}")
+                print(f"pool manager: {reason}", file=sys.stderr, flush=True)
 
     def watch_events(self, filters, wakes_on):
         """Wake the loop on these events (``wakes_on``: actions, None for all); a rename of a warm worker is a claim."""
@@ -90,8 +129,7 @@ class Manager:
             os.remove(SCALE_FILE)
 
     def run(self):
-        with open(PID_FILE, "w", encoding="utf-8") as handle:
-            handle.write(str(os.getpid()))
+        write_atomically(PID_FILE, str(os.getpid()))  # after the lock (__main__): the pid of the one manager
         signal.signal(signal.SIGTERM, lambda *_args: (self.stopping.set(), self.wake.set()))
         signal.signal(signal.SIGHUP, lambda *_args: self.wake.set())  # `coordinator pool reload`: settings changed
         workers = {"type": "container", "label": [f"{LABEL_ROLE}={ROLE_WORKER}", f"{LABEL_PARENT}={PARENT_NAME}"]}
@@ -105,9 +143,7 @@ class Manager:
                 config = load_pools(HOME_IN_PARENT, settings)
                 self.read_scale()
                 counts = self.reconciler.reconcile(config, settings)
-                with open(STATUS_FILE + ".tmp", "w", encoding="utf-8") as handle:
-                    json.dump({"pid": os.getpid(), "warm": counts, "at": time.time()}, handle)
-                os.replace(STATUS_FILE + ".tmp", STATUS_FILE)
+                write_atomically(STATUS_FILE, json.dumps({"pid": os.getpid(), "warm": counts, "at": time.time()}))
             except Hal9000Error as exc:
                 self.log(f"ERROR: {exc}")
             except Exception as exc:  # keep managing the pool; the log says what went wrong
@@ -127,4 +163,8 @@ if __name__ == "__main__":
     if sys.argv[1:] != ["run"]:
         print("usage: pool_manager.py run   (start it with `coordinator pool start`)", file=sys.stderr)
         sys.exit(2)
+    LOCK = hold_lock()  # kept open (and locked) until this process ends
+    if LOCK is None:
+        print("pool manager: another one runs in this parent; not starting a second", file=sys.stderr)
+        sys.exit(0)
     sys.exit(Manager().run())

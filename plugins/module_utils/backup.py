@@ -13,7 +13,8 @@ name what differs.
 Restore replaces, never merges: the backup is copied beside the target and
 verified, the existing directory is renamed aside to
 ``<dir>.before-rollback-YYYYmmdd-HHMMSS`` (never deleted) and the copy renamed
-into place.
+into place. Each directory goes back to ``<home>/<name>`` (the v0.5.x layout),
+never to a place its manifest names: a manifest naming another one is refused.
 
 Pure: standard library only, never ``ansible.*`` or docker.
 """
@@ -422,10 +423,42 @@ def resolve_backup(home, backup=None):
     return newest_complete(home)
 
 
+def restore_targets(home, path, manifest):
+    """``{name: <home>/<name>}``: where each directory of a backup goes back to, never where its manifest says.
+
+    Anyone who can write into backups/ (or name a backup with rollback_backup) writes the manifest, and restoring
+    renames each destination aside, as root too: a manifest naming /etc or ~/.ssh is refused, not followed.
+    """
+    home = _absolute(home, "hal9000_home")
+    recorded = {}
+    for name, record in manifest["directories"].items():
+        if not isinstance(record, dict) or not isinstance(record.get("entries"), dict):
+            raise Hal9000Error(f"Backup {path} was not written by hal9000.dind.backup ({MANIFEST} has no entries for {name!r}): "
+                               "use a backup of this collection. Nothing was changed.")
+        recorded[name] = record.get("source")
+    missing = manifest.get("missing") or {}
+    if not isinstance(missing, dict):
+        raise Hal9000Error(f"Backup {path} was not written by hal9000.dind.backup ({MANIFEST} has a malformed missing): "
+                           "use a backup of this collection. Nothing was changed.")
+    recorded.update({name: source for name, source in missing.items() if name not in recorded})
+    targets = {}
+    for name, source in sorted(recorded.items()):
+        target = os.path.join(home, name) if name in V05_DIRECTORIES else None
+        if target is None or source != target:
+            where = f"puts {name!r} at {source!r}" if target else f"names {name!r}"
+            raise Hal9000Error(
+                f"Backup {path} cannot be restored here: its {MANIFEST} {where}, but a backup restores only to the v0.5.x "
+                f"directories {', '.join(V05_DIRECTORIES)} of {home}. Use a backup made for this home. Nothing was changed."
+            )
+        targets[name] = target
+    return targets
+
+
 def verify_backup(home, backup=None):
-    """Recompute every directory of a backup and compare with its manifest.json."""
+    """Recompute every directory of a backup and compare with its manifest.json; refuse one that restores elsewhere."""
     path = resolve_backup(home, backup)
     manifest = read_manifest(path)
+    restore_targets(home, path, manifest)  # refused here already: rollback verifies before it removes anything
     problems = []
     for name, record in sorted(manifest["directories"].items()):
         problems += _check_directory(path, name, record)
@@ -437,6 +470,7 @@ def restore_backup(home, backup=None, paths=None, check_mode=False):
     """Make each directory of a backup exactly its copy again: replace, never merge; old content kept aside."""
     path = resolve_backup(home, backup)
     manifest = read_manifest(path)
+    targets = restore_targets(home, path, manifest)
     problems = []
     for name, record in sorted(manifest["directories"].items()):
         problems += _check_directory(path, name, record)
@@ -450,10 +484,9 @@ def restore_backup(home, backup=None, paths=None, check_mode=False):
     stamp = _stamp(_now())
     plan = []
     for name, record in sorted(manifest["directories"].items()):
-        target = paths.get(name) or _absolute(record["source"], f"source of {name}")
-        plan.append((name, target, record))
-    for name, source in sorted((manifest.get("missing") or {}).items()):
-        plan.append((name, paths.get(name) or _absolute(source, f"source of {name}"), None))
+        plan.append((name, paths.get(name) or targets[name], record))
+    for name in sorted(set(targets) - set(manifest["directories"])):
+        plan.append((name, paths.get(name) or targets[name], None))
 
     restored, actions = {}, []
     for name, target, record in plan:

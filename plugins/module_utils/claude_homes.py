@@ -26,6 +26,7 @@ import shutil
 from ansible_collections.hal9000.dind.plugins.module_utils.docker_api import inspect_container
 from ansible_collections.hal9000.dind.plugins.module_utils.errors import Hal9000Error
 from ansible_collections.hal9000.dind.plugins.module_utils.files import make_private_dirs, write_atomically, write_if_changed
+from ansible_collections.hal9000.dind.plugins.module_utils.parent import run_coordinator
 from ansible_collections.hal9000.dind.plugins.module_utils.fleet import LABEL_PARENT, LABEL_ROLE, LABEL_WORKER, ROLE_WORKER, ROLE_WORKSPACE
 from ansible_collections.hal9000.dind.plugins.module_utils.relay import CLIENT_DIR, prepare_directories
 from ansible_collections.hal9000.dind.plugins.module_utils.validate import validate_name
@@ -233,9 +234,4 @@ def run_privileged(client, parent, home, operation, *args):
             f"No permission to {operation} a Claude home in {home} ({denied.strerror}) and no running parent to do it: "
             "run as root or as the home's owner, or start the parent."
         )
-    command = ["coordinator", "homes", operation, *[str(arg) for arg in args]]
-    created = client.api.exec_create(running["Id"], command, user="0")
-    output = client.api.exec_start(created["Id"]).decode("utf-8", "replace")
-    if client.api.exec_inspect(created["Id"])["ExitCode"] != 0:
-        raise Hal9000Error(f"The parent could not {operation} the Claude home: {output.strip().splitlines()[-1] if output.strip() else 'no output'}")
-    return json.loads(output)
+    return json.loads(run_coordinator(client, running["Id"], "homes", operation, *args, user="0"))

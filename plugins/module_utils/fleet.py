@@ -86,9 +86,11 @@ def list_workers(client, include_stopped=True, parent=None, with_limits=False):
         summaries = [s for s in summaries if (s.get("Labels") or {}).get(LABEL_PARENT, "") in (parent, "")]
     parents = running_parent_ids(client)
     workers = [worker_summary(s, parents) for s in summaries]
-    if with_limits:  # one inspect per worker: only for the detailed views
-        for worker in workers:
-            worker["limits"] = limits_of(client.api.inspect_container(worker["id"])["HostConfig"])
+    if with_limits:
+        for worker, summary in zip(workers, summaries):
+            # A warm worker still has the limits it was made with (its label); a claim may have changed the others'.
+            label = (summary.get("Labels") or {}).get(LABEL_LIMITS) if worker["warm"] else None
+            worker["limits"] = json.loads(label) if label else limits_of(client.api.inspect_container(worker["id"])["HostConfig"])
     return workers
 
 

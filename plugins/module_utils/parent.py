@@ -13,7 +13,8 @@ import json
 import os
 import time
 
-from ansible_collections.hal9000.dind.plugins.module_utils.constants import HOME_IN_PARENT, STARTUP_FILE
+from ansible_collections.hal9000.dind.plugins.module_utils.constants import HOME_IN_PARENT, RUN_DIR_IN_PARENT, STARTUP_FILE
+from ansible_collections.hal9000.dind.plugins.module_utils.docker_api import APIError, inspect_container
 from ansible_collections.hal9000.dind.plugins.module_utils.errors import Hal9000Error
 from ansible_collections.hal9000.dind.plugins.module_utils.fleet import (
     LABEL_MANAGED,
@@ -29,6 +30,14 @@ from ansible_collections.hal9000.dind.plugins.module_utils.validate import (
 )
 from ansible_collections.hal9000.dind.plugins.module_utils.volumes import shared_volumes
 
+# The directory of the host's Docker socket, not the socket file: a restarted daemon (live-restore keeps the parent
+# running) makes a new socket there, which a bound file would never show. The entrypoint links /var/run/docker.sock
+# to it (HAL9000_DOCKER_SOCKET).
+DOCKER_DIR_IN_PARENT = "/run/hal9000-docker"
+# The parent's run-time files (start-up record, pool manager's pid and lock) in memory: a full disk cannot stop
+# them, and a restart never finds a dead process's pid.
+RUN_TMPFS = {RUN_DIR_IN_PARENT: "rw,nosuid,nodev,size=16m"}
+
 
 def parent_spec(name, image, hal9000_home, docker_socket, memory, cpus, explicit, volume_prefix="hal9000", file_values=None):
     """Everything that decides what the parent container looks like, validated.
@@ -43,12 +52,13 @@ def parent_spec(name, image, hal9000_home, docker_socket, memory, cpus, explicit
         raise Hal9000Error(f"hal9000_home {hal9000_home!r} must be an absolute path on the Docker host.")
     if not os.path.isabs(docker_socket):
         raise Hal9000Error(f"docker_socket {docker_socket!r} must be an absolute path on the Docker host.")
+    socket_dir, socket_name = os.path.split(os.path.normpath(docker_socket))
     typed = resolve(explicit, file_values)
     env = environment(explicit)
     env["HAL9000_PARENT_NAME"] = name
     env["HAL9000_VOLUME_PREFIX"] = validate_name(volume_prefix, "volume prefix")
+    env["HAL9000_DOCKER_SOCKET"] = f"{DOCKER_DIR_IN_PARENT}/{socket_name}"
     binds = {
-        docker_socket: {"bind": "/var/run/docker.sock", "mode": "rw"},
         hal9000_home: {"bind": HOME_IN_PARENT, "mode": "rw"},
     }
     binds.update({volume: {"bind": path, "mode": "rw"} for volume, path in shared_volumes(volume_prefix).items()})
@@ -57,6 +67,8 @@ def parent_spec(name, image, hal9000_home, docker_socket, memory, cpus, explicit
         "image": image,
         "environment": dict(sorted(env.items())),
         "binds": binds,
+        "socket_dir": socket_dir,
+        "tmpfs": RUN_TMPFS,
         "memory": parse_memory(memory),
         "nano_cpus": int(parse_cpus(cpus) * 1e9),
         "restart_policy": "unless-stopped",
@@ -70,9 +82,15 @@ def parent_spec(name, image, hal9000_home, docker_socket, memory, cpus, explicit
 
 
 def create_parent(client, spec):
-    """Create (not start) the parent container from ``spec``."""
+    """Create (not start) the parent container from ``spec``; its ID.
+
+    A start running at the same time (a second ``daemon start``) may create it first: that parent is
+    adopted when it is the one ``spec`` describes, not reported as a name conflict.
+    """
     host_config = client.api.create_host_config(
         binds=spec["binds"],
+        mounts=[socket_dir_mount(spec["socket_dir"])],
+        tmpfs=spec["tmpfs"],
         mem_limit=spec["memory"],
         nano_cpus=spec["nano_cpus"],
         restart_policy={"Name": spec["restart_policy"]},
@@ -80,15 +98,56 @@ def create_parent(client, spec):
         init=False,
     )
     labels = {LABEL_MANAGED: "true", LABEL_ROLE: ROLE_PARENT, LABEL_SPEC: spec["digest"]}
-    created = client.api.create_container(
-        image=spec["image"],
-        name=spec["name"],
-        environment=spec["environment"],
-        host_config=host_config,
-        labels=labels,
-        detach=True,
-    )
+    try:
+        created = client.api.create_container(
+            image=spec["image"],
+            name=spec["name"],
+            environment=spec["environment"],
+            host_config=host_config,
+            labels=labels,
+            detach=True,
+        )
+    except APIError as exc:
+        if exc.status_code != 409:
+            raise
+        other = None
+        deadline = time.monotonic() + 10
+        while other is None and time.monotonic() < deadline:  # the name is taken a moment before it can be inspected
+            other = inspect_container(client, spec["name"])
+            time.sleep(0 if other else 0.05)
+        if other is None or (other["Config"].get("Labels") or {}).get(LABEL_SPEC) != spec["digest"]:
+            raise Hal9000Error(f"{spec['name']} was made at the same time by another start, with other options: "
+                               "run this again to bring it to these options.") from None
+        return other["Id"]
     return created["Id"]
+
+
+def stale_reason(client, current, spec, image_id):
+    """Why the existing parent ``current`` must be recreated for ``spec``, or None.
+
+    A running parent whose Docker socket no longer answers is recreated too: a parent made before the socket's
+    directory was mounted keeps the socket file of a daemon that has since restarted. One still starting (its
+    socket not yet linked: a start running at the same time made it) is not judged.
+    """
+    if (current["Config"].get("Labels") or {}).get(LABEL_SPEC) != spec["digest"] or current["Image"] != image_id:
+        return "options or image changed"
+    if (current["State"]["Running"] and not docker_socket_answers(client, current["Id"])
+            and "critical_init" in read_startup(client, current["Id"]).get("phases_ms", {})):
+        return "its Docker socket does not answer: the Docker daemon restarted since it started"
+    return None
+
+
+def socket_dir_mount(socket_dir):
+    """Read-only (connecting to a socket is no write) and non-recursive: none of the mounts below it."""
+    return {"Type": "bind", "Source": socket_dir, "Target": DOCKER_DIR_IN_PARENT, "ReadOnly": True,
+            "BindOptions": {"NonRecursive": True}}
+
+
+def docker_socket_answers(client, container_id):
+    """Whether the Docker socket answers inside the running parent (the health check's own probe)."""
+    created = client.api.exec_create(container_id, ["python3", "/opt/hal9000/bin/healthcheck.py", "socket"])
+    client.api.exec_start(created["Id"])
+    return client.api.exec_inspect(created["Id"])["ExitCode"] == 0
 
 
 def mounted_home(inspected):
@@ -111,6 +170,12 @@ def read_startup(client, container_id):
         return {}
 
 
+def health_detail(state):
+    log = (state.get("Health") or {}).get("Log") or []
+    lines = (log[-1].get("Output") or "").strip().splitlines() if log else []
+    return lines[0] if lines else ""
+
+
 def parent_summary(client, inspected):
     """The parent as the module, the coordinator and daemon status report it."""
     state = inspected["State"]
@@ -120,6 +185,8 @@ def parent_summary(client, inspected):
         "image": inspected["Config"]["Image"],
         "state": state["Status"],
         "health": (state.get("Health") or {}).get("Status", "none"),
+        # What the last health check said ("disk full: <path>, free space needed", "docker socket does not answer").
+        "health_detail": health_detail(state),
         "started_at": state.get("StartedAt", ""),
         "exit_code": state.get("ExitCode", 0),
         "chromadb_ready": False,
@@ -151,3 +218,13 @@ def wait_until_ready(client, container_id, timeout):
         f"The parent did not become ready (ChromaDB answering) within {timeout} s; its last log lines: "
         + " | ".join(tail[-15:])
     )
+
+
+def run_coordinator(client, parent_id, *args, user=""):
+    """``coordinator ARGS`` in the running parent, its output; one line naming the command when it fails."""
+    created = client.api.exec_create(parent_id, ["coordinator", *[str(arg) for arg in args]], user=user)
+    output = client.api.exec_start(created["Id"]).decode("utf-8", "replace")
+    if client.api.exec_inspect(created["Id"])["ExitCode"] != 0:
+        last = output.strip().splitlines()[-1] if output.strip() else "no output"
+        raise Hal9000Error(f"coordinator {' '.join(str(arg) for arg in args)} failed in the parent: {last}")
+    return output

@@ -38,12 +38,15 @@ from ansible_collections.hal9000.dind.plugins.module_utils.fleet import (
 from ansible_collections.hal9000.dind.plugins.module_utils.images import image_id
 from ansible_collections.hal9000.dind.plugins.module_utils.parent import mounted_home
 from ansible_collections.hal9000.dind.plugins.module_utils.relay import revoke, set_scope
-from ansible_collections.hal9000.dind.plugins.module_utils.validate import validate_name
+from ansible_collections.hal9000.dind.plugins.module_utils.settings import BY_KEY
+from ansible_collections.hal9000.dind.plugins.module_utils.validate import check_worker_user, validate_name
 from ansible_collections.hal9000.dind.plugins.module_utils.workers import (
     CLAUDE_USER,
     POOL_OPTIONS,
+    ParentView,
     generate_name,
     parent_network,
+    project_path,
     record_session,
     remove_worker,
     remove_workspace,
@@ -90,10 +93,13 @@ def validate_pools(config, settings=None):
         if low is not None and high is not None and low > high:
             raise Hal9000Error(f"Pool {name}: min {low} is more than max {high}; the minimum must not exceed the maximum.")
         project = str(pool.get("project") or "")
-        if project and not os.path.isabs(project):
-            raise Hal9000Error(f"Pool {name}: project {project!r} must be an absolute path on the Docker host.")
-        entry = {"name": name, "project": project, "min": low, "max": high, "image": image,
-                 "user": str(pool.get("user") or CLAUDE_USER)}
+        try:  # what the paths and the user say; spawn_worker looks at the host before a worker is made
+            if project and project_path(project) != project:
+                raise Hal9000Error(f"project {project!r} is not a normalised path: give it as hal9000.dind.pool writes it.")
+            user = check_worker_user(str(pool.get("user") or CLAUDE_USER))
+        except Hal9000Error as exc:
+            raise Hal9000Error(f"Pool {name}: {exc}") from None
+        entry = {"name": name, "project": project, "min": low, "max": high, "image": image, "user": user}
         for option in POOL_OPTIONS:  # the worker options pools offer (workers.WORKER_OPTIONS)
             value = pool.get(option.name)
             default = option.ansible.get("default")
@@ -146,10 +152,11 @@ def pool_spec(pool, parent, settings):
     )
 
 
-def spawn_warm(client, pool, parent, settings, network=None, home=None):
-    """Create and start one warm worker of ``pool``; returns its spec."""
+def spawn_warm(client, pool, parent, settings, network=None, home=None, host_view=None):
+    """Create and start one warm worker of ``pool``; returns its spec. Its host paths are looked at on
+    ``host_view`` (default: the parent's, ``workers.ParentView``), as for every worker, by spawn_worker."""
     spec = pool_spec(pool, parent, settings)
-    spawn_worker(client, spec, network, home)
+    spawn_worker(client, spec, network, home, host_view=host_view)
     return spec
 
 
@@ -157,23 +164,31 @@ def installation_home(client, parent):
     """The host directory the parent mounts as its home: where the claim lock of its pools lives."""
     inspected = inspect_container(client, parent)
     if inspected is None:
-        raise Hal9000Error(f"Parent {parent} is not running: start the daemon first (ansible-playbook playbooks/daemon.yml).")
+        raise Hal9000Error(f"Parent {parent} is not running: start the daemon first (claudy daemon start, or ansible-playbook playbooks/daemon.yml).")
     home = mounted_home(inspected)
     if home is None:
         raise Hal9000Error(f"Parent {parent} has no home mounted at {HOME_IN_PARENT}: recreate it with hal9000.dind.parent.")
     return home
 
 
+class ClaimLockTimeout(Hal9000Error):
+    """The claim lock stayed taken for the whole claim_timeout (CLAIM_TIMEOUT)."""
+
+
 @contextlib.contextmanager
-def claim_lock(home):
-    """Exclusive lock over the warm workers of the installation whose home is ``home``.
+def claim_lock(home, timeout=None):
+    """Exclusive lock over the warm workers of the installation whose home is ``home``, waited for at most
+    ``timeout`` seconds (default: CLAIM_TIMEOUT's), then ``ClaimLockTimeout``.
 
     Docker has no atomic "rename if still named X": it resolves a container's name before it locks
     the container, so two claimers renaming the same warm worker can both succeed (seen with 10
     concurrent claims). Every claimer (the worker module on the host, the coordinator in the parent)
     and every remover of warm workers therefore takes this flock on a file in the shared home,
     which the parent bind-mounts: one inode, one lock, for processes on the host and in the parent.
+    flock itself never gives up: one stuck holder would freeze every claim and the pool manager, so
+    the lock is tried without blocking until the timeout.
     """
+    timeout = BY_KEY["CLAIM_TIMEOUT"].default if timeout is None else timeout
     path = os.path.join(home, CLAIM_LOCK_FILE)
     try:
         make_private_dirs(os.path.dirname(path), home)
@@ -184,7 +199,20 @@ def claim_lock(home):
             f"Cannot open the warm pool's claim lock {path}: {exc.strerror}; run as the owner of {home}, or claim with from_pool=false."
         ) from None
     try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        deadline, pause = time.monotonic() + timeout, 0.001
+        while True:
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise ClaimLockTimeout(
+                        f"The warm pool's claim lock {path} stayed taken for {timeout:g} s (CLAIM_TIMEOUT): another claim "
+                        "or the pool manager is stuck holding it (it is freed when that process ends)."
+                    ) from None
+                time.sleep(min(pause, left))
+                pause = min(pause * 2, 0.05)  # a claim holds it for milliseconds: look again soon
         yield
     finally:
         os.close(descriptor)  # closing releases the flock
@@ -211,35 +239,29 @@ def warm_workers(client, parent, digest=None, pool=None):
     return sorted(warm, key=lambda w: w["created"])
 
 
-def claim(client, spec, new_name, home, network=None, current_image_id=None):
+def claim(client, spec, new_name, home, network=None, current_image_id=None, warn=None):
     """Rename a warm worker that is current for ``spec`` to ``new_name``; returns its ID or None.
 
     Current as ``workers.stale_reasons`` decides for every worker: the spec's digest, the image ID
     the spec's tag names now and the parent's ``network`` (both looked up when not given). Under the
     claim lock of the installation whose home is ``home``: one container list and one rename. The
     spec's limits are applied in place when the warm worker was made with others.
+    The lock is waited for ``spec["claim_timeout"]`` seconds: then, with ``warn`` (a caller with a cold
+    spawn to fall back on), ``warn(why)`` and None; without, ``ClaimLockTimeout``.
     """
     validate_name(new_name, "worker")
     network = network or parent_network(client, spec)
     current_image_id = current_image_id or image_id(client, spec["image"])
     persistent = spec["claude_home"] == "persistent"
-    with claim_lock(home):
-        if persistent:
-            check_home_free(client, home, new_name)
-        for candidate in warm_workers(client, spec["parent"], digest=spec["digest"]):
-            if stale_reasons(candidate, spec, current_image_id, network):
-                continue
-            try:
-                client.api.rename(candidate["id"], new_name)
-            except NotFound:
-                continue  # removed since the listing (by a remover that does not share this lock)
-            except APIError as exc:
-                if exc.status_code == 409 and new_name in str(exc):
-                    raise Hal9000Error(f"A container named {new_name} already exists: choose another name.") from None
-                continue  # e.g. its removal is in progress: the next candidate
-            break
-        else:
-            return None
+    try:
+        candidate = _rename_warm(client, spec, new_name, home, network, current_image_id)
+    except ClaimLockTimeout as exc:
+        if warn is None:
+            raise
+        warn(f"{exc} No warm worker claimed: {new_name} is a cold spawn.")
+        return None
+    if candidate is None:
+        return None
     if persistent:
         try:  # its home takes the claimed name, with what an earlier worker of that name left
             run_privileged(client, spec["parent"], home, "adopt", home_dirname(candidate["name"], warm=True), new_name,
@@ -256,13 +278,33 @@ def claim(client, spec, new_name, home, network=None, current_image_id=None):
     return candidate["id"]
 
 
-def remove_warm(client, home, worker):
+def _rename_warm(client, spec, new_name, home, network, current_image_id):
+    """Under the claim lock: the first current warm worker renamed to ``new_name`` (its ``warm_workers`` entry), or None."""
+    with claim_lock(home, spec.get("claim_timeout")):
+        if spec["claude_home"] == "persistent":
+            check_home_free(client, home, new_name)
+        for candidate in warm_workers(client, spec["parent"], digest=spec["digest"]):
+            if stale_reasons(candidate, spec, current_image_id, network):
+                continue
+            try:
+                client.api.rename(candidate["id"], new_name)
+            except NotFound:
+                continue  # removed since the listing (by a remover that does not share this lock)
+            except APIError as exc:
+                if exc.status_code == 409 and new_name in str(exc):
+                    raise Hal9000Error(f"A container named {new_name} already exists: choose another name.") from None
+                continue  # e.g. its removal is in progress: the next candidate
+            return candidate
+    return None
+
+
+def remove_warm(client, home, worker, timeout=None):
     """Remove the warm worker ``worker`` (and its /workspace volume) unless a claim took it; True if removed.
 
-    By its warm name and under the claim lock: a worker claimed meanwhile has another name and is spared.
-    ``worker`` is its entry in ``warm_workers``.
+    By its warm name and under the claim lock (waited for ``timeout`` s, default CLAIM_TIMEOUT's): a worker
+    claimed meanwhile has another name and is spared. ``worker`` is its entry in ``warm_workers``.
     """
-    with claim_lock(home):
+    with claim_lock(home, timeout):
         try:
             client.api.remove_container(worker["name"], force=True, v=True)
         except NotFound:
@@ -292,6 +334,7 @@ class Reconciler:
         self.backoff = {}  # pool -> (failures, next attempt time)
         self.targets = {}  # pool -> temporary target set by `pool scale`
         self.scaled = set()  # pools scaled since the last pass: trimmed down to the new target at once
+        self.claim_timeout = None  # CLAIM_TIMEOUT, read at every pass
 
     def scale(self, pool, target):
         """`coordinator pool scale`: keep ``target`` warm (within min and max) until the pool is idle."""
@@ -303,6 +346,7 @@ class Reconciler:
 
     def reconcile(self, config, settings):
         """One pass over every pool; returns {pool: warm count after the pass}."""
+        self.claim_timeout = settings["claim_timeout"]
         configured = {pool["name"] for pool in config["pools"]}
         for worker in warm_workers(self.client, self.parent):
             if worker["pool"] not in configured:  # its pool was removed from the settings
@@ -372,9 +416,10 @@ class Reconciler:
 
     def _create(self, pool, count, settings, network):
         made = 0
+        host_view = ParentView(self.client, self.parent)  # the host looked at once for the whole batch
         for _attempt in range(count):
             try:
-                spec = spawn_warm(self.client, pool, self.parent, settings, network, self.home)
+                spec = spawn_warm(self.client, pool, self.parent, settings, network, self.home, host_view)
             except (Hal9000Error, APIError) as exc:
                 self.log(f"pool {pool['name']}: creating a warm worker failed: {str(exc).splitlines()[0]}")
                 break
@@ -384,7 +429,7 @@ class Reconciler:
 
     def _remove(self, worker, why):
         try:
-            if remove_warm(self.client, self.home, worker):
+            if remove_warm(self.client, self.home, worker, self.claim_timeout):
                 self.log(f"pool {worker['pool']}: removed warm worker {worker['name']} ({why})")
-        except APIError as exc:  # e.g. 409: its removal is already in progress
+        except (APIError, ClaimLockTimeout) as exc:  # e.g. 409: its removal is already in progress; a stuck claim
             self.log(f"pool {worker['pool']}: could not remove warm worker {worker['name']}: {str(exc).splitlines()[0]}")

@@ -19,6 +19,7 @@ Pure: standard library and the docker SDK only, never ``ansible.*``.
 from __future__ import annotations
 
 import collections
+import math
 import os
 import urllib.parse
 
@@ -37,6 +38,8 @@ SETTINGS = (
     Setting("WORKER_MEMORY", "memory", "memory", "4g", False, "Memory limit of a worker (no swap on top)."),
     Setting("WORKER_CPUS", "cpus", "cpus", "2", False, "CPU limit of a worker."),
     Setting("WORKER_PIDS_LIMIT", "pids_limit", "positive", 100, False, "Process limit of a worker."),
+    Setting("WORKER_STORAGE_SIZE", "storage_size", "memory", "10g", False,
+            "Most a worker may write outside its Claude home and /workspace (docs/storage.md)."),
     Setting("SKIP_IMAGE_PULL", "skip_image_pull", "bool", False, True,
             "Do not pull a missing worker image at start-up (only warn)."),
     Setting("LAZY_IMAGE_PULL", "lazy_image_pull", "bool", False, True,
@@ -58,15 +61,18 @@ SETTINGS = (
             "Claude Code's model endpoint in workers (an LLM gateway); empty: Claude Code's own default."),
     Setting("SESSION_RECORDS_MAX_AGE", "session_records_max_age", "count", 30, False,
             "Days a closed session record (~/.hal9000/sessions) is kept before housekeeping removes it; 0: at once."),
+    Setting("CLAIM_TIMEOUT", "claim_timeout", "seconds", 2, False,
+            "Seconds a claim (or the pool manager) waits for the warm pool's claim lock before giving up."),
 )
 BY_KEY = {setting.key: setting for setting in SETTINGS}
 BY_OPTION = {setting.option: setting for setting in SETTINGS}
 WORKER_LIMIT_OPTIONS = ("memory", "cpus", "pids_limit")
 # Settings that are also options of every worker (its default comes from the file).
-WORKER_SETTING_OPTIONS = WORKER_LIMIT_OPTIONS + ("anthropic_base_url",)
+WORKER_SETTING_OPTIONS = WORKER_LIMIT_OPTIONS + ("anthropic_base_url", "storage_size", "claim_timeout")
 PARENT_OPTIONS = tuple(s.option for s in SETTINGS if s.option not in WORKER_SETTING_OPTIONS)
 # Ansible's type for each kind: what the modules' argument_specs derive from.
-ANSIBLE_TYPES = {"url": "str", "str": "str", "memory": "str", "cpus": "str", "positive": "str", "bool": "bool", "count": "int", "port": "int"}
+ANSIBLE_TYPES = {"seconds": "float", "url": "str", "str": "str", "memory": "str", "cpus": "str", "positive": "str",
+                 "bool": "bool", "count": "int", "port": "int"}
 
 
 def _bool(value, key):
@@ -112,6 +118,17 @@ def _text(value, key):
     return text
 
 
+def _seconds(value, key):
+    """A positive, finite number of seconds (0.5, 2)."""
+    try:
+        seconds = float(str(value).strip())
+    except ValueError:
+        seconds = 0.0
+    if isinstance(value, bool) or not math.isfinite(seconds) or seconds <= 0:
+        raise Hal9000Error(f"{key}={value!r} must be a number of seconds greater than zero (e.g. 2 or 0.5).")
+    return seconds
+
+
 def _url(value, key):
     """An http(s) URL with a host, or "" (unset); nothing else reaches ANTHROPIC_BASE_URL."""
     text = str(value or "").strip()
@@ -124,7 +141,7 @@ def _url(value, key):
 
 
 _PARSERS = {
-    "url": _url, "str": _text, "bool": _bool, "count": _count, "port": _port,
+    "seconds": _seconds, "url": _url, "str": _text, "bool": _bool, "count": _count, "port": _port,
     "memory": _checked_text(parse_memory), "cpus": _checked_text(parse_cpus),
     "positive": parse_positive_int,
 }

@@ -95,9 +95,11 @@ def format_status(status):
     parent = status["parent"]
     lines = ["HAL-9000 Orchestrator Status"]
     if parent["state"] == "absent":
-        lines += [f"Parent container: Not found ({parent['name']})", "  Start it with: ansible-playbook playbooks/daemon.yml"]
+        lines += [f"Parent container: Not found ({parent['name']})", "  Start it with: claudy daemon start (or ansible-playbook playbooks/daemon.yml)"]
     elif parent["state"] == "running":
         lines += [f"Parent container: Running ({parent['name']}, health {parent['health']})", f"  Started: {parent['started_at']}"]
+        if parent["health"] == "unhealthy" and parent.get("health_detail"):
+            lines.append(f"  {parent['health_detail']}")  # e.g. disk full: <path>, free space needed
         port = (parent.get("settings") or {}).get("chromadb_port", 8000)
         lines.append(f"ChromaDB server: {'Running on port ' + str(port) if parent['chromadb_ready'] else 'Not responding'}")
         if parent.get("chromadb_guard") and parent["chromadb_guard"] != "root only":

@@ -33,6 +33,17 @@ ASIDE_DIR = "hal9000-aside"
 HELPER_LABELS = {"io.hal9000.managed": "true", "io.hal9000.type": "volume-data-helper"}
 # "<host>:<pid>" of the process that created a helper, so a helper left by a killed run can be recognised.
 HELPER_OWNER_LABEL = "io.hal9000.helper-owner"
+# Helpers run as root for root's file powers and nothing else: give files their owners (CHOWN), set modes, times
+# and set-id bits on files root does not own (FOWNER, FSETID), read and write every file whatever its mode
+# (DAC_OVERRIDE). No network and no gaining privileges: they only copy and hash. (Not a read-only root file
+# system: the engine then refuses the archive API's writes into the helper's volume mounts.)
+HELPER_CAPABILITIES = ("CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID")
+HELPER_HARDENING = {
+    "cap_drop": ["ALL"],
+    "cap_add": list(HELPER_CAPABILITIES),
+    "security_opt": ["no-new-privileges"],
+    "network_mode": "none",
+}
 
 # The helper's python3 runs manifest.py's own source (argv[1], its one import stubbed) on each directory named
 # after it and prints the manifests as JSON, then the JSON's sha256 (a log driver that cut the output is caught).
@@ -163,7 +174,7 @@ def helper_container(client, image, mounts, volume, source_dir=None, if_empty=Fa
         command=extra.pop("command", ["true"]),
         name=f"hal9000-volume-data-{uuid.uuid4().hex[:12]}",
         labels=dict(HELPER_LABELS, **{"io.hal9000.volume": volume, HELPER_OWNER_LABEL: owner_tag()}),
-        host_config=client.api.create_host_config(binds=binds, mounts=host_mounts or None),
+        host_config=client.api.create_host_config(binds=binds, mounts=host_mounts or None, **HELPER_HARDENING),
         network_disabled=True,
         healthcheck={"test": ["NONE"]},  # an image's health check has nothing to check in a helper
         **extra,

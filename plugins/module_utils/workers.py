@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import inspect
 import json
 import os
 import stat
@@ -28,7 +29,7 @@ from ansible_collections.hal9000.dind.plugins.module_utils.claude_homes import (
     record_user,
     run_privileged,
 )
-from ansible_collections.hal9000.dind.plugins.module_utils.constants import DOCKER_SOCKET, PARENT_NAME, WORKER_IMAGE
+from ansible_collections.hal9000.dind.plugins.module_utils.constants import DOCKER_SOCKET, PARENT_NAME, WORKER_IMAGE, default_home
 from ansible_collections.hal9000.dind.plugins.module_utils.docker_api import APIError, NotFound, inspect_container
 from ansible_collections.hal9000.dind.plugins.module_utils.errors import Hal9000Error
 from ansible_collections.hal9000.dind.plugins.module_utils.fleet import (
@@ -64,9 +65,12 @@ from ansible_collections.hal9000.dind.plugins.module_utils.sessions import recor
 from ansible_collections.hal9000.dind.plugins.module_utils.settings import resolve, typed_value
 from ansible_collections.hal9000.dind.plugins.module_utils.volumes import SHARED_VOLUME_MOUNTS
 from ansible_collections.hal9000.dind.plugins.module_utils.validate import (
+    check_worker_user,
     parse_cpus,
     parse_memory,
     parse_positive_int,
+    refused_project_dir,
+    secret_env_names,
     validate_name,
 )
 
@@ -79,11 +83,6 @@ SECRET_TARGET = "/run/secrets/anthropic_key"
 API_KEY_HELPER = f"cat {SECRET_TARGET}"  # Claude Code reads the key from its file, never from the environment
 CLAUDE_USER = "1001:1001"
 CPU_PERIOD = 100000
-
-# Mounting these (or anything inside the first group) would hand the worker the host.
-_FORBIDDEN_TREES = ("/etc", "/proc", "/sys", "/dev", "/boot", "/bin", "/sbin", "/lib", "/lib64", "/usr",
-                    "/run", "/var/run", "/var/lib/docker")
-_FORBIDDEN_EXACT = ("/", "/root", "/home", "/var", "/tmp")
 
 
 # The worker options every front end offers, declared once: the worker module's argument_spec,
@@ -99,6 +98,8 @@ WORKER_OPTIONS = (
     WorkerOption("cpus", {"type": "str"}, "--cpus", False, "CPU limit (default: WORKER_CPUS, else 2)"),
     WorkerOption("pids_limit", {"type": "str"}, "--pids-limit", False, "process limit (default: WORKER_PIDS_LIMIT, else 100)"),
     WorkerOption("no_limits", {"type": "bool", "default": False}, "--no-limits", False, "no memory, CPU or process limit"),
+    WorkerOption("storage_size", {"type": "str"}, "--storage-size", True,
+                 "most the worker may write outside its home and /workspace (default: WORKER_STORAGE_SIZE, else 10g)"),
     WorkerOption("auto_remove", {"type": "bool", "default": True}, "--no-rm", False, "keep the container after it stops"),
     WorkerOption("env", {"type": "dict", "default": {}}, None, False, None),
     WorkerOption("api_key_file", {"type": "path", "no_log": False}, "--api-key-file", True,
@@ -119,6 +120,7 @@ WORKER_OPTIONS = (
     WorkerOption("plugins", {"type": "bool", "default": True}, "--no-plugins", True,
                  "leave out the installation's plugins volume (mounted read-only at ~/.claude/plugins)"),
     WorkerOption("command", {"type": "list", "elements": "str"}, None, False, None),
+    WorkerOption("claim_timeout", {"type": "float"}, None, False, None),  # from_pool: how long to wait for the claim lock
 )
 POOL_OPTIONS = tuple(option for option in WORKER_OPTIONS if option.pool)
 
@@ -147,43 +149,206 @@ def generate_name(prefix="hal9000-worker"):
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
-def resolve_project_dir(path, docker_socket=DOCKER_SOCKET, check_exists=True):
-    """The project directory with symlinks resolved, refused when it would expose the host."""
-    if not path or not os.path.isabs(path):
-        raise Hal9000Error(f"project_dir {path!r} must be an absolute path to a directory on the Docker host.")
-    real = os.path.realpath(path)
-    if check_exists and not os.path.exists(real):
-        raise Hal9000Error(f"project_dir {path} does not exist: create it or give another directory.")
-    if check_exists and not os.path.isdir(real):
-        raise Hal9000Error(f"project_dir {path} is not a directory: give the project's directory.")
-    socket_real = os.path.realpath(docker_socket)
-    inside = [tree for tree in _FORBIDDEN_TREES if real == tree or real.startswith(tree + "/")]
-    if real in _FORBIDDEN_EXACT or inside or real == socket_real or socket_real.startswith(real + "/"):
-        raise Hal9000Error(
-            f"project_dir {path} resolves to {real}, a system location: mount a project directory, not the host."
+def host_path_facts(paths, root=None):
+    """What the Docker host's file system says of ``paths`` (real path, type, mode, owner) and its users' homes.
+
+    Standard library only (os, stat): the parent, which sees only its home, runs this function's own source in
+    a helper container with the host's / at ``root`` (``ParentView``), chrooted there so that absolute symbolic
+    links resolve as they do for the Docker daemon's bind mounts.
+    """
+    if root:
+        os.chroot(root)
+        os.chdir("/")
+
+    def facts(path):
+        real = os.path.realpath(path)
+        try:
+            info = os.stat(real)
+        except OSError:
+            return {"real": real, "exists": False, "dir": False, "file": False, "mode": 0, "uid": -1, "gid": -1}
+        return {"real": real, "exists": True, "dir": stat.S_ISDIR(info.st_mode), "file": stat.S_ISREG(info.st_mode),
+                "mode": stat.S_IMODE(info.st_mode), "uid": info.st_uid, "gid": info.st_gid}
+
+    homes = set()
+    try:
+        with open("/etc/passwd", encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                fields = line.rstrip("\n").split(":")
+                if len(fields) > 5 and fields[5].startswith("/") and fields[5] != "/":
+                    homes.add(os.path.realpath(fields[5]))
+    except OSError:
+        pass
+    return {"paths": {path: facts(path) for path in paths}, "user_homes": sorted(homes)}
+
+
+def probe_program():
+    """``python3 -c`` text running ``host_path_facts`` alone: argv[1] the paths (JSON), argv[2] the root; prints JSON."""
+    return ("import json, os, stat, sys\n" + inspect.getsource(host_path_facts)
+            + "print(json.dumps(host_path_facts(json.loads(sys.argv[1]), sys.argv[2])))\n")
+
+
+class LocalView:
+    """The Docker host's files as a process running on the host sees them (the modules)."""
+
+    kind = "local"
+
+    def __init__(self, homes=(), sockets=(DOCKER_SOCKET,)):
+        self.homes = tuple(home for home in (default_home(), *homes) if home)
+        self.sockets = tuple(sockets)
+
+    def facts(self, paths):
+        return host_path_facts(paths)
+
+
+class ParentView:
+    """The Docker host's files as the parent's programs can know them: the parent sees only its home, so
+    ``host_path_facts`` runs in a helper container of the parent's own image with the host's / mounted
+    read-only (no network, only the capabilities to chroot and to read any directory). Facts are kept for
+    the view's life: make one per command or pass."""
+
+    kind = "parent"
+    ROLE = "path-check"
+
+    def __init__(self, client, parent):
+        self.client = client
+        self.parent = parent
+        self._inspected = None
+        self._facts = {"paths": {}, "user_homes": None}
+
+    def _parent(self):
+        if self._inspected is None:
+            self._inspected = inspect_container(self.client, self.parent)
+            if self._inspected is None:
+                raise Hal9000Error(f"Parent {self.parent} is not running: start the daemon first (ansible-playbook playbooks/daemon.yml).")
+        return self._inspected
+
+    @property
+    def homes(self):
+        return tuple(home for home in [mounted_home(self._parent())] if home)
+
+    @property
+    def sockets(self):
+        """The host's default socket and the one the parent reaches (HAL9000_DOCKER_SOCKET: in a mounted directory)."""
+        inspected = self._parent()
+        env = dict(item.split("=", 1) for item in (inspected.get("Config") or {}).get("Env") or [] if "=" in item)
+        inside = env.get("HAL9000_DOCKER_SOCKET", DOCKER_SOCKET)
+        found = {DOCKER_SOCKET}
+        for mount in inspected.get("Mounts") or []:
+            target = mount.get("Destination", "")
+            if target and (inside == target or inside.startswith(target.rstrip("/") + "/")):
+                found.add(mount["Source"] + inside[len(target):])
+        return tuple(sorted(found))
+
+    def facts(self, paths):
+        missing = [path for path in paths if path not in self._facts["paths"]]
+        if missing or self._facts["user_homes"] is None:
+            found = self._probe(missing)
+            self._facts["paths"].update(found["paths"])
+            self._facts["user_homes"] = found["user_homes"]
+        return {"paths": {path: self._facts["paths"][path] for path in paths}, "user_homes": self._facts["user_homes"]}
+
+    def _probe(self, paths):
+        host_config = self.client.api.create_host_config(
+            mounts=[Mount("/host", "/", type="bind", read_only=True)], network_mode="none", read_only=True,
+            cap_drop=["ALL"], cap_add=["SYS_CHROOT", "DAC_READ_SEARCH"], security_opt=["no-new-privileges:true"],
+            mem_limit="64m", pids_limit=16,
         )
-    return real
+        created = self.client.api.create_container(
+            self._parent()["Image"], ["-I", "-S", "-c", probe_program(), json.dumps(paths), "/host"], entrypoint=["python3"], user="0",
+            name=f"{self.parent}-{self.ROLE}-{uuid.uuid4().hex[:8]}", host_config=host_config, healthcheck={"test": ["NONE"]},
+            labels={LABEL_MANAGED: "true", LABEL_ROLE: self.ROLE, LABEL_PARENT: self.parent},
+        )
+        try:
+            self.client.api.start(created["Id"])
+            status = self.client.api.wait(created["Id"], timeout=60)["StatusCode"]
+            output = self.client.api.logs(created["Id"], stdout=True, stderr=status != 0).decode("utf-8", "replace")
+        finally:
+            self.client.api.remove_container(created["Id"], force=True)
+        if status != 0:
+            last = output.strip().splitlines()[-1] if output.strip() else f"exit status {status}"
+            raise Hal9000Error(f"Could not look at the Docker host's paths {', '.join(paths)} from {self.parent}: {last}")
+        return json.loads(output)
+
+
+def project_path(path):
+    """The project directory as given, normalised and checked without looking at the host (pools.json, a spec
+    made in the parent): spawn_worker looks at the host before any worker is made from it."""
+    if not path or not os.path.isabs(str(path)):
+        raise Hal9000Error(f"project_dir {path!r} must be an absolute path to a directory on the Docker host.")
+    normal = "/" + os.path.normpath(path).lstrip("/")
+    reason = refused_project_dir(normal)
+    if reason:
+        raise Hal9000Error(f"project_dir {path} is refused: {reason}; mount a project directory (docs/project-dirs.md).")
+    return normal
+
+
+def checked_host_paths(view, project_dir=None, api_key_file=None, user=None, canonical=False):
+    """The one check of a worker's host paths, on the Docker host's ``view`` (LocalView, ParentView).
+
+    Every way a worker is made passes here: worker_spec (the modules, `coordinator spawn`) and spawn_worker
+    (everything, with the installation's home known). Returns (the project's real path or "", the user: ``user``,
+    else the project's owner, else the image's user). ``canonical``: the project must be its own real path
+    (a spec made without looking at the host must mount exactly what was checked).
+    """
+    if project_dir:
+        project_path(project_dir)
+    if api_key_file and not os.path.isabs(api_key_file):
+        raise Hal9000Error(f"api_key_file {api_key_file!r} must be an absolute path.")
+    wanted = [path for path in (project_dir, api_key_file) if path]
+    if not wanted:
+        return "", user or CLAUDE_USER
+    found = view.facts(wanted + [path for path in view.homes + view.sockets if path not in wanted])
+    facts = found["paths"]
+    project = ""
+    if project_dir:
+        fact = facts[project_dir]
+        if not fact["exists"]:
+            raise Hal9000Error(f"project_dir {project_dir} does not exist on the Docker host: create it or give another directory.")
+        if not fact["dir"]:
+            raise Hal9000Error(f"project_dir {project_dir} is not a directory: give the project's directory.")
+        project = fact["real"]
+        homes = {path for home in view.homes for path in (os.path.normpath(home), facts[home]["real"])}
+        reason = refused_project_dir(project, sorted(homes), found["user_homes"])
+        sockets = {facts[socket]["real"] for socket in view.sockets}
+        if not reason and any(socket == project or socket.startswith(project.rstrip("/") + "/") for socket in sockets):
+            reason = "it holds the Docker socket"
+        if reason:
+            raise Hal9000Error(f"project_dir {project_dir} resolves to {project} on the Docker host and is refused: "
+                               f"{reason}; mount a project directory (docs/project-dirs.md).")
+        if canonical and project != project_dir:
+            raise Hal9000Error(f"project_dir {project_dir} is a symbolic link to {project} on the Docker host: give {project} "
+                               "(for a pool: declare it again with hal9000.dind.pool).")
+        if user is None:
+            user = CLAUDE_USER if fact["uid"] == 0 else f"{fact['uid']}:{fact['gid']}"
+    user = check_worker_user(user or CLAUDE_USER)
+    if api_key_file:
+        _check_api_key_facts(api_key_file, facts[api_key_file], user)
+    return project, user
+
+
+def _check_api_key_facts(path, fact, user):
+    """The key file must exist, be private (0600 or stricter) and belong to the worker's user (when numeric)."""
+    if not fact["exists"]:
+        raise Hal9000Error(f"api_key_file {path} does not exist: write the key there (mode 0600).")
+    if not fact["file"]:
+        raise Hal9000Error(f"api_key_file {path} is not a regular file.")
+    if fact["mode"] & 0o077:
+        raise Hal9000Error(f"api_key_file {path} has mode {fact['mode']:04o}: others can read it; chmod 600 {path}.")
+    uid = user.split(":")[0]
+    if uid.isdigit() and int(uid) != fact["uid"]:
+        raise Hal9000Error(f"api_key_file {path} belongs to uid {fact['uid']} but the worker runs as uid {uid}: chown {uid} {path}.")
+
+
+def resolve_project_dir(path, home=None):
+    """The project directory's real path on this host (a module's run), refused as ``checked_host_paths`` says."""
+    return checked_host_paths(LocalView(homes=(home,) if home else ()), path)[0]
 
 
 def check_api_key_file(path, worker_uid):
-    """The key file must exist, be private (0600 or stricter) and readable by the worker's user."""
+    """The key file's checks of ``checked_host_paths``, on this host."""
     if not os.path.isabs(path):
         raise Hal9000Error(f"api_key_file {path!r} must be an absolute path.")
-    try:
-        info = os.stat(path)
-    except OSError:
-        raise Hal9000Error(f"api_key_file {path} does not exist: write the key there (mode 0600).") from None
-    if not stat.S_ISREG(info.st_mode):
-        raise Hal9000Error(f"api_key_file {path} is not a regular file.")
-    if info.st_mode & 0o077:
-        raise Hal9000Error(
-            f"api_key_file {path} has mode {stat.S_IMODE(info.st_mode):04o}: others can read it; chmod 600 {path}."
-        )
-    if worker_uid not in (info.st_uid, 0) and not info.st_mode & 0o004:
-        raise Hal9000Error(
-            f"api_key_file {path} belongs to uid {info.st_uid} but the worker runs as uid {worker_uid}: "
-            f"chown {worker_uid} {path}."
-        )
+    _check_api_key_facts(path, host_path_facts([path])["paths"][path], str(worker_uid))
     return path
 
 
@@ -212,7 +377,8 @@ def worker_spec(
     auto_remove=True, read_only=False, api_key_file=None, claude_config_dir=None,
     pool="", user=None, drop_capabilities=True, no_new_privileges=True,
     docker_socket=DOCKER_SOCKET, check_host_paths=True, settings=None,
-    memory_scope="project", anthropic_base_url=None, claude_home=None, plugins=True,
+    memory_scope="project", anthropic_base_url=None, claude_home=None, plugins=True, storage_size=None,
+    host_view=None, claim_timeout=None,
 ):
     """Everything that decides what a worker looks like, validated before Docker is touched.
 
@@ -220,6 +386,8 @@ def worker_spec(
     defaults), never from the environment: every caller resolves them by the same rule.
     ``claude_home`` left out: persistent for a named worker (and one with the host's Claude config),
     ephemeral when the name is generated here (nobody could ask for that worker again by name).
+    Host paths are checked on ``host_view`` (default: this host, ``LocalView``) by ``checked_host_paths``;
+    ``check_host_paths=False`` (a pool's spec) checks only what the paths say, and ``spawn_worker`` looks.
     """
     claude_home = claude_home or ("persistent" if name or claude_config_dir else "ephemeral")
     if claude_home not in CLAUDE_HOMES:
@@ -235,15 +403,18 @@ def worker_spec(
     settings = settings or resolve()
     limits = parse_limits(memory or settings["memory"], cpus or settings["cpus"],
                           pids_limit or settings["pids_limit"], no_limits)
-    project = resolve_project_dir(project_dir, docker_socket, check_host_paths) if project_dir else ""
-    if user is None:
-        user = project_user(project) if check_host_paths else CLAUDE_USER
+    user = check_worker_user(user) if user else None  # before the host is looked at: root is never a worker
+    project = project_path(project_dir) if project_dir else ""
+    if check_host_paths:
+        host_view = host_view or LocalView(sockets=(docker_socket,))
+        project, user = checked_host_paths(host_view, project_dir, api_key_file, user)
+    user = user or CLAUDE_USER
     environment = {str(k): str(v) for k, v in (env or {}).items()}
-    leaked = [k for k in environment if "API_KEY" in k.upper() or "TOKEN" in k.upper()]
+    leaked = secret_env_names(environment)
     if leaked:
         raise Hal9000Error(
-            f"env {', '.join(leaked)} would put a secret in the container's environment (visible to docker inspect): "
-            "use api_key_file instead."
+            f"env {', '.join(leaked)} looks like a secret (validate.SECRET_ENV_PATTERNS) and would be shown by docker inspect: "
+            "give the API key with api_key_file (read by Claude Code's apiKeyHelper) and other secrets in files, never in env."
         )
     environment.update(HOME="/home/claude", CLAUDE_HOME="/home/claude/.claude")
     base_url = typed_value("ANTHROPIC_BASE_URL", anthropic_base_url or settings["anthropic_base_url"])
@@ -254,10 +425,6 @@ def worker_spec(
     if claude_home == "persistent" and not all(part.isdigit() for part in user.split(":")):
         raise Hal9000Error(f"user {user!r} must be numeric (uid:gid) for a persistent Claude home: "
                            "the home on the host is given to that uid.")
-    if user.split(":")[0] in ("0", "root") and mode == "dind":
-        raise Hal9000Error("user 0 (root) is refused for workers: root in a worker could reach ChromaDB past the relay; give a non-root uid.")
-    if api_key_file and check_host_paths:
-        check_api_key_file(api_key_file, int(user.split(":")[0]))
     if claude_config_dir and check_host_paths and not os.path.isdir(claude_config_dir):
         raise Hal9000Error(f"mount_claude_config: {claude_config_dir} is not a directory on the Docker host.")
     spec = {
@@ -277,6 +444,7 @@ def worker_spec(
         "drop_capabilities": bool(drop_capabilities),
         "no_new_privileges": bool(no_new_privileges),
         "no_limits": bool(no_limits),
+        "storage_size": parse_storage_size(storage_size or settings["storage_size"]),
         "claude_home": claude_home,
         "plugins": bool(plugins),
         # The seed's MCP servers through the parent's relay (dind workers, when the relay is on).
@@ -290,6 +458,9 @@ def worker_spec(
     spec["digest"] = hashlib.sha256(json.dumps(decisive, sort_keys=True).encode()).hexdigest()
     spec["limits"] = limits
     spec["memory_scope"] = scope
+    # Which view of the host checked the paths ("": none yet; spawn_worker looks) and how long a claim waits.
+    spec["host_view"] = host_view.kind if check_host_paths else ""
+    spec["claim_timeout"] = typed_value("CLAIM_TIMEOUT", claim_timeout or settings["claim_timeout"])
     return spec
 
 
@@ -342,6 +513,48 @@ def home_tmpfs_options(user):
     gid = gid or uid
     owner = f"uid={uid},gid={gid},mode=0700" if uid.isdigit() and gid.isdigit() else "mode=1777"
     return f"rw,nosuid,nodev,{owner},size=256m"
+
+
+def parse_storage_size(value):
+    try:
+        return parse_memory(value)
+    except Hal9000Error as exc:
+        raise Hal9000Error(f"storage_size: {str(exc).replace('memory size', 'size')}") from None
+
+
+# Storage (docs/storage.md). Every path of the images a non-root worker may write outside its home and /workspace
+# is a tmpfs, so nothing it writes reaches the writable layer's disk; the layer itself is capped too (StorageOpt
+# size, for root) where the driver has quotas: overlay2 on xfs mounted with pquota, btrfs, zfs; not overlay2 on ext4.
+_QUOTA_DRIVERS = ("btrfs", "zfs", "devicemapper", "windowsfilter")
+_LAYER_QUOTA = {}  # engine base URL -> whether it takes a layer size (asked once per process)
+SCRATCH_PATHS = ("/tmp", "/var/tmp", "/run/lock")  # world-writable in both images
+SCRATCH_MAX = 512 * 1024 ** 2  # tmpfs is memory: never more than /tmp always had
+
+
+def layer_quota_possible(info):
+    """From ``docker info``: whether the storage driver may cap a container's writable layer."""
+    driver = info.get("Driver", "")
+    backing = dict(info.get("DriverStatus") or []).get("Backing Filesystem", "")
+    return driver in _QUOTA_DRIVERS or (driver == "overlay2" and backing == "xfs")
+
+
+def layer_quota(client):
+    key = client.api.base_url
+    if key not in _LAYER_QUOTA:
+        _LAYER_QUOTA[key] = layer_quota_possible(client.api.info())
+    return _LAYER_QUOTA[key]
+
+
+def storage_refused(exc):
+    """The engine refusing a layer size ("--storage-opt is supported only for overlay over xfs with 'pquota' ...")."""
+    text = str(getattr(exc, "explanation", None) or exc).lower()
+    return "storage-opt" in text or "storage opt" in text or "quota" in text
+
+
+def storage_settings(spec, quota):
+    """(StorageOpt, tmpfs) for ``spec``'s storage_size: the scratch paths as tmpfs, and the layer capped where ``quota``."""
+    scratch = f"rw,nosuid,nodev,size={min(spec['storage_size'], SCRATCH_MAX)}"
+    return ({"size": str(spec["storage_size"])} if quota else None), {path: scratch for path in SCRATCH_PATHS}
 
 
 # home: the parent's home on the host; plugins_volume: the volume it mounts as its plugins.
@@ -398,7 +611,7 @@ def stale_reasons(facts, spec, image_id, network):
 def create_worker(client, spec, network=None):
     """Create (not start) a worker from ``spec``; returns its ID."""
     network = ParentNetwork(*(network or parent_network(client, spec)))
-    tmpfs = {"/tmp": "rw,nosuid,nodev,size=512m"}
+    storage_opt, tmpfs = storage_settings(spec, layer_quota(client))
     if spec["claude_home"] == "ephemeral":
         tmpfs[HOME_IN_WORKER] = home_tmpfs_options(spec["user"])
     if spec["relay"]:
@@ -411,6 +624,7 @@ def create_worker(client, spec, network=None):
         read_only=spec["read_only"],
         cap_drop=["ALL"] if spec["drop_capabilities"] else None,
         security_opt=["no-new-privileges:true"] if spec["no_new_privileges"] else None,
+        storage_opt=storage_opt,
     )
     host_config.update({k: v for k, v in limit_settings(spec["limits"]).items() if v})
     labels = {
@@ -423,11 +637,17 @@ def create_worker(client, spec, network=None):
         labels[LABEL_WORKSPACE] = workspace_volume(spec["name"])
     if spec["pool"]:
         labels[LABEL_WARM_NAME] = spec["name"]
-    created = client.api.create_container(
-        image=spec["image"], name=spec["name"], command=spec["command"], user=spec["user"],
-        environment=spec["environment"], working_dir="/workspace", labels=labels,
-        host_config=host_config, detach=True,
-    )
+    try:
+        created = client.api.create_container(
+            image=spec["image"], name=spec["name"], command=spec["command"], user=spec["user"],
+            environment=spec["environment"], working_dir="/workspace", labels=labels,
+            host_config=host_config, detach=True,
+        )
+    except APIError as exc:
+        if storage_opt is None or not storage_refused(exc):
+            raise
+        _LAYER_QUOTA[client.api.base_url] = False  # e.g. xfs without pquota: only a create tells
+        return create_worker(client, spec, network)
     return created["Id"]
 
 
@@ -436,17 +656,19 @@ def uid_gid(user):
     return int(uid), int(gid or uid)
 
 
-def spawn_worker(client, spec, network=None, home=None, image_id=None):
+def spawn_worker(client, spec, network=None, home=None, image_id=None, host_view=None):
     """Create and start a worker, with its Claude home, relay credential and session record; returns (id, milliseconds).
 
     ``home`` is the installation's home as this process sees it (the parent's programs: its mount
     point), where the home directories and records go; default: the parent's home on the host.
     A warm worker (``spec["pool"]``) gets no session record: its run starts at the claim.
+    Every worker is made here, so its host paths are checked here (``check_spec_host_paths``) first.
     """
     started = time.monotonic()
     network = ParentNetwork(*(network or parent_network(client, spec)))
     if spec["mode"] == "legacy" and home:
         network = network._replace(home=home)  # no parent: this process's home is the host's
+    check_spec_host_paths(client, spec, network, home, host_view)
     home = home or network.home
     if (spec["relay"] or spec["claude_home"] == "persistent") and not home:
         raise Hal9000Error(f"Parent {spec['parent']} has no home mounted: recreate it with hal9000.dind.parent.")
@@ -467,6 +689,22 @@ def spawn_worker(client, spec, network=None, home=None, image_id=None):
         remove_worker(client, container_id, None)  # never leave a half-made worker
         raise
     return container_id, round((time.monotonic() - started) * 1000, 1)
+
+
+def check_spec_host_paths(client, spec, network, home=None, host_view=None):
+    """``checked_host_paths`` for ``spec``, now that the installation's home on the host is known (``network.home``).
+
+    The view: ``host_view``; else this host when worker_spec looked here (the modules, a legacy worker); else the
+    parent's (a pool's spec, a claim's cold spawn in the parent). The project must be the path that was checked.
+    """
+    if not (spec["project"] or spec["api_key_file"]):
+        return
+    if host_view is None:
+        if spec.get("host_view") == "local" or spec["mode"] == "legacy":
+            host_view = LocalView(homes=(network.home, home))
+        else:
+            host_view = ParentView(client, spec["parent"])
+    checked_host_paths(host_view, spec["project"] or None, spec["api_key_file"] or None, spec["user"], canonical=True)
 
 
 def record_session(client, home, container_id, spec, image_id=None, claimed=False):

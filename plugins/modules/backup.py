@@ -31,11 +31,15 @@ options:
       - V(list) returns the backups under C(<home>/backups), newest first, complete or not. None is not an error.
       - V(verify) recomputes the manifests of a backup's directories and compares them with its C(manifest.json);
         the module fails, naming the differences, when they differ.
+      - V(verify) and V(restore) refuse, before anything is changed, a backup whose C(manifest.json) records
+        another place for a directory than C(<hal9000_home>/<name>), or a directory other than C(chromadb),
+        C(membank) and C(plugins); a restore goes back only to those v0.5.x directories, whatever a manifest says.
       - V(restore) makes each directory of a backup exactly its copy again (replace, never merge). The backup is first
         verified; each copy is written beside its target and verified; then the existing directory is renamed aside to
         C(<dir>.before-rollback-YYYYmmdd-HHMMSS) (never deleted) and the copy renamed into place. A directory that
         already matches is left alone. Sources the backup skipped (they did not exist) are moved aside too when they
-        exist now, so the home is as it was.
+        exist now, so the home is as it was. Each directory goes back to C(<hal9000_home>/<name>) unless O(paths) says
+        otherwise.
       - V(inspect) reports, read-only, which sources exist with their counts and sizes, and the collection names in a
         ChromaDB C(chroma.sqlite3) at the top of a source (read from a temporary copy, so the source never changes).
     type: str
@@ -58,7 +62,7 @@ options:
   paths:
     description:
       - For O(action=restore), where to restore some directories, a dictionary from the directory name to a path.
-        By default each directory goes back to the source recorded in C(manifest.json).
+        By default each directory goes back to C(<hal9000_home>/<name>), where the backup took it from.
     type: dict
   source_version:
     description: Recorded as C(source_version) in C(manifest.json) by O(action=create).

@@ -13,8 +13,12 @@ description:
   - Makes the HAL-9000 home (C(~/.hal9000), mounted into the parent at C(/root/.hal9000)), the directories below it
     and C(config/hal9000.conf), the C(KEY=value) settings the parent reads at start-up, in one step.
   - Directories get O(mode); the configuration file is written atomically with mode C(0600) and only when its content
-    differs. Other files in the home (backups, secrets, sessions) are never touched.
-  - Everything is validated before the first directory is made.
+    differs. Nothing else in the home (backups, secrets, directories not listed) is touched.
+  - Everything is validated before the first directory is made or removed. Every entry of O(directories) must stay
+    below O(path) (no absolute path, no C(.) or C(..) part).
+  - No symbolic link is followed. When O(path), a directory of the layout (or a level of it) or C(config/hal9000.conf)
+    is a symbolic link, the module fails naming the link and changes nothing; remove the link (or make it a real
+    directory) and run again. As root, a planted link would otherwise be chmodded, written or emptied through.
 author:
   - HAL-9000 DinD maintainers (@hal9000-dind)
 options:
@@ -22,9 +26,19 @@ options:
     description: The home directory on the Docker host.
     type: path
     default: ~/.hal9000
+  state:
+    description:
+      - V(present) makes the home, the O(directories) and C(hal9000.conf).
+      - V(absent) removes the O(directories) (with their content) and nothing else of the home; O(settings) and O(mode)
+        are not used. It refuses directories that hold data kept across clean-ups (C(backups), C(secrets), C(migration),
+        C(claude), C(chromadb), C(membank), C(plugins), C(volume-exports-*) and what a rollback kept aside).
+    type: str
+    choices: [present, absent]
+    default: present
   directories:
     description:
-      - Directories to create below O(path), as relative paths. C(config) is always created (it holds C(hal9000.conf)).
+      - Directories to create (or remove) below O(path), as relative paths. With O(state=present), C(config) is always
+        created (it holds C(hal9000.conf)).
     type: list
     elements: str
     default: [sessions, logs, config, workers]
@@ -46,10 +60,10 @@ options:
     default: {}
 attributes:
   check_mode:
-    description: Reports what would be created or written and changes nothing.
+    description: Reports what would be created, written or removed and changes nothing; refusals happen as in a real run.
     support: full
   diff_mode:
-    description: Shows C(hal9000.conf) before and after.
+    description: Shows C(hal9000.conf) before and after (with O(state=present)).
     support: full
   idempotent:
     description: A second run with the same options changes nothing.
@@ -70,6 +84,11 @@ EXAMPLES = r"""
   hal9000.dind.home:
     path: /srv/hal9000-team-b
     mode: "0750"
+
+- name: Remove the generated layout (backups and secrets stay)
+  hal9000.dind.home:
+    state: absent
+    directories: [sessions, logs, config, workers]
 """
 
 RETURN = r"""
@@ -88,7 +107,7 @@ actions:
   returned: always
   type: list
   elements: str
-  sample: ["created /root/.hal9000/logs", "wrote /root/.hal9000/config/hal9000.conf"]
+  sample: ["created /root/.hal9000/logs", "wrote /root/.hal9000/config/hal9000.conf", "removed /root/.hal9000/logs"]
 """
 
 import os
@@ -97,7 +116,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.hal9000.dind.plugins.module_utils.errors import Hal9000Error
 from ansible_collections.hal9000.dind.plugins.module_utils.constants import CONFIG_FILE, DEFAULT_HOME
-from ansible_collections.hal9000.dind.plugins.module_utils.home import LAYOUT, ensure_home
+from ansible_collections.hal9000.dind.plugins.module_utils.home import LAYOUT, ensure_home, remove_layout
 
 
 def parse_mode(text):
@@ -114,6 +133,7 @@ def main():
     module = AnsibleModule(
         argument_spec=dict(
             path=dict(type="path", default=DEFAULT_HOME),
+            state=dict(type="str", default="present", choices=["present", "absent"]),
             directories=dict(type="list", elements="str", default=list(LAYOUT)),
             mode=dict(type="str", default="0700"),
             settings=dict(type="dict", default={}),
@@ -123,15 +143,21 @@ def main():
     params = module.params
     home = params["path"]
     config = os.path.join(home, CONFIG_FILE)
+    previous = text = None
     try:
-        actions, previous, text = ensure_home(home, params["directories"], params["settings"], module.check_mode,
-                                              parse_mode(params["mode"]))
+        if params["state"] == "absent":
+            actions = remove_layout(home, params["directories"], module.check_mode)
+        else:
+            actions, previous, text = ensure_home(home, params["directories"], params["settings"], module.check_mode,
+                                                  parse_mode(params["mode"]))
     except Hal9000Error as exc:
         module.fail_json(msg=str(exc))
     except OSError as exc:
-        module.fail_json(msg=f"Cannot lay out {home}: {exc.strerror} ({exc.filename}); run as its owner or choose another path.")
+        doing = "clean" if params["state"] == "absent" else "lay out"
+        where = f" ({exc.filename})" if exc.filename else ""
+        module.fail_json(msg=f"Cannot {doing} {home}: {exc.strerror}{where}; run as its owner or choose another path.")
     result = dict(changed=bool(actions), path=home, config_file=config, actions=actions)
-    if module._diff:
+    if module._diff and params["state"] == "present":
         result["diff"] = dict(before=previous or "", after=text, before_header=config, after_header=config)
     module.exit_json(**result)
 

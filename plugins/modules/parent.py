@@ -11,10 +11,14 @@ short_description: Run the HAL-9000 parent container (ChromaDB, coordinator, das
 version_added: 0.1.0
 description:
   - Starts, stops, restarts or removes the parent container that workers share their network with.
-  - It mounts the Docker socket, O(hal9000_home) at C(/root/.hal9000) and the shared volumes C(hal9000-chromadb),
+  - It mounts the Docker socket's directory (so a restarted Docker daemon's new socket reaches it), O(hal9000_home)
+    at C(/root/.hal9000) and the shared volumes C(hal9000-chromadb),
     C(hal9000-memorybank) and C(hal9000-plugins) at C(/data/chromadb), C(/data/membank) and C(/data/plugins), with
     the restart policy C(unless-stopped) and the label C(io.hal9000.role=parent).
-  - The same options on a running parent change nothing. Changed options, or a rebuilt image, recreate it.
+  - The same options on a running parent change nothing. Changed options, or a rebuilt image, recreate it; so does a
+    Docker socket that no longer answers inside it (a parent made before the socket's directory was mounted keeps a
+    restarted daemon's old socket).
+  - A start running at the same time (another play, C(claudy daemon start)) that made the parent first is adopted.
   - Workers share the parent's network namespace, so recreating, restarting, stopping or removing the parent cuts
     their network. While workers are attached the module refuses and names them, unless O(force=true).
   - With O(wait=true), O(state=started) and O(state=restarted) return once ChromaDB answers its heartbeat inside
@@ -47,7 +51,9 @@ options:
     type: str
     default: hal9000
   docker_socket:
-    description: Path of the Docker socket on the Docker host, mounted at C(/var/run/docker.sock).
+    description:
+      - Path of the Docker socket on the Docker host. Its directory is mounted read-only (without the mounts below it)
+        at C(/run/hal9000-docker) and the parent's C(/var/run/docker.sock) links to the socket there.
     type: path
     default: /var/run/docker.sock
   memory:
@@ -220,6 +226,12 @@ parent:
       description: Docker health status (C(starting), C(healthy), C(unhealthy) or C(none)).
       type: str
       sample: healthy
+    health_detail:
+      description:
+        - "The first line the last health check printed, such as C(disk full: /root/.hal9000, free space needed) or
+          C(docker socket does not answer)."
+      type: str
+      sample: "relay ready: chroma ready, memory-bank ready, sequential-thinking ready"
     chromadb_ready:
       description: Whether ChromaDB answered its heartbeat inside the parent.
       type: bool
@@ -261,169 +273,17 @@ status_lines:
   sample: ["HAL-9000 Orchestrator Status", "Parent container: Running (hal9000-parent, health healthy)"]
 """
 
-import os
-
 from ansible_collections.hal9000.dind.plugins.module_utils.ansible_docker import build_module, run_module
-from ansible_collections.hal9000.dind.plugins.module_utils.constants import DEFAULT_HOME, DOCKER_SOCKET, PARENT_IMAGE, PARENT_NAME
-from ansible_collections.hal9000.dind.plugins.module_utils.docker_api import inspect_container, resolve_docker_host
-from ansible_collections.hal9000.dind.plugins.module_utils.errors import Hal9000Error
-from ansible_collections.hal9000.dind.plugins.module_utils.fleet import LABEL_SPEC, workers_sharing_network
-from ansible_collections.hal9000.dind.plugins.module_utils.images import inspect_image
-from ansible_collections.hal9000.dind.plugins.module_utils.parent import create_parent, parent_spec, wait_until_ready
-from ansible_collections.hal9000.dind.plugins.module_utils.relay import remove_sidecar, save_extra_servers, validate_servers
-from ansible_collections.hal9000.dind.plugins.module_utils.settings import PARENT_OPTIONS, argument_spec, read_home_config
-from ansible_collections.hal9000.dind.plugins.module_utils.status import format_status, installation_status
-
-
-def comparable(spec, inspected=None):
-    """What --diff shows: the parent's state, image and settings, as ``spec`` wants them or as ``inspected`` has them.
-
-    Both sides have the same keys, so an unchanged parent shows no difference and a recreate shows what changed.
-    """
-    if inspected is None:
-        return {"state": "running", "image": spec["image"], "environment": spec["environment"],
-                "memory": spec["memory"], "nano_cpus": spec["nano_cpus"], "spec_digest": spec["digest"]}
-    env = dict(item.split("=", 1) for item in inspected["Config"].get("Env") or [] if "=" in item)
-    return {
-        "state": inspected["State"]["Status"],
-        "image": inspected["Config"]["Image"],
-        "environment": {key: env[key] for key in spec["environment"] if key in env},
-        "memory": inspected["HostConfig"].get("Memory", 0),
-        "nano_cpus": inspected["HostConfig"].get("NanoCpus", 0),
-        "spec_digest": (inspected["Config"].get("Labels") or {}).get(LABEL_SPEC, ""),
-    }
-
-
-def spec_from_params(params):
-    """Validated before any call to the daemon; hal9000.conf is read here, on the Docker host."""
-    validate_servers(params["mcp_servers"])
-    return parent_spec(
-        params["name"], params["image"], params["hal9000_home"], params["docker_socket"], params["memory"],
-        params["cpus"], {option: params[option] for option in PARENT_OPTIONS}, params["volume_prefix"],
-        read_home_config(params["hal9000_home"]),
-    )
+from ansible_collections.hal9000.dind.plugins.module_utils.daemon import module_argument_spec, put_parent, spec_from_params
 
 
 def manage_parent(module, client):
-    params = module.params
-    spec = spec_from_params(params)
-    state = params["state"]
-    current = inspect_container(client, params["name"])
-    actions, affected = [], []
-    name = params["name"]
-
-    def cutting_workers(doing):
-        """Refuse (or, with force, record) an action that cuts the attached workers' network."""
-        running_attached = workers_sharing_network(client, current["Id"]) if current else []
-        if running_attached and not params["force"]:
-            raise Hal9000Error(
-                f"Not going to {doing} {name}: workers {', '.join(running_attached)} share its network and would lose it. "
-                "Stop them first, or set force=true."
-            )
-        affected.extend(running_attached)
-
-    if state in ("started", "restarted"):
-        image = inspect_image(client, params["image"])
-        if image is None:
-            raise Hal9000Error(f"Image {params['image']} is missing: build it with playbooks/build_images.yml first.")
-        local_daemon = resolve_docker_host(params["docker_host"]).startswith("unix://")
-        if local_daemon and not os.path.exists(params["docker_socket"]):
-            raise Hal9000Error(f"Docker socket {params['docker_socket']} does not exist on the Docker host: give docker_socket.")
-        outdated = current is not None and (
-            current["Config"]["Labels"].get(LABEL_SPEC) != spec["digest"] or current["Image"] != image["Id"]
-        )
-        if outdated:
-            cutting_workers("recreate")
-            actions.append(f"recreated {name} (options or image changed)")
-        elif current is None:
-            actions.append(f"created {name}")
-        running = current is not None and current["State"]["Running"] and not outdated
-        # The relay reads the servers when it starts: a change restarts only the relay (SIGHUP), never the parent.
-        servers_changed = params["mcp_servers"] is not None and save_extra_servers(
-            params["hal9000_home"], params["mcp_servers"], check_mode=module.check_mode)
-        if servers_changed:
-            actions.append("updated the MCP relay's servers" + (" (relay restarted)" if running else ""))
-        if state == "restarted" and running:
-            cutting_workers("restart")
-            actions.append(f"restarted {name}")
-        elif not running:
-            actions.append(f"started {name}")
-        if not module.check_mode and actions:
-            if not os.path.isdir(params["hal9000_home"]):
-                os.makedirs(params["hal9000_home"], mode=0o700)
-            if outdated:
-                client.api.remove_container(current["Id"], force=True)
-                remove_sidecar(client, name)
-            if current is None or outdated:
-                container_id = create_parent(client, spec)
-                client.api.start(container_id)
-            elif state == "restarted" and running:
-                container_id = current["Id"]
-                client.api.restart(container_id, timeout=30)
-            elif running:
-                container_id = current["Id"]
-                client.api.kill(container_id, signal="SIGHUP")
-            else:
-                container_id = current["Id"]
-                client.api.start(container_id)
-            if params["wait"]:
-                wait_until_ready(client, container_id, params["wait_timeout"])
-    elif current is not None and state == "stopped" and current["State"]["Running"]:
-        cutting_workers("stop")
-        actions.append(f"stopped {name}")
-        if not module.check_mode:
-            client.api.stop(current["Id"], timeout=30)
-    elif current is not None and state == "absent":
-        cutting_workers("remove")
-        actions.append(f"removed {name}")
-        if not module.check_mode:
-            client.api.remove_container(current["Id"], force=True)
-            remove_sidecar(client, name)
-
-    # The status the daemon playbook prints, read once here instead of by a second task.
-    status = installation_status(client, name, params["volume_prefix"], params["hal9000_home"])
-    result = dict(changed=bool(actions), parent=status["parent"], actions=actions, affected_workers=affected,
-                  status_lines=format_status(status).splitlines())
-    if affected:
-        module.warn(
-            f"Workers {', '.join(affected)} shared the old parent's network and have none now: "
-            "recreate them with hal9000.dind.worker."
-        )
-    if module._diff:
-        before = comparable(spec, current) if current else {}
-        if state == "absent":
-            wanted = {}
-        elif state == "stopped":
-            wanted = dict(before, state="exited") if before.get("state") == "running" else before
-        else:
-            wanted = comparable(spec)
-        result["diff"] = dict(before=before, after=wanted)
-    return result
+    return put_parent(client, module.params, module.check_mode, module._diff, warn=module.warn)
 
 
 def main():
     module = build_module(
-        dict(
-            name=dict(type="str", default=PARENT_NAME),
-            image=dict(type="str", default=PARENT_IMAGE),
-            state=dict(type="str", default="started", choices=["started", "stopped", "restarted", "absent"]),
-            hal9000_home=dict(type="path", default=DEFAULT_HOME),
-            volume_prefix=dict(type="str", default="hal9000"),
-            docker_socket=dict(type="path", default=DOCKER_SOCKET),
-            memory=dict(type="str", default="4g"),
-            cpus=dict(type="float", default=2),
-            **argument_spec(PARENT_OPTIONS),
-            force=dict(type="bool", default=False),
-            wait=dict(type="bool", default=True),
-            wait_timeout=dict(type="int", default=60),
-            mcp_servers=dict(type="list", elements="dict", options=dict(
-                name=dict(type="str", required=True),
-                command=dict(type="str", required=True),
-                args=dict(type="list", elements="str"),
-                env_files=dict(type="dict"),
-                on_host=dict(type="bool", default=False),
-            )),
-        ),
+        module_argument_spec(),
         supports_check_mode=True,
     )
     run_module(module, manage_parent, validate=spec_from_params)

@@ -59,7 +59,10 @@ options:
         type: str
         required: true
       project_dir:
-        description: Project directory on the Docker host, bind-mounted into every warm worker of the pool.
+        description:
+          - Project directory on the Docker host, bind-mounted into every warm worker of the pool; its real path is saved.
+          - Refused as O(hal9000.dind.worker#module:project_dir) is (system trees, whole homes, the HAL-9000 home, ...;
+            C(docs/project-dirs.md)); the pool manager looks again, on the host, before it makes each batch of warm workers.
         type: path
         required: true
       min:
@@ -102,6 +105,11 @@ options:
         description: Mount the installation's plugins volume read-only in the pool's workers (see O(hal9000.dind.worker#module:plugins)).
         type: bool
         default: true
+      storage_size:
+        description:
+          - The most each of the pool's workers may write outside its Claude home and C(/workspace)
+            (see O(hal9000.dind.worker#module:storage_size)); unset, C(WORKER_STORAGE_SIZE) in hal9000.conf, else C(10g).
+        type: str
   wait:
     description: Wait until every pool holds its minimum of warm workers.
     type: bool
@@ -169,6 +177,7 @@ from ansible_collections.hal9000.dind.plugins.module_utils.ansible_docker import
 from ansible_collections.hal9000.dind.plugins.module_utils.errors import Hal9000Error
 from ansible_collections.hal9000.dind.plugins.module_utils.constants import DEFAULT_HOME, FLAVOUR_IMAGES, PARENT_NAME
 from ansible_collections.hal9000.dind.plugins.module_utils.docker_api import inspect_container
+from ansible_collections.hal9000.dind.plugins.module_utils.parent import run_coordinator
 from ansible_collections.hal9000.dind.plugins.module_utils.pool import (
     GENERIC_POOL,
     read_pools,
@@ -191,7 +200,7 @@ def wanted_config(params):
     if params["generic"]:
         pools.append({"name": GENERIC_POOL, "min": params["min_warm_workers"], "max": params["max_warm_workers"]})
     for pool in params["pools"]:
-        project = resolve_project_dir(pool["project_dir"])
+        project = resolve_project_dir(pool["project_dir"], home=params["hal9000_home"])
         user = project_user(project)
         if pool["api_key_file"]:
             check_api_key_file(pool["api_key_file"], int(user.split(":", maxsplit=1)[0]))
@@ -208,14 +217,6 @@ def current_config(home):
         return {}
 
 
-def coordinator(client, parent_id, *args):
-    exec_id = client.api.exec_create(parent_id, ["coordinator", *args])["Id"]
-    output = client.api.exec_start(exec_id).decode("utf-8", "replace")
-    if client.api.exec_inspect(exec_id)["ExitCode"] != 0:
-        raise Hal9000Error(f"coordinator {' '.join(args)} failed in the parent: {output.strip()}")
-    return output
-
-
 def manage_pool(module, client):
     params = module.params
     home = params["hal9000_home"]
@@ -230,17 +231,17 @@ def manage_pool(module, client):
         actions.append("wrote the pool settings")
         if not module.check_mode:
             save_pools(home, wanted)  # makes config/ too
-    running = json.loads(coordinator(client, parent["Id"], "pool", "status", "--json"))["running"]
+    running = json.loads(run_coordinator(client, parent["Id"], "pool", "status", "--json"))["running"]
     if wanted["enabled"] and not running:
         actions.append("started the pool manager")
         if not module.check_mode:
-            coordinator(client, parent["Id"], "pool", "start")
+            run_coordinator(client, parent["Id"], "pool", "start")
     elif not wanted["enabled"] and running:
         actions.append("stopped the pool manager")
         if not module.check_mode:
-            coordinator(client, parent["Id"], "pool", "stop")
+            run_coordinator(client, parent["Id"], "pool", "stop")
     elif running and actions and not module.check_mode:
-        coordinator(client, parent["Id"], "pool", "reload")
+        run_coordinator(client, parent["Id"], "pool", "reload")
 
     def counts():
         return {p["name"]: len(warm_workers(client, params["parent"], pool=p["name"])) for p in in_force["pools"]}

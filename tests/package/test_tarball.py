@@ -12,6 +12,7 @@ from pathlib import Path
 
 import docker
 import pytest
+import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -58,7 +59,8 @@ def test_site_playbook_from_the_tarball_is_idempotent(installed, tmp_path):
     prefix = f"h9pkg-{uuid.uuid4().hex[:8]}"
     names = [f"{prefix}-{suffix}" for suffix in ("chromadb", "memorybank", "plugins")]
     parent = f"{prefix}-parent"
-    extra = {"hal9000_home": str(tmp_path / "home"), "hal9000_volume_prefix": prefix, "hal9000_parent_name": parent}
+    extra = {"hal9000_home": str(tmp_path / "home"), "hal9000_volume_prefix": prefix, "hal9000_parent_name": parent,
+             **{f"install_claudy_{part}_dir": str(tmp_path / part) for part in ("bin", "lib", "completion")}}
     args = [
         BIN / "ansible-playbook", "-i", "localhost,", "-c", "local",
         "-e", f"ansible_python_interpreter={sys.executable}", "-e", json.dumps(extra), "hal9000.dind.site",
@@ -69,6 +71,14 @@ def test_site_playbook_from_the_tarball_is_idempotent(installed, tmp_path):
         assert sorted(v.name for v in client.volumes.list(filters={"name": prefix})) == sorted(names)
         assert client.containers.get(parent).status == "running"
         assert "ChromaDB server: Running on port 8000" in first.stdout
+        # claudy from the tarball: its version read from MANIFEST.json, the parent site.yml started in its status.
+        claudy_env = dict(os.environ, HAL9000_PARENT=parent, HAL9000_HOME=extra["hal9000_home"], HAL9000_VOLUME_PREFIX=prefix)
+        version = subprocess.run([tmp_path / "bin" / "claudy", "version", "--json"], env=claudy_env, capture_output=True,
+                                 text=True, check=True)
+        assert json.loads(version.stdout)["claudy"] == yaml.safe_load((REPO_ROOT / "galaxy.yml").read_text())["version"]
+        status = subprocess.run([tmp_path / "bin" / "claudy", "daemon", "status"], env=claudy_env, capture_output=True,
+                                text=True, check=True)
+        assert f"Parent container: Running ({parent}" in status.stdout, status.stdout
         second = run(args, installed, tmp_path)
         assert second.returncode == 0, second.stdout + second.stderr
         recap = second.stdout.split("PLAY RECAP")[-1]

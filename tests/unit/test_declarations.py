@@ -81,7 +81,7 @@ def test_role_settings_are_left_to_hal9000_conf(role, variables):
 
 @pytest.mark.parametrize("module,options", [
     ("parent", PARENT_OPTIONS),
-    ("worker", ("memory", "cpus", "pids_limit")),
+    ("worker", ("memory", "cpus", "pids_limit", "claim_timeout")),
     ("pool", ("min_warm_workers", "max_warm_workers", "idle_timeout")),
 ])
 def test_setting_options_have_no_default_in_the_module_docs(module, options):

@@ -45,6 +45,11 @@ class FakeAPI:
     def inspect_image(self, reference):
         return {"Id": self.images[reference]}
 
+    base_url = "http+docker://fake"
+
+    def info(self):  # workers.layer_quota: overlay2 on ext4, no layer quota
+        return {"Driver": "overlay2", "DriverStatus": [["Backing Filesystem", "extfs"]]}
+
     def create_host_config(self, **kwargs):
         return HostConfig("1.41", **kwargs)
 

@@ -23,6 +23,7 @@ CHANGED = {
     "WORKER_MEMORY": ("6g", "6g"),
     "WORKER_CPUS": ("1.5", "1.5"),
     "WORKER_PIDS_LIMIT": ("250", 250),
+    "WORKER_STORAGE_SIZE": ("20g", "20g"),
     "SKIP_IMAGE_PULL": ("true", True),
     "LAZY_IMAGE_PULL": ("yes", True),
     "ENABLE_POOL_MANAGER": ("on", True),
@@ -35,6 +36,7 @@ CHANGED = {
     "MCP_RELAY_PORT": ("8200", 8200),
     "ANTHROPIC_BASE_URL": ("https://gateway.example:8443/anthropic", "https://gateway.example:8443/anthropic"),
     "SESSION_RECORDS_MAX_AGE": ("7", 7),
+    "CLAIM_TIMEOUT": ("0.5", 0.5),
 }
 
 
@@ -44,11 +46,11 @@ def test_every_setting_has_a_changed_value_here():
 
 def test_defaults_are_the_seeds():
     assert resolve() == {
-        "worker_image": "hal9000/worker:latest", "memory": "4g", "cpus": "2", "pids_limit": 100,
+        "worker_image": "hal9000/worker:latest", "memory": "4g", "cpus": "2", "pids_limit": 100, "storage_size": "10g",
         "skip_image_pull": False, "lazy_image_pull": False, "enable_pool_manager": False,
         "min_warm_workers": 2, "max_warm_workers": 5, "idle_timeout": 300, "chromadb_port": 8000,
         "enable_mcp_relay": True, "mcp_image": "hal9000/mcp:latest", "mcp_relay_port": 8765, "anthropic_base_url": "",
-        "session_records_max_age": 30,
+        "session_records_max_age": 30, "claim_timeout": 2.0,
     }
 
 
@@ -83,6 +85,8 @@ def test_none_and_empty_mean_not_given():
     ({"MIN_WARM_WORKERS": "6"}, ["MIN_WARM_WORKERS=6", "MAX_WARM_WORKERS=5"]),
     ({"IDLE_TIMEOUT": "1.5"}, ["IDLE_TIMEOUT", "whole number"]),
     ({"SESSION_RECORDS_MAX_AGE": "-1"}, ["SESSION_RECORDS_MAX_AGE", "whole number"]),
+    ({"CLAIM_TIMEOUT": "0"}, ["CLAIM_TIMEOUT", "greater than zero"]),
+    ({"CLAIM_TIMEOUT": "soon"}, ["CLAIM_TIMEOUT", "seconds"]),
 ])
 def test_bad_values_fail_in_one_line_naming_the_setting(values, words):
     with pytest.raises(Hal9000Error) as caught:

@@ -53,7 +53,7 @@ def parent(explicit=None, file_values=None):
 def test_the_parents_environment_holds_only_explicit_settings():
     made = parent({"min_warm_workers": 3, "chromadb_port": None}, {"CHROMADB_PORT": "8100"})
     assert made["environment"] == {"HAL9000_PARENT_NAME": "h9unit-parent", "HAL9000_VOLUME_PREFIX": "h9unit",
-                                   "MIN_WARM_WORKERS": "3"}
+                                   "HAL9000_DOCKER_SOCKET": "/run/hal9000-docker/docker.sock", "MIN_WARM_WORKERS": "3"}
     assert made["settings"]["chromadb_port"] == 8100 and made["settings"]["min_warm_workers"] == 3
 
 
