@@ -23,6 +23,7 @@ from ansible_collections.hal9000.dind.plugins.module_utils import workers
 from ansible_collections.hal9000.dind.plugins.module_utils.errors import Hal9000Error
 from ansible_collections.hal9000.dind.plugins.module_utils.fleet import LABEL_SPEC
 from ansible_collections.hal9000.dind.plugins.module_utils.settings import resolve
+from ansible_collections.hal9000.dind.plugins.module_utils.status import format_status
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "images" / "parent"))
@@ -344,3 +345,13 @@ def test_a_layer_size_the_engine_refuses_falls_back_to_the_tmpfs_scratch_paths()
     assert workers.create_worker(Client(api), spec, workers.ParentNetwork("bridge", "", "")) == "w1"
     assert "StorageOpt" not in api.created[0] and set(api.created[0]["Tmpfs"]) >= {"/tmp", "/var/tmp", "/run/lock"}
     assert workers.layer_quota(Client(api)) is False, "learnt: the next worker is not refused first"
+
+
+def test_the_status_text_says_why_the_parent_is_unhealthy():
+    parent = {"name": "hal9000-parent", "state": "running", "health": "unhealthy", "started_at": "2026-11-30T05:00:00Z",
+              "chromadb_ready": True, "startup": {}, "health_detail": "disk full: /root/.hal9000, free space needed"}
+    lines = format_status({"parent": parent, "workers": [], "volumes": [], "relay": {}}).splitlines()
+    assert lines[1:4] == ["Parent container: Running (hal9000-parent, health unhealthy)", "  Started: 2026-11-30T05:00:00Z",
+                          "  disk full: /root/.hal9000, free space needed"], lines
+    healthy = format_status({"parent": dict(parent, health="healthy"), "workers": [], "volumes": [], "relay": {}})
+    assert "disk full" not in healthy
