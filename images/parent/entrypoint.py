@@ -381,21 +381,41 @@ class Parent:
     # 4. background services
     def background_services(self):
         began = time.monotonic()
-        try:
-            # pools.json (written by the pool role or `coordinator pool start|stop`) wins over ENABLE_POOL_MANAGER.
-            enabled = load_pools(HOME_IN_PARENT, self.settings)["enabled"]
-        except (Hal9000Error, ValueError) as exc:
-            enabled = False
-            self.log(f"ERROR: the pool settings are invalid, pool manager not started: {exc}")
-        if enabled:
-            self.pool = subprocess.Popen([sys.executable, POOL_MANAGER, "run"], start_new_session=True)
-            self.log(f"Pool manager started (pid {self.pool.pid})")
+        if self.pool_enabled(say=True):
+            self.start_pool_manager()
         if self.settings["enable_mcp_relay"]:
             threading.Thread(target=self.start_relay, daemon=True).start()
         else:
             self.log("MCP relay disabled (ENABLE_MCP_RELAY=false): workers get no MCP servers")
         self.phase("background_services", began)
         self.log(f"Parent container ready in {round((time.monotonic() - self.started) * 1000)}ms")
+
+    def pool_enabled(self, say=False):
+        # pools.json (written by the pool role or `coordinator pool start|stop`) wins over ENABLE_POOL_MANAGER.
+        try:
+            return load_pools(HOME_IN_PARENT, self.settings)["enabled"]
+        except (Hal9000Error, ValueError) as exc:
+            if say:
+                self.log(f"ERROR: the pool settings are invalid, pool manager not started: {exc}")
+            return False
+
+    def start_pool_manager(self):
+        self.pool = subprocess.Popen([sys.executable, POOL_MANAGER, "run"], start_new_session=True)
+        self.log(f"Pool manager started (pid {self.pool.pid})")
+
+    def keep_pool_manager(self):
+        """Start the pool manager again when it died while the pool is enabled (killed, out of memory, a crash).
+
+        Whoever started it (this entrypoint or `coordinator pool start`): its pid file says whether one runs.
+        `coordinator pool stop` disables the pool before it stops the manager, so a stop is never undone here.
+        """
+        code = self.pool.poll() if self.pool is not None else None  # also reaps our own child
+        if (self.pool is not None and code is None) or signal_pid_file(POOL_PID_FILE, 0) is not None:
+            return
+        if self.pool_enabled() and not self.stopping.is_set():
+            self.log("WARNING: the pool manager is not running" + (f" (exit code {code})" if code is not None else "")
+                     + "; starting it again")
+            self.start_pool_manager()
 
     # 5. the MCP relay (in the background)
     def prepare_relay_files(self):
@@ -606,6 +626,8 @@ class Parent:
             ticks += 1
             if ticks % 30 == 0:
                 self.housekeeping()
+            if ticks % 5 == 0:
+                self.keep_pool_manager()
             if self.chroma.poll() is not None:
                 self.log(f"ERROR: ChromaDB exited with code {self.chroma.returncode}; see logs/chromadb.log")
                 self.stopping.set()

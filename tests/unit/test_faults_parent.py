@@ -301,7 +301,6 @@ def test_a_start_waiting_for_a_parent_another_start_replaced_follows_the_name():
     assert "removed while starting" in str(caught.value) and "\n" not in str(caught.value)
 
 
-
 class CreateApi:
     """create_container answers 409 (another start made it first); inspect shows what that start made."""
 
@@ -325,6 +324,41 @@ def test_a_parent_made_meanwhile_by_another_start_is_adopted_when_it_is_the_same
     with pytest.raises(Hal9000Error) as caught:
         parent_utils.create_parent(Client(CreateApi("another-digest")), spec)
     assert "at the same time by another start" in str(caught.value) and "\n" not in str(caught.value)
+
+
+# ------------------------------------------------------------------------ a killed pool manager ----
+
+def watched_parent(monkeypatch, tmp_path, enabled, capsys):
+    """A parent whose pool manager (a real child process) has died; starting another is recorded."""
+    monkeypatch.setattr(entrypoint, "POOL_PID_FILE", str(tmp_path / "pool.pid"))
+    parent = entrypoint.Parent()
+    parent.pool = subprocess.Popen([sys.executable, "-c", "raise SystemExit(137)"])
+    parent.pool.wait()
+    started = []
+    monkeypatch.setattr(parent, "pool_enabled", lambda say=False: enabled)
+    monkeypatch.setattr(parent, "start_pool_manager", lambda: started.append(True))
+    capsys.readouterr()
+    return parent, started
+
+
+def test_a_dead_pool_manager_is_started_again_while_the_pool_is_enabled(monkeypatch, tmp_path, capsys):
+    parent, started = watched_parent(monkeypatch, tmp_path, True, capsys)
+    parent.keep_pool_manager()
+    assert started == [True]
+    assert said(capsys, "the pool manager is not running (exit code 137); starting it again")
+
+
+def test_a_pool_stopped_on_purpose_stays_stopped(monkeypatch, tmp_path, capsys):
+    parent, started = watched_parent(monkeypatch, tmp_path, False, capsys)  # `coordinator pool stop` disabled it
+    parent.keep_pool_manager()
+    assert started == [] and not said(capsys, "starting it again")
+
+
+def test_a_manager_another_command_started_is_left_alone(monkeypatch, tmp_path, capsys):
+    parent, started = watched_parent(monkeypatch, tmp_path, True, capsys)
+    (tmp_path / "pool.pid").write_text(str(os.getpid()))  # `coordinator pool start`'s manager runs
+    parent.keep_pool_manager()
+    assert started == []
 
 
 def test_only_one_pool_manager_holds_the_lock(tmp_path):
