@@ -28,27 +28,20 @@ class AnsibleRunner:
         self.workdir = Path(workdir)
         self.env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_RETRY_FILES_ENABLED="0")
 
-    def playbook(self, path, *args, check=True):
+    def playbook(self, path, *args, check=True, env=None):
         cmd = [str(BIN / "ansible-playbook"), "-i", str(REPO_ROOT / "inventory" / "localhost.yml"), str(path), *args]
-        proc = subprocess.run(cmd, cwd=self.workdir, env=self.env, capture_output=True, text=True, check=False)
+        proc = subprocess.run(cmd, cwd=self.workdir, env=env or self.env, capture_output=True, text=True, check=False)
         if check and proc.returncode != 0:
             raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}")
         return proc
 
     def tasks(self, tasks, check_mode=False, diff=False, python=None):
-        """Run (module, args) tasks in ONE ansible-playbook run; return every registered result (failed or not)."""
+        """Run (module, args) tasks in ONE ansible-playbook run; return every task's result (failed or not)."""
         out = self.workdir / f"results-{uuid.uuid4().hex}.json"
-        registered = [f"r{i}" for i in range(len(tasks))]
         steps = [
-            {"name": f"Task {i}: {module}", module: args, "register": reg,
-             "check_mode": check_mode, "diff": diff, "ignore_errors": True}
-            for i, ((module, args), reg) in enumerate(zip(tasks, registered))
+            {"name": f"Task {i}: {module}", module: args, "check_mode": check_mode, "diff": diff, "ignore_errors": True}
+            for i, (module, args) in enumerate(tasks)
         ]
-        steps.append({
-            "name": "Save the results",
-            "ansible.builtin.copy": {"content": "{{ [" + ", ".join(registered) + "] | to_json }}", "dest": str(out), "mode": "0600"},
-            "check_mode": False,
-        })
         play = [{
             "name": "Tasks", "hosts": "localhost", "gather_facts": False,
             "vars": {"ansible_python_interpreter": python} if python else {},
@@ -56,10 +49,14 @@ class AnsibleRunner:
         }]
         book = self.workdir / f"play-{uuid.uuid4().hex}.yml"
         book.write_text(yaml.safe_dump(play))
-        proc = self.playbook(book, check=False)
+        env = dict(self.env, HAL9000_TEST_RESULTS=str(out), ANSIBLE_CALLBACKS_ENABLED="task_results",
+                   ANSIBLE_CALLBACK_PLUGINS=str(Path(__file__).resolve().parent / "callback_plugins"))
+        proc = self.playbook(book, check=False, env=env)
         if not out.exists():
             raise AssertionError(f"the play produced no results:\n{proc.stdout}\n{proc.stderr}")
         results = json.loads(out.read_text())
+        if len(results) != len(tasks):
+            raise AssertionError(f"{len(tasks)} tasks gave {len(results)} results:\n{proc.stdout}\n{proc.stderr}")
         for result in results:
             result["_stdout"] = proc.stdout
         return results
