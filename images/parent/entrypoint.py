@@ -169,6 +169,7 @@ class Parent:
         self.phases = {}
         self.chroma = None
         self.pool = None
+        self.pool_seen = False  # a pool manager was running at the last look (keep_pool_manager)
         self.settings = None
         self.client = None
         self.stopping = threading.Event()
@@ -406,16 +407,21 @@ class Parent:
     def keep_pool_manager(self):
         """Start the pool manager again when it died while the pool is enabled (killed, out of memory, a crash).
 
-        Whoever started it (this entrypoint or `coordinator pool start`): its pid file says whether one runs.
-        `coordinator pool stop` disables the pool before it stops the manager, so a stop is never undone here.
+        Only one seen running before, whoever started it (this entrypoint or `coordinator pool start`): a pool
+        just enabled is started by whoever enabled it. `coordinator pool stop` disables the pool before it stops
+        the manager, so a deliberate stop is never undone here.
         """
         code = self.pool.poll() if self.pool is not None else None  # also reaps our own child
-        if (self.pool is not None and code is None) or signal_pid_file(POOL_PID_FILE, 0) is not None:
+        running = signal_pid_file(POOL_PID_FILE, 0) if code is not None or self.pool is None else self.pool.pid
+        if running is not None:
+            self.pool_seen = True
             return
-        if self.pool_enabled() and not self.stopping.is_set():
+        if self.pool_seen and self.pool_enabled() and not self.stopping.is_set():
             self.log("WARNING: the pool manager is not running" + (f" (exit code {code})" if code is not None else "")
                      + "; starting it again")
             self.start_pool_manager()
+            return
+        self.pool_seen = False
 
     # 5. the MCP relay (in the background)
     def prepare_relay_files(self):

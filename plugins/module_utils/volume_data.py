@@ -33,7 +33,7 @@ import shutil
 import tarfile
 import time
 
-from ansible_collections.hal9000.dind.plugins.module_utils.docker_api import DockerException, RequestException
+from ansible_collections.hal9000.dind.plugins.module_utils.docker_api import APIError, DockerException, RequestException
 from ansible_collections.hal9000.dind.plugins.module_utils.errors import Hal9000Error
 from ansible_collections.hal9000.dind.plugins.module_utils.staging import leftover_staging
 from ansible_collections.hal9000.dind.plugins.module_utils.validate import validate_name
@@ -110,6 +110,12 @@ def transfer(client, direction, volume, path, mode="into_empty", keep_aside=None
             for leftover in leftovers:
                 shutil.rmtree(leftover)
         result = run(client, volume, path, mode, keep_aside, helper_image, verify, check_mode)
+    except APIError as exc:
+        if "no space left on device" not in str(exc).lower():
+            raise
+        full = f"volume {volume}" if direction == "import" else path
+        raise Hal9000Error(f"Copying between volume {volume} and {path} failed: no space left on device ({full} is full): "
+                           "make room there and run this again.") from None
     except (DockerException, RequestException, Hal9000Error):
         raise
     except (OSError, tarfile.TarError) as exc:

@@ -140,7 +140,11 @@ def remove_installation(client, base, parent_name=None):
     if parent_name:
         time.sleep(1)
         remove_containers(client, *containers())
-    for volume in client.api.volumes(filters={"name": base}).get("Volumes") or []:
+    # The workers' /workspace volumes are named after the workers (hal9000-warm-*), not after base; the parent,
+    # which removes them when a worker goes, went first.
+    workspaces = client.api.volumes(filters={"label": "io.hal9000.role=workspace"}).get("Volumes") or []
+    for volume in (client.api.volumes(filters={"name": base}).get("Volumes") or []) + [
+            v for v in workspaces if (v.get("Labels") or {}).get("io.hal9000.parent", "").startswith(base)]:
         try:
             client.api.remove_volume(volume["Name"], force=True)
         except docker.errors.NotFound:

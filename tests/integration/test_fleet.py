@@ -13,19 +13,17 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import subprocess
 import sys
 import time
-from pathlib import Path
 
 import docker
 import pytest
 
-from helpers import BIN, REPO_ROOT
+from helpers import REPO_ROOT
 
 sys.path.insert(0, str(REPO_ROOT / "tests" / "fleet"))
 from nodes import fleet  # noqa: E402  (tests/fleet is not a package)
+from plays import collection_snapshot, play, task_results  # noqa: E402
 
 BASE = "debian:bookworm-slim"
 PARENT = "hal9000/parent:latest"
@@ -35,16 +33,7 @@ IMAGES_ONLY = {"hal9000_hosts": "fleet", "images_mcp": False, "images_worker_fla
 
 @pytest.fixture(scope="module")
 def collection(tmp_path_factory):
-    """A copy of the working tree as the hal9000.dind collection (what git would commit, tracked or new)."""
-    root = tmp_path_factory.mktemp("collection")
-    tree = root / "ansible_collections" / "hal9000" / "dind"
-    tree.mkdir(parents=True)
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO_ROOT, check=True,
-                           capture_output=True, text=True).stdout.split()
-    files = [f for f in files if not f.startswith(".ansible/") and (REPO_ROOT / f).is_file()]
-    subprocess.run(["tar", "-cf", root / "tree.tar", "-C", REPO_ROOT, *files], check=True)
-    subprocess.run(["tar", "-xf", root / "tree.tar", "-C", tree], check=True)
-    return tree
+    return collection_snapshot(tmp_path_factory.mktemp("collection"))
 
 
 @pytest.fixture(scope="module")
@@ -68,38 +57,6 @@ def nodes(collection, tmp_path_factory):
                 pass  # never built
         started.inventory_path = started.write_inventory(tmp_path_factory.mktemp("inventory") / "fleet.json")
         yield started
-
-
-def play(collection, workdir, playbook, inventory, extra_vars=None, check=False):
-    """Run a playbook (a path, or a list of plays) from the collection snapshot; the JSON callback's result."""
-    workdir = Path(workdir)
-    if not isinstance(playbook, (str, Path)):
-        path = workdir / f"play-{time.monotonic_ns()}.yml"
-        path.write_text(json.dumps(playbook))
-        playbook = path
-    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(collection.parents[2]), ANSIBLE_STDOUT_CALLBACK="fleet_json",
-               ANSIBLE_CALLBACK_PLUGINS=str(REPO_ROOT / "tests" / "fleet" / "callback_plugins"),
-               ANSIBLE_NOCOLOR="1", ANSIBLE_RETRY_FILES_ENABLED="0", ANSIBLE_HOST_KEY_CHECKING="0")
-    cmd = [str(BIN / "ansible-playbook"), "-i", str(inventory), str(playbook), "-e", json.dumps(extra_vars or {})]
-    if check:
-        cmd.append("--check")
-    proc = subprocess.run(cmd, cwd=collection, env=env, capture_output=True, text=True, check=False)
-    try:
-        result = json.loads(proc.stdout)
-    except ValueError:
-        raise AssertionError(f"{' '.join(cmd)} printed no JSON:\n{proc.stdout}\n{proc.stderr}") from None
-    result["rc"] = proc.returncode
-    return result
-
-
-def task_results(result, name):
-    """host -> result of the (last) task whose name ends with ``name``."""
-    found = {}
-    for each in result["plays"]:
-        for task in each["tasks"]:
-            if task["task"]["name"].endswith(name):
-                found = task["hosts"]
-    return found
 
 
 def events(node, since_ns, until):

@@ -567,3 +567,51 @@ def test_rollback_list_is_newest_first_and_empty_is_fine(inst):
         "pre-dind-20250301-090000", "pre-dind-20250201-090000", "pre-dind-20250101-090000"]
     assert "INCOMPLETE" in lines[0] and "INCOMPLETE" not in lines[1] + lines[2]
     assert "contains membank, 5 B" in lines[1]
+
+
+# ------------------------------------------------------------------------- a disk filling up ----
+
+@pytest.fixture
+def small_home(inst):
+    """The installation's home on a file system of its own that a migration can fill (a real tmpfs, never a mock)."""
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=12m,mode=0755", "tmpfs", str(inst.home)], check=True)
+    yield inst.home
+    subprocess.run(["umount", "--lazy", str(inst.home)], check=False)
+
+
+def test_a_disk_filling_up_during_the_backup_loses_nothing_and_completes_once_there_is_room(inst, small_home):
+    make_tree(small_home / "chromadb", 5, big_bytes=6 * 1000 * 1000)  # about 8 MB: a second copy does not fit
+    sources = manifests(small_home)
+
+    full = inst.migrate(migrate_start_daemon="false", check=False)
+    assert full.returncode != 0
+    (said,) = [line for line in full.stdout.splitlines() if line.startswith("fatal:")]
+    assert f"Copying {small_home / 'chromadb'} to {small_home / 'backups'}/pre-dind-" in said, said
+    assert said.endswith('No space left on device."}'), said
+    assert manifests(small_home) == sources and inst.marker() is None and inst.volumes() == []
+
+    subprocess.run(["mount", "-o", "remount,size=40m", str(small_home)], check=True)  # room made
+    done = inst.migrate(migrate_start_daemon="false")
+    assert done.returncode == 0
+    (backup,) = inst.backups()
+    assert differences(sources["chromadb"], manifest_of_directory(str(backup / "chromadb")), ownership=True) == []
+    assert differences(sources["chromadb"], inst.volume_manifest(inst.volume("chromadb")), ownership=True) == []
+    assert manifests(small_home) == sources
+
+
+def test_a_volume_filling_up_during_the_copy_loses_nothing_and_completes_once_there_is_room(inst, docker_client):
+    make_tree(inst.home / "membank", 6, big_bytes=3 * 1000 * 1000)
+    sources = manifests(inst.home)
+    small = inst.volume("membank")  # made by the user beforehand on a small file system
+    docker_client.volumes.create(small, driver="local", driver_opts={"type": "tmpfs", "device": "tmpfs", "o": "size=1m"})
+
+    full = inst.migrate(migrate_start_daemon="false", migrate_skip_backup="true", check=False)
+    assert full.returncode != 0
+    assert f"no space left on device (volume {small} is full): make room there and run this again." in full.stdout, full.stdout
+    assert manifests(inst.home) == sources and inst.marker() is None
+
+    docker_client.volumes.get(small).remove()  # room made: a volume on the Docker host's disk
+    done = inst.migrate(migrate_start_daemon="false", migrate_skip_backup="true")
+    assert done.returncode == 0
+    assert differences(sources["membank"], inst.volume_manifest(small), ownership=True) == []
+    assert manifests(inst.home) == sources and inst.marker() is not None

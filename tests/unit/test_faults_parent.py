@@ -334,6 +334,7 @@ def watched_parent(monkeypatch, tmp_path, enabled, capsys):
     parent = entrypoint.Parent()
     parent.pool = subprocess.Popen([sys.executable, "-c", "raise SystemExit(137)"])
     parent.pool.wait()
+    parent.pool_seen = True  # it ran at the last look
     started = []
     monkeypatch.setattr(parent, "pool_enabled", lambda say=False: enabled)
     monkeypatch.setattr(parent, "start_pool_manager", lambda: started.append(True))
@@ -352,6 +353,17 @@ def test_a_pool_stopped_on_purpose_stays_stopped(monkeypatch, tmp_path, capsys):
     parent, started = watched_parent(monkeypatch, tmp_path, False, capsys)  # `coordinator pool stop` disabled it
     parent.keep_pool_manager()
     assert started == [] and not said(capsys, "starting it again")
+
+
+def test_a_pool_just_enabled_is_left_to_whoever_enabled_it(monkeypatch, tmp_path, capsys):
+    """The pool module writes pools.json, then starts the manager: no second start in between."""
+    parent, started = watched_parent(monkeypatch, tmp_path, True, capsys)
+    parent.pool, parent.pool_seen = None, False
+    parent.keep_pool_manager()
+    assert started == [] and not said(capsys, "starting it again")
+    (tmp_path / "pool.pid").write_text(str(os.getpid()))  # now it runs: from here on it is watched
+    parent.keep_pool_manager()
+    assert parent.pool_seen is True
 
 
 def test_a_manager_another_command_started_is_left_alone(monkeypatch, tmp_path, capsys):

@@ -1,0 +1,62 @@
+"""Playbooks against test nodes, run from a snapshot of the collection (shared by the fleet and fault tests).
+
+The snapshot is taken once per module: others may edit the working tree while tests run, and a file changed
+between two plays would, for example, make a build host rebuild.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+def collection_snapshot(root):
+    """A copy of the working tree (what git would commit, tracked or new) as ROOT/ansible_collections/hal9000/dind."""
+    root = Path(root)
+    tree = root / "ansible_collections" / "hal9000" / "dind"
+    tree.mkdir(parents=True)
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO_ROOT, check=True,
+                           capture_output=True, text=True).stdout.split()
+    files = [f for f in files if not f.startswith(".ansible/") and (REPO_ROOT / f).is_file()]
+    subprocess.run(["tar", "-cf", root / "tree.tar", "-C", REPO_ROOT, *files], check=True)
+    subprocess.run(["tar", "-xf", root / "tree.tar", "-C", tree], check=True)
+    return tree
+
+
+def play(collection, workdir, playbook, inventory, extra_vars=None, check=False):
+    """Run a playbook (a path, or a list of plays) from the collection snapshot; the JSON callback's result."""
+    workdir = Path(workdir)
+    if not isinstance(playbook, (str, Path)):
+        path = workdir / f"play-{time.monotonic_ns()}.yml"
+        path.write_text(json.dumps(playbook))
+        playbook = path
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(collection.parents[2]), ANSIBLE_STDOUT_CALLBACK="fleet_json",
+               ANSIBLE_CALLBACK_PLUGINS=str(REPO_ROOT / "tests" / "fleet" / "callback_plugins"),
+               ANSIBLE_NOCOLOR="1", ANSIBLE_RETRY_FILES_ENABLED="0", ANSIBLE_HOST_KEY_CHECKING="0")
+    cmd = [str(BIN / "ansible-playbook"), "-i", str(inventory), str(playbook), "-e", json.dumps(extra_vars or {})]
+    if check:
+        cmd.append("--check")
+    proc = subprocess.run(cmd, cwd=collection, env=env, capture_output=True, text=True, check=False)
+    try:
+        result = json.loads(proc.stdout)
+    except ValueError:
+        raise AssertionError(f"{' '.join(cmd)} printed no JSON:\n{proc.stdout}\n{proc.stderr}") from None
+    result["rc"] = proc.returncode
+    return result
+
+
+def task_results(result, name):
+    """host -> result of the (last) task whose name ends with ``name``."""
+    found = {}
+    for each in result["plays"]:
+        for task in each["tasks"]:
+            if task["task"]["name"].endswith(name):
+                found = task["hosts"]
+    return found
