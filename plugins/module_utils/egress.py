@@ -82,6 +82,7 @@ _UNSPECIFIED = (ipaddress.ip_network("0.0.0.0/8"), ipaddress.ip_network("::/128"
 _V4_MAPPED = ipaddress.ip_network("::ffff:0:0/96")
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 _PORTS = re.compile(r"^(\d{1,5})(?:-(\d{1,5}))?$")
+COMMENT_MAX = 250                     # xt_comment holds 255 characters
 REJECT_WITH = {4: "icmp-admin-prohibited", 6: "icmp6-adm-prohibited"}
 
 
@@ -382,7 +383,7 @@ def policy_rules(chain, policy, resolution, resolvers, version):
         if network.version != version or (network, ports) in seen:
             continue
         seen.add((network, ports))
-        target = f"-m comment --comment \"{comment}\" -j RETURN"
+        target = f"-m comment --comment \"{comment[:COMMENT_MAX]}\" -j RETURN"
         if ports is None:
             rules.append(f"-A {chain} -d {_destination(network)} {target}")
             continue
@@ -465,3 +466,24 @@ def jump_commands(version):
     program = "iptables" if version == 4 else "ip6tables"
     rule = ["OUTPUT", "-j", CHAIN]
     return [program, "-w", "-C", *rule], [program, "-w", "-A", *rule]
+
+
+def apply_steps(before, after):
+    """What the parent runs to go from ``before`` (None at start) to ``after``: (argv, stdin text) pairs, in order.
+
+    Per IP version: the changed chains in one ``*-restore --noflush`` commit, the jump from OUTPUT (checked,
+    appended when missing; an argv with stdin None whose failure means "append"), then chains no longer used
+    deleted. Nothing when nothing changed (the jump is checked only at start, ``before`` None).
+    """
+    steps = []
+    for version in (4, 6):
+        program = "iptables" if version == 4 else "ip6tables"
+        text = update_text(before, after, version)
+        if text:
+            steps.append(([f"{program}-restore", "-w", "--noflush"], text))
+        if before is None:
+            check, append = jump_commands(version)
+            steps.append((check, None))
+            steps.append((append, None))
+        steps += [([program, "-w", "-X", name], None) for name in removed_chains(before, after, version)]
+    return steps

@@ -221,7 +221,8 @@ def test_open_mode_still_refuses_link_local_and_metadata():
     rules = rules_of(compiled(make_policy("open")), NAMESPACE_CHAIN)
     assert rules[0] == "-A HAL9000-EGRESS-NS -d 169.254.0.0/16 -j REJECT --reject-with icmp-admin-prohibited"
     assert rules[-1] == "-A HAL9000-EGRESS-NS -j RETURN"
-    assert not any("REJECT" in rule for rule in rules[rules.index("-A HAL9000-EGRESS-NS -m conntrack --ctstate RELATED,ESTABLISHED -j RETURN"):])
+    established = rules.index("-A HAL9000-EGRESS-NS -m conntrack --ctstate RELATED,ESTABLISHED -j RETURN")
+    assert not any("REJECT" in rule for rule in rules[established:])
     assert OPEN_WARNING in compiled(make_policy("open")).warnings
 
 
@@ -383,8 +384,36 @@ def test_a_new_uid_adds_its_chain_and_the_dispatcher_only():
 
 
 def test_the_jump_from_output_is_checked_then_appended():
-    assert egress.jump_commands(4) == (["iptables", "-w", "-C", "OUTPUT", "-j", CHAIN], ["iptables", "-w", "-A", "OUTPUT", "-j", CHAIN])
+    assert egress.jump_commands(4) == (["iptables", "-w", "-C", "OUTPUT", "-j", CHAIN],
+                                       ["iptables", "-w", "-A", "OUTPUT", "-j", CHAIN])
     assert egress.jump_commands(6)[1][0] == "ip6tables"
+
+
+def test_apply_steps_write_everything_at_start_and_only_what_changed_later():
+    first = compiled(make_policy(), {1001: make_policy()})
+    steps = egress.apply_steps(None, first)
+    assert [argv for argv, _stdin in steps] == [
+        ["iptables-restore", "-w", "--noflush"], ["iptables", "-w", "-C", "OUTPUT", "-j", CHAIN],
+        ["iptables", "-w", "-A", "OUTPUT", "-j", CHAIN],
+        ["ip6tables-restore", "-w", "--noflush"], ["ip6tables", "-w", "-C", "OUTPUT", "-j", CHAIN],
+        ["ip6tables", "-w", "-A", "OUTPUT", "-j", CHAIN],
+    ]
+    assert steps[0][1] == restore_text(first, 4) and steps[3][1] == restore_text(first, 6)
+    assert egress.apply_steps(first, first) == []
+    claimed = compiled(make_policy(), {1001: make_policy(allow=["192.0.2.1:22"])})
+    assert egress.apply_steps(first, claimed) == [(["iptables-restore", "-w", "--noflush"], update_text(first, claimed, 4))]
+    released = compiled(make_policy())
+    assert [argv for argv, _stdin in egress.apply_steps(first, released)] == [
+        ["iptables-restore", "-w", "--noflush"], ["iptables", "-w", "-X", "HAL9000-EGRESS-1001"],
+        ["ip6tables-restore", "-w", "--noflush"], ["ip6tables", "-w", "-X", "HAL9000-EGRESS-1001"],
+    ]
+
+
+def test_a_long_host_names_comment_fits_the_kernels_limit():
+    host = ".".join(["a" * 63] * 3) + "." + "b" * 61  # 253 characters
+    result = compiled(make_policy(allow=[f"{host}:8000-8100"]), answers={host: (["192.0.2.1"], 60), **ANSWERS})
+    comments = [rule.split('"')[1] for rule in rules_of(result, NAMESPACE_CHAIN) if "--comment" in rule]
+    assert max(len(c) for c in comments) <= 255
 
 
 def test_allowed_traffic_returns_to_output_so_the_chromadb_guard_still_applies():
