@@ -32,7 +32,7 @@ run_unit() {
 run_integration() {
   require_engine
   log "Integration tests (real Docker Engine)"
-  python -m pytest -q tests/integration
+  python -m pytest -q --durations=40 tests/integration
 }
 
 run_lint() {

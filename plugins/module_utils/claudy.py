@@ -196,10 +196,7 @@ def worker_params(args, mode):
 
     params = defaults(module_argument_spec())
     params.update({option.name: getattr(args, option.name) for option in WORKER_OPTIONS if option.flag})
-    project = args.project or args.project_dir or os.getcwd()
-    if not os.path.isdir(project):
-        raise ClaudyError(f"Project directory {project} does not exist or is not a directory: give a project's directory.",
-                          EXIT_USAGE)
+    project = args.project or args.project_dir or os.getcwd()  # checked by fix_name, as for the worker module
     params.update(
         name=args.name, flavour=args.flavour, mode=mode, parent=args.parent, from_pool=mode == "dind",
         project_dir=os.path.abspath(project), hal9000_home=args.home, state="started",

@@ -141,9 +141,9 @@ def put_parent(client, params, check_mode=False, diff=False, warn=None):
                 container_id = current["Id"]
                 client.api.start(container_id)
             if params["wait"]:
-                wait_until_ready(client, container_id, params["wait_timeout"])
+                wait_until_ready(client, container_id, params["wait_timeout"], name)
         elif not check_mode and params["wait"] and running:  # a start running at the same time may not be ready yet
-            wait_until_ready(client, current["Id"], params["wait_timeout"])
+            wait_until_ready(client, current["Id"], params["wait_timeout"], name)
     elif current is not None and state == "stopped" and current["State"]["Running"]:
         cutting_workers("stop")
         actions.append(f"stopped {name}")

@@ -143,11 +143,20 @@ def socket_dir_mount(socket_dir):
             "BindOptions": {"NonRecursive": True}}
 
 
-def docker_socket_answers(client, container_id):
-    """Whether the Docker socket answers inside the running parent (the health check's own probe)."""
-    created = client.api.exec_create(container_id, ["python3", "/opt/hal9000/bin/healthcheck.py", "socket"])
-    client.api.exec_start(created["Id"])
-    return client.api.exec_inspect(created["Id"])["ExitCode"] == 0
+def docker_socket_answers(client, container_id, attempts=3):
+    """Whether the Docker socket answers inside the running parent (the health check's own probe).
+
+    Asked up to ``attempts`` times a second apart: on a busy host one probe can time out, and a "no" here
+    recreates the parent under a start that is still waiting for it. A dead socket fails every time at once.
+    """
+    for attempt in range(attempts):
+        if attempt:
+            time.sleep(1)
+        created = client.api.exec_create(container_id, ["python3", "/opt/hal9000/bin/healthcheck.py", "socket"])
+        client.api.exec_start(created["Id"])
+        if client.api.exec_inspect(created["Id"])["ExitCode"] == 0:
+            return True
+    return False
 
 
 def mounted_home(inspected):
@@ -203,17 +212,33 @@ def parent_summary(client, inspected):
     return summary
 
 
-def wait_until_ready(client, container_id, timeout):
-    """Poll the start-up record until ChromaDB answered; raise with the log tail on timeout."""
+def wait_until_ready(client, container_id, timeout, name=None):
+    """Poll the start-up record until ChromaDB answered; raise with the log tail on timeout.
+
+    With ``name``, a parent replaced meanwhile under that name (a start running at the same time recreated it)
+    is followed rather than reported as failed.
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        inspected = client.api.inspect_container(container_id)
-        if inspected["State"]["Status"] not in ("running", "created", "restarting"):
+        inspected = inspect_container(client, container_id)
+        status = inspected["State"]["Status"] if inspected else "removed"
+        if status in ("removed", "removing", "dead") and name:
+            replacement = inspect_container(client, name)
+            if replacement and replacement["Id"] != container_id:
+                container_id = replacement["Id"]
+                continue
+        if status not in ("running", "created", "restarting"):
             break
-        if inspected["State"]["Status"] == "running" and read_startup(client, container_id).get("chromadb_ready"):
-            return
+        try:
+            if status == "running" and read_startup(client, container_id).get("chromadb_ready"):
+                return container_id
+        except APIError:  # removed between the inspect and the read: the next pass looks again
+            pass
         time.sleep(0.1)
-    tail = client.api.logs(container_id, tail=15).decode("utf-8", "replace").strip().splitlines()
+    try:
+        tail = client.api.logs(container_id, tail=15).decode("utf-8", "replace").strip().splitlines()
+    except APIError:  # removed meanwhile: there are no logs to show
+        tail = ["(the container was removed while starting)"]
     raise Hal9000Error(
         f"The parent did not become ready (ChromaDB answering) within {timeout} s; its last log lines: "
         + " | ".join(tail[-15:])

@@ -123,6 +123,11 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+name:
+  description: The image reference this task produced or removed (O(name), or the flavour's tag).
+  returned: always
+  type: str
+  sample: hal9000/parent:latest
 image:
   description: The image, or an empty dict after O(state=absent) or in check mode before a first build.
   returned: always
@@ -272,6 +277,7 @@ def manage_image(module, client):
         result = remove(module, client, name, current)
     else:
         result = {"build": build, "pull": pull, "load": load}[params["source"]](module, client, name, current)
+    result["name"] = name
     if module._diff:
         after = {} if params["state"] == "absent" else {"id": result["image"].get("id", "(to be built)"), "tags": [name]}
         result["diff"] = dict(before=image_state(current), after=after)
