@@ -275,7 +275,7 @@ def resolve_hosts(hosts, resolver):
         valid = set()
         for address in addresses:
             try:
-                valid.add(ipaddress.ip_address(str(address).split("%")[0]))
+                valid.add(ipaddress.ip_address(str(address).split("%", maxsplit=1)[0]))
             except ValueError:
                 continue
         texts = tuple(str(a) for a in sorted(valid, key=lambda a: (a.version, int(a))))
@@ -378,8 +378,7 @@ def policy_rules(chain, policy, resolution, resolvers, version):
                              f"--dport 53 -m comment --comment \"dns\" -j RETURN")
     allowed, warnings = destinations(policy, resolution)
     seen = set()
-    for network, ports, comment in sorted(allowed, key=lambda a: (int(a[0].network_address), a[0].prefixlen,
-                                                                   a[1] or (0, 0), a[2])):
+    for network, ports, comment in sorted(allowed, key=lambda a: (int(a[0].network_address), a[0].prefixlen, a[1] or (0, 0), a[2])):
         if network.version != version or (network, ports) in seen:
             continue
         seen.add((network, ports))
@@ -473,7 +472,7 @@ def apply_steps(before, after):
 
     Per IP version: the changed chains in one ``*-restore --noflush`` commit, the jump from OUTPUT (checked,
     appended when missing; an argv with stdin None whose failure means "append"), then chains no longer used
-    deleted. Nothing when nothing changed (the jump is checked only at start, ``before`` None).
+    emptied and deleted. Nothing when nothing changed (the jump is checked only at start, ``before`` None).
     """
     steps = []
     for version in (4, 6):
@@ -485,5 +484,6 @@ def apply_steps(before, after):
             check, append = jump_commands(version)
             steps.append((check, None))
             steps.append((append, None))
-        steps += [([program, "-w", "-X", name], None) for name in removed_chains(before, after, version)]
+        for name in removed_chains(before, after, version):  # -X deletes only an empty chain (EBUSY otherwise)
+            steps += [([program, "-w", "-F", name], None), ([program, "-w", "-X", name], None)]
     return steps

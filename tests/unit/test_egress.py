@@ -292,7 +292,7 @@ def test_listed_private_ranges_are_allowed_and_unlisted_ones_refused():
 
 def test_dns_only_to_the_resolvers_and_nothing_else_on_port_53():
     result = compiled(resolvers=resolvers_from("# docker\nnameserver 192.0.2.53\nnameserver 2001:db8::53 # v6\n"
-                                                "search example\noptions ndots:0\nnameserver 192.0.2.53\n"))
+                                               "search example\noptions ndots:0\nnameserver 192.0.2.53\n"))
     v4 = rules_of(result, NAMESPACE_CHAIN, 4)
     assert first_match(v4, "192.0.2.53", 53, "udp") == "RETURN"
     assert first_match(v4, "192.0.2.53", 53, "tcp") == "RETURN"
@@ -336,7 +336,7 @@ def test_per_uid_chains_side_by_side():
     ]
     assert list(result.chains[4]) == [CHAIN, NAMESPACE_CHAIN, "HAL9000-EGRESS-1001", "HAL9000-EGRESS-1002", "HAL9000-EGRESS-1003"]
     ns, w1001, w1002, w1003 = (rules_of(result, c) for c in (NAMESPACE_CHAIN, "HAL9000-EGRESS-1001", "HAL9000-EGRESS-1002",
-                                                                "HAL9000-EGRESS-1003"))
+                                                             "HAL9000-EGRESS-1003"))
     assert first_match(ns, "151.101.0.223", 443) == "RETURN"
     assert first_match(w1001, "151.101.0.223", 443) == "REJECT", "a worker's own policy replaces the namespace's additions"
     assert first_match(w1002, "151.101.0.223", 443) == "REJECT"
@@ -404,8 +404,10 @@ def test_apply_steps_write_everything_at_start_and_only_what_changed_later():
     assert egress.apply_steps(first, claimed) == [(["iptables-restore", "-w", "--noflush"], update_text(first, claimed, 4))]
     released = compiled(make_policy())
     assert [argv for argv, _stdin in egress.apply_steps(first, released)] == [
-        ["iptables-restore", "-w", "--noflush"], ["iptables", "-w", "-X", "HAL9000-EGRESS-1001"],
-        ["ip6tables-restore", "-w", "--noflush"], ["ip6tables", "-w", "-X", "HAL9000-EGRESS-1001"],
+        ["iptables-restore", "-w", "--noflush"], ["iptables", "-w", "-F", "HAL9000-EGRESS-1001"],
+        ["iptables", "-w", "-X", "HAL9000-EGRESS-1001"],
+        ["ip6tables-restore", "-w", "--noflush"], ["ip6tables", "-w", "-F", "HAL9000-EGRESS-1001"],
+        ["ip6tables", "-w", "-X", "HAL9000-EGRESS-1001"],
     ]
 
 

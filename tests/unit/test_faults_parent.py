@@ -301,7 +301,6 @@ def test_a_start_waiting_for_a_parent_another_start_replaced_follows_the_name():
     assert "removed while starting" in str(caught.value) and "\n" not in str(caught.value)
 
 
-
 class CreateApi:
     """create_container answers 409 (another start made it first); inspect shows what that start made."""
 
