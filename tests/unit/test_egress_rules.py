@@ -153,6 +153,52 @@ def test_a_bad_workers_file_entry_is_skipped(files):
     assert list(egress_rules.read_workers()) == ["b"]
 
 
+# ---------------------------------------------------------------- the worker and pool option egress_allow
+
+def test_a_workers_own_allowlist_is_normalised_kept_out_of_the_digest_and_labelled():
+    from ansible_collections.hal9000.dind.plugins.module_utils.settings import resolve
+    from ansible_collections.hal9000.dind.plugins.module_utils.workers import egress_of, worker_spec
+
+    common = {"name": "h9unit-eg", "check_host_paths": False, "claude_home": "ephemeral", "settings": resolve(),
+              "user": "2001:2001"}
+    plain = worker_spec(**common)
+    own = worker_spec(egress_allow=["PyPI.org:443", "192.0.2.0/24"], **common)
+    assert plain["egress_allow"] is None and own["egress_allow"] == ["pypi.org:443", "192.0.2.0/24"]
+    assert own["digest"] == plain["digest"]  # a claim may take a warm worker of another policy and apply its own
+    assert worker_spec(egress_allow=[], **common)["egress_allow"] == []  # the defaults only
+    assert egress_of({"io.hal9000.egress-allow": "pypi.org:443,192.0.2.0/24"}) == own["egress_allow"]
+    assert egress_of({"io.hal9000.egress-allow": ""}) == [] and egress_of({}) is None
+
+
+@pytest.mark.parametrize("args,message", [
+    ({"egress_allow": ["169.254.169.254"]}, "always refused"),
+    ({"egress_allow": ["https://example.com"]}, "not a URL"),
+    ({"egress_allow": ["192.0.2.1"], "user": "claude"}, "numeric user"),
+    ({"egress_allow": ["192.0.2.1"], "mode": "legacy"}, "dind workers"),
+])
+def test_a_bad_egress_allow_is_refused_before_docker_is_touched(args, message):
+    from ansible_collections.hal9000.dind.plugins.module_utils.errors import Hal9000Error
+    from ansible_collections.hal9000.dind.plugins.module_utils.settings import resolve
+    from ansible_collections.hal9000.dind.plugins.module_utils.workers import worker_spec
+
+    with pytest.raises(Hal9000Error, match=message):
+        worker_spec(**dict({"name": "h9unit-eg", "check_host_paths": False, "claude_home": "ephemeral",
+                            "settings": resolve()}, **args))
+
+
+def test_pools_of_one_uid_must_agree_on_egress_allow():
+    from ansible_collections.hal9000.dind.plugins.module_utils.errors import Hal9000Error
+    from ansible_collections.hal9000.dind.plugins.module_utils.pool import validate_pools
+
+    kept = validate_pools({"pools": [{"name": "pa", "user": "2001:2001", "egress_allow": ["pypi.org"]},
+                                     {"name": "pb"}]})["pools"]
+    assert [p["egress_allow"] for p in kept] == [["pypi.org"], None]
+    with pytest.raises(Hal9000Error, match="Pools pa and pb run as uid 1001 with different egress_allow"):
+        validate_pools({"pools": [{"name": "pa", "egress_allow": ["pypi.org"]}, {"name": "pb"}]})
+    with pytest.raises(Hal9000Error, match="Pool pa: egress_allow '10.0.0.0/7'"):
+        validate_pools({"pools": [{"name": "pa", "user": "2001", "egress_allow": ["10.0.0.0/7"]}]})
+
+
 def test_status_shows_the_mode_and_warns_for_open_and_for_missing_rules():
     from ansible_collections.hal9000.dind.plugins.module_utils.status import egress_lines
 
