@@ -501,6 +501,9 @@ def register_egress(client, parent, container_id, user, allow, base_url="", warm
     output = client.api.exec_start(exec_id).decode("utf-8", "replace").strip()
     if client.api.exec_inspect(exec_id)["ExitCode"] != 0:
         last = output.splitlines()[-1] if output else "no answer"
+        if "invalid choice: 'egress'" in last:
+            raise Hal9000Error(f"Parent {parent} runs an image without egress rules: rebuild the images (playbooks/build_images.yml) "
+                               "and recreate the parent (playbooks/daemon.yml), or leave egress_allow out.")
         raise Hal9000Error(last[len("coordinator: "):] if last.startswith("coordinator: ") else last)
     return output.endswith("changed") and not output.endswith("unchanged")
 
