@@ -12,6 +12,7 @@
     coordinator claim NAME [--project DIR | --pool POOL] [--json]   a warm worker, or a cold spawn
     coordinator pool start|stop|status [--json]|reload|scale N|warm|cleanup [--pool POOL]
     coordinator homes prepare|adopt|purge|sizes ...   Claude homes, as root (the modules ask when they may not)
+    coordinator egress register|forget|show ...       a worker's own egress_allow (egress_rules.py; docs/egress.md)
 
 Workers are found by their labels, never by name: io.hal9000.role=worker and
 io.hal9000.parent=$HAL9000_PARENT_NAME (this parent's workers only).
@@ -315,6 +316,9 @@ def parser():
     homes.set_defaults(handler=command_homes)
     homes.add_argument("operation", choices=sorted(HOME_OPERATIONS))
     homes.add_argument("values", nargs="*")
+    egress = sub.add_parser("egress", help="a worker's own egress policy (the image's coordinator runs egress_rules.py at once)")
+    egress.set_defaults(handler=None)
+    egress.add_argument("rest", nargs=argparse.REMAINDER)
     for name, handler in (("stop", command_stop), ("logs", command_logs), ("attach", command_attach)):
         command = sub.add_parser(name)
         command.add_argument("name")
@@ -326,6 +330,9 @@ def parser():
 
 def main(argv=None):
     args = parser().parse_args(argv)
+    if args.command == "egress":
+        import egress_rules  # pylint: disable=import-outside-toplevel  # same directory; needs no Docker client
+        return egress_rules.main(args.rest)
     try:
         client = connect("unix:///var/run/docker.sock", timeout=30)
         args.handler(client, args)

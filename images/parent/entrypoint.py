@@ -39,6 +39,7 @@ from ansible_collections.hal9000.dind.plugins.module_utils.constants import (
     STARTUP_FILE,
 )
 from ansible_collections.hal9000.dind.plugins.module_utils.docker_api import connect, inspect_container
+from ansible_collections.hal9000.dind.plugins.module_utils.egress import EgressError, make_policy, resolve_hosts, system_resolver
 from ansible_collections.hal9000.dind.plugins.module_utils.errors import Hal9000Error
 from ansible_collections.hal9000.dind.plugins.module_utils.fleet import (
     LABEL_MANAGED,
@@ -71,6 +72,7 @@ from ansible_collections.hal9000.dind.plugins.module_utils.sessions import close
 from ansible_collections.hal9000.dind.plugins.module_utils.settings import resolve_in_parent
 from ansible_collections.hal9000.dind.plugins.module_utils.workers import remove_workspace
 
+import egress_rules  # the egress rules' one writer besides `coordinator egress` (same directory)
 from healthcheck import full_disk, written_root  # the health check's rule of a full disk (same directory)
 
 DASHBOARD = "/opt/hal9000/bin/dashboard.sh"
@@ -177,6 +179,7 @@ class Parent:
         self.state = {"chromadb_ready": False, "relay_ready": False}
         self.parent_name = os.environ.get("HAL9000_PARENT_NAME", PARENT_NAME)
         self.sidecar = None
+        self.egress_settings = None  # the installation's egress policy last applied (mode, allow, base URL)
         self.relay_lock = threading.Lock()  # one start of the relay at a time (start-up, SIGHUP, housekeeping)
         self.pool_pid = None
         self.unwritable = set()  # paths already reported: one log line each until they take writes again
@@ -257,6 +260,7 @@ class Parent:
         except Hal9000Error:
             raise Hal9000Error(SOCKET_HELP) from None
         self.guard_chromadb()
+        self.start_egress()  # before any worker can be made: a worker's first packet meets the allowlist
         self.refresh_managed_settings()  # before any worker can be made: every worker mounts run/relay/client
         if self.settings["enable_mcp_relay"]:
             try:
@@ -304,6 +308,80 @@ class Parent:
         else:
             guard = "root only"
         self.record(chromadb_guard=guard)
+
+    @staticmethod
+    def egress_namespace(settings):
+        """The installation's egress policy as egress_rules keeps it: (mode, allow, ANTHROPIC_BASE_URL)."""
+        return (settings["egress"], list(settings["egress_allow"]), settings["anthropic_base_url"])
+
+    def start_egress(self):
+        """The installation's egress rules, and the workers' own policies again (a restarted parent has a new,
+        empty namespace); host names are resolved by the egress thread, never here (no DNS wait at start-up)."""
+        try:
+            live = {c["Id"] for c in self.client.api.containers(all=True)}
+            with egress_rules.locked():
+                workers = egress_rules.read_workers()
+                kept = {i: w for i, w in workers.items() if i in live}
+                if kept != workers:
+                    egress_rules.write_workers(kept)
+                self.egress_applied(egress_rules.refresh(self.egress_namespace(self.settings), force=True, workers=kept))
+        except Exception as exc:  # the parent serves on; status says the rules are missing
+            self.egress_applied({"error": (str(exc) or repr(exc)).splitlines()[0]})
+        self.egress_settings = self.egress_namespace(self.settings)
+        threading.Thread(target=self.follow_egress, daemon=True).start()
+
+    def egress_applied(self, state):
+        """Record what the rules are (status shows it) and log what changed in their warnings or errors."""
+        namespace = state.get("namespace") or {}
+        summary = {"mode": namespace.get("mode", ""), "allow": namespace.get("allow", []),
+                   "warnings": state.get("warnings", []), "error": state.get("error", ""), "uids": state.get("uids", [])}
+        before = self.state.get("egress") or {}
+        if summary == before:
+            return
+        if summary["mode"] and (summary["mode"], summary["allow"]) != (before.get("mode"), before.get("allow")):
+            self.log(f"egress: {summary['mode']}" + (f", also allowed: {', '.join(summary['allow'])}" if summary["allow"] else ""))
+        for warning in sorted(set(summary["warnings"]) - set(before.get("warnings", []))):
+            self.log(f"WARNING: {warning}")
+        if summary["error"] and summary["error"] != before.get("error"):
+            self.log(f"ERROR: the egress rules were not applied ({summary['error']}): the parent needs the NET_ADMIN "
+                     "capability; recreate it with hal9000.dind.parent (playbooks/daemon.yml)")
+        self.record(egress=summary)
+
+    def follow_egress(self):
+        """Every second: EGRESS and EGRESS_ALLOW read again (live: no restart), host names resolved when their TTL
+        ran out or when a worker's policy named a new one; the rules rewritten only where they changed.
+        Names are resolved in a thread of their own: a resolver that does not answer never delays a change of policy."""
+        refused = ""
+        failed_at = None  # a failed apply (no NET_ADMIN) is tried again every 30 s, or at once when the policy changes
+        answer = {}  # the resolving thread's result, taken by the next pass
+        resolving = None
+        while not self.stopping.wait(1):
+            try:
+                settings = resolve_in_parent()
+            except Hal9000Error as exc:
+                if str(exc) != refused:
+                    refused = str(exc)
+                    self.log(f"ERROR: {exc} The egress rules stay as they are.")
+                continue
+            refused = ""
+            namespace = self.egress_namespace(settings)
+            resolved = answer.pop("resolved", None)
+            if failed_at is not None and namespace == self.egress_settings and resolved is None and time.monotonic() - failed_at < 30:
+                continue
+            try:
+                if resolved is None and (resolving is None or not resolving.is_alive()):
+                    hosts = egress_rules.due_hosts(make_policy(*namespace))
+                    if hosts:
+                        resolving = threading.Thread(target=lambda names=hosts: answer.update(
+                            resolved=resolve_hosts(names, system_resolver)), daemon=True)
+                        resolving.start()
+                with egress_rules.locked():
+                    state = egress_rules.refresh(namespace if namespace != self.egress_settings else None, resolved=resolved)
+                self.egress_settings = namespace
+                self.egress_applied(state)
+                failed_at = time.monotonic() if state.get("error") else None
+            except (EgressError, OSError) as exc:
+                self.failed("egress", exc)
 
     # 2. parallel init
     def parallel_init(self):
@@ -538,6 +616,7 @@ class Parent:
                     attributes = (event.get("Actor") or {}).get("Attributes") or {}
                     if event.get("Action") == "destroy":  # however it went (auto-remove, docker rm -f): its /workspace too
                         self.remove_workspace(attributes.get(LABEL_WORKSPACE))
+                        self.forget_egress(container_id)
                         continue
                     if not container_id:
                         continue
@@ -551,6 +630,17 @@ class Parent:
                 if not self.stopping.is_set():
                     self.log(f"worker events interrupted ({(str(exc) or repr(exc)).splitlines()[0]}); reconnecting")
                     self.stopping.wait(1)
+
+    def forget_egress(self, container_id):
+        """A removed worker's own egress policy goes with it: its uid falls back to the installation's."""
+        if not container_id:
+            return
+        try:
+            state = egress_rules.forget([container_id])
+            if state is not None:
+                self.egress_applied(state)
+        except (EgressError, OSError) as exc:
+            self.failed("egress", exc)
 
     def remove_workspace(self, volume):
         try:

@@ -13,6 +13,7 @@ import os
 
 from ansible_collections.hal9000.dind.plugins.module_utils.constants import DEFAULT_HOME, DOCKER_SOCKET, PARENT_IMAGE, PARENT_NAME
 from ansible_collections.hal9000.dind.plugins.module_utils.docker_api import inspect_container, resolve_docker_host
+from ansible_collections.hal9000.dind.plugins.module_utils.egress import warnings_for_status
 from ansible_collections.hal9000.dind.plugins.module_utils.errors import Hal9000Error
 from ansible_collections.hal9000.dind.plugins.module_utils.fleet import LABEL_SPEC, workers_sharing_network
 from ansible_collections.hal9000.dind.plugins.module_utils.images import inspect_image
@@ -160,6 +161,9 @@ def put_parent(client, params, check_mode=False, diff=False, warn=None):
     status = installation_status(client, name, params["volume_prefix"], params["hal9000_home"])
     result = dict(changed=bool(actions), parent=status["parent"], actions=actions, affected_workers=affected,
                   status_lines=format_status(status).splitlines())
+    if state in ("started", "restarted"):
+        for warning in warnings_for_status(spec["settings"]["egress"]):  # egress: open, said on every run
+            warn(warning)
     if affected:
         warn(
             f"Workers {', '.join(affected)} shared the old parent's network and have none now: "

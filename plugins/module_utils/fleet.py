@@ -33,6 +33,9 @@ LABEL_CLAUDE_HOME = "io.hal9000.claude-home"
 # On a worker: the named volume that is its /workspace (a generic worker's); on that volume: the worker.
 LABEL_WORKSPACE = "io.hal9000.workspace"
 LABEL_WORKER = "io.hal9000.worker"
+# A worker's own egress allowlist (comma-separated; present but empty: the defaults only), not in the spec digest:
+# the parent applies it to the worker's uid (docs/egress.md); absent: the installation's policy.
+LABEL_EGRESS = "io.hal9000.egress-allow"
 
 ROLE_PARENT = "parent"
 ROLE_WORKER = "worker"

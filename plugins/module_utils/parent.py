@@ -208,6 +208,7 @@ def parent_summary(client, inspected):
         summary["relay_ready"] = bool(startup.get("relay_ready"))
         summary["chromadb_guard"] = startup.get("chromadb_guard", "")
         summary["relay_error"] = startup.get("relay_error", "")
+        summary["egress"] = startup.get("egress") or {}  # mode, allow, warnings, error (images/parent/egress_rules.py)
         summary["settings"] = startup.get("settings") or {}
     return summary
 

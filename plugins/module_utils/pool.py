@@ -43,6 +43,9 @@ from ansible_collections.hal9000.dind.plugins.module_utils.validate import check
 from ansible_collections.hal9000.dind.plugins.module_utils.workers import (
     CLAUDE_USER,
     POOL_OPTIONS,
+    egress_of,
+    own_egress,
+    register_egress,
     ParentView,
     generate_name,
     parent_network,
@@ -103,11 +106,23 @@ def validate_pools(config, settings=None):
         for option in POOL_OPTIONS:  # the worker options pools offer (workers.WORKER_OPTIONS)
             value = pool.get(option.name)
             default = option.ansible.get("default")
-            if option.ansible["type"] == "bool":
+            if option.name == "egress_allow":  # None (not given: the installation's policy) stays None
+                try:
+                    entry[option.name] = own_egress(value, "dind", user)
+                except Hal9000Error as exc:
+                    raise Hal9000Error(f"Pool {name}: {exc}") from None
+            elif option.ansible["type"] == "bool":
                 entry[option.name] = bool(default if value is None else value)
             else:
                 entry[option.name] = str(value or default or "")
         pools.append(entry)
+    for first in pools:  # warm workers of one uid share its egress rules (docs/egress.md)
+        other = next((p for p in pools if p is not first and p["user"].split(":")[0] == first["user"].split(":")[0]
+                      and p["egress_allow"] != first["egress_allow"]), None)
+        if other:
+            raise Hal9000Error(f"Pools {first['name']} and {other['name']} run as uid {first['user'].split(':')[0]} with different "
+                               "egress_allow: workers that share a uid share a policy; give one of them a user of its own "
+                               "(a pool runs as its project's owner).")
     idle_timeout = _count(config.get("idle_timeout"), "idle_timeout")
     if settings is not None and idle_timeout is None:
         idle_timeout = settings["idle_timeout"]
@@ -235,7 +250,8 @@ def warm_workers(client, parent, digest=None, pool=None):
         if labels.get(LABEL_POOL) and labels.get(LABEL_WARM_NAME) == name:
             warm.append(dict(worker_facts(summary), id=summary["Id"], name=name, pool=labels[LABEL_POOL],
                              created=summary["Created"], limits_label=labels.get(LABEL_LIMITS, ""),
-                             claude_home=labels.get(LABEL_CLAUDE_HOME, ""), workspace=labels.get(LABEL_WORKSPACE, "")))
+                             claude_home=labels.get(LABEL_CLAUDE_HOME, ""), workspace=labels.get(LABEL_WORKSPACE, ""),
+                             egress_allow=egress_of(labels)))
     return sorted(warm, key=lambda w: w["created"])
 
 
@@ -272,6 +288,15 @@ def claim(client, spec, new_name, home, network=None, current_image_id=None, war
         record_user(home, new_name, candidate["id"])
     if candidate["limits_label"] != limits_label(spec["limits"]):
         update_limits(client, candidate["id"], spec["limits"])
+    # The claimant's own allowlist, else its pool's (the label): the uid's chain rewritten, nothing restarted.
+    allow = spec.get("egress_allow") if spec.get("egress_allow") is not None else candidate.get("egress_allow")
+    if allow is not None:
+        try:
+            register_egress(client, spec["parent"], candidate["id"], spec["user"], allow,
+                            spec["environment"].get("ANTHROPIC_BASE_URL", ""))
+        except Exception:
+            remove_worker(client, candidate["id"], home)  # never a claimed worker under a policy it was not given
+            raise
     if spec["relay"]:
         set_scope(home, candidate["id"], spec["memory_scope"])  # the claimant's scope, from its next request on
     record_session(client, home, candidate["id"], dict(spec, name=new_name), current_image_id, claimed=True)

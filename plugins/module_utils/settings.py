@@ -24,6 +24,7 @@ import os
 import urllib.parse
 
 from ansible_collections.hal9000.dind.plugins.module_utils.constants import HOME_IN_PARENT, MCP_IMAGE, WORKER_IMAGE, config_path
+from ansible_collections.hal9000.dind.plugins.module_utils.egress import EgressError, check_mode, parse_allow
 from ansible_collections.hal9000.dind.plugins.module_utils.errors import Hal9000Error
 from ansible_collections.hal9000.dind.plugins.module_utils.validate import parse_cpus, parse_memory, parse_positive_int
 
@@ -63,6 +64,14 @@ SETTINGS = (
             "Days a closed session record (~/.hal9000/sessions) is kept before housekeeping removes it; 0: at once."),
     Setting("CLAIM_TIMEOUT", "claim_timeout", "seconds", 2, False,
             "Seconds a claim (or the pool manager) waits for the warm pool's claim lock before giving up."),
+    # Live: the parent re-reads both whenever it re-resolves the allowlist's host names, and rewrites its rules
+    # only when they change (no restart, which would interrupt ChromaDB and the relay for every worker).
+    Setting("EGRESS", "egress", "egress", "allowlist", False,
+            "Where workers may connect: allowlist (the Anthropic API, loopback and EGRESS_ALLOW) or open (anywhere "
+            "but link-local and metadata addresses; status warns). docs/egress.md."),
+    Setting("EGRESS_ALLOW", "egress_allow", "allowlist", "", False,
+            "Hosts (host[:port]), addresses and CIDRs (with optional :port or :first-last) every worker may reach "
+            "besides the defaults; comma-separated in hal9000.conf. docs/egress.md."),
 )
 BY_KEY = {setting.key: setting for setting in SETTINGS}
 BY_OPTION = {setting.option: setting for setting in SETTINGS}
@@ -72,7 +81,7 @@ WORKER_SETTING_OPTIONS = WORKER_LIMIT_OPTIONS + ("anthropic_base_url", "storage_
 PARENT_OPTIONS = tuple(s.option for s in SETTINGS if s.option not in WORKER_SETTING_OPTIONS)
 # Ansible's type for each kind: what the modules' argument_specs derive from.
 ANSIBLE_TYPES = {"seconds": "float", "url": "str", "str": "str", "memory": "str", "cpus": "str", "positive": "str",
-                 "bool": "bool", "count": "int", "port": "int"}
+                 "egress": "str", "allowlist": "list", "bool": "bool", "count": "int", "port": "int"}
 
 
 def _bool(value, key):
@@ -140,7 +149,23 @@ def _url(value, key):
     return text
 
 
+def _egress(value, key):
+    try:
+        return check_mode(value)
+    except EgressError as exc:
+        raise Hal9000Error(f"{key}: {exc}") from None
+
+
+def _allowlist(value, key):
+    """Entries normalised and sorted (a tuple of texts): a list, or hal9000.conf's comma-separated text."""
+    try:
+        return tuple(entry.text for entry in parse_allow(value))
+    except EgressError as exc:
+        raise Hal9000Error(f"{key}: {exc}") from None
+
+
 _PARSERS = {
+    "egress": _egress, "allowlist": _allowlist,
     "seconds": _seconds, "url": _url, "str": _text, "bool": _bool, "count": _count, "port": _port,
     "memory": _checked_text(parse_memory), "cpus": _checked_text(parse_cpus),
     "positive": parse_positive_int,
@@ -220,6 +245,8 @@ def resolve_in_parent():
 
 def as_text(value):
     """A typed value as hal9000.conf and the environment spell it (true/false, not True/False)."""
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(item) for item in value)
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
@@ -248,4 +275,8 @@ def file_defaults():
 
 def argument_spec(options):
     """Ansible argument_spec entries for the setting ``options``: no default, so hal9000.conf decides when unset."""
-    return {option: {"type": ANSIBLE_TYPES[BY_OPTION[option].kind]} for option in options}
+    specs = {option: {"type": ANSIBLE_TYPES[BY_OPTION[option].kind]} for option in options}
+    for spec in specs.values():
+        if spec["type"] == "list":
+            spec["elements"] = "str"
+    return specs

@@ -90,6 +90,18 @@ def installation_status(client, parent_name=PARENT_NAME, volume_prefix=DEFAULT_V
     }
 
 
+def egress_lines(egress):
+    """The workers' egress as the parent applied it: the mode, then a warning for open and whatever went wrong."""
+    if not egress:
+        return []
+    lines = [f"Worker egress: {egress.get('mode') or 'unknown'}" + (
+        f" (also allowed: {', '.join(egress['allow'])})" if egress.get("mode") == "allowlist" and egress.get("allow") else "")]
+    if egress.get("error"):
+        lines.append(f"  WARNING: egress rules not applied: {egress['error']}")
+    lines += [f"  WARNING: {warning}" for warning in egress.get("warnings") or []]
+    return lines
+
+
 def format_status(status):
     """The text `claudy daemon status` printed, from the same data."""
     parent = status["parent"]
@@ -113,6 +125,7 @@ def format_status(status):
                 lines.append(f"  {relay['error']}")
         else:
             lines.append("MCP relay: Disabled (ENABLE_MCP_RELAY=false)")
+        lines += egress_lines(parent.get("egress") or {})
         if parent["startup"]:
             lines.append("  Start-up: " + ", ".join(f"{k} {v}ms" for k, v in parent["startup"].items()))
     else:

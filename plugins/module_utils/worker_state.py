@@ -36,6 +36,7 @@ from ansible_collections.hal9000.dind.plugins.module_utils.workers import (
     current_limits,
     parent_network,
     record_session,
+    register_egress,
     remove_worker,
     spawn_worker,
     stale_reasons,
@@ -236,6 +237,10 @@ def put_worker(client, params, check_mode=False, diff=False, warn=None, deprecat
                     set_scope(home, current["Id"], spec["memory_scope"])
                 elif not check_mode:
                     issue_credential(client, home, current["Id"], spec["user"], spec["memory_scope"])
+            if spec["egress_allow"] is not None and not claimed_id and not check_mode and register_egress(
+                    client, spec["parent"], current["Id"], spec["user"], spec["egress_allow"],
+                    spec["environment"].get("ANTHROPIC_BASE_URL", "")):  # not in the digest: applied in place
+                actions.append(f"applied the egress_allow of {name}")
     elif current is not None and state == "stopped" and current["State"]["Running"]:
         actions.append(f"stopped {name}" + (" (removed: auto_remove)" if current["HostConfig"].get("AutoRemove") else ""))
         if not check_mode:

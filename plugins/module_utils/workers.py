@@ -31,9 +31,11 @@ from ansible_collections.hal9000.dind.plugins.module_utils.claude_homes import (
 )
 from ansible_collections.hal9000.dind.plugins.module_utils.constants import DOCKER_SOCKET, PARENT_NAME, WORKER_IMAGE, default_home
 from ansible_collections.hal9000.dind.plugins.module_utils.docker_api import APIError, NotFound, inspect_container
+from ansible_collections.hal9000.dind.plugins.module_utils.egress import EgressError, parse_allow
 from ansible_collections.hal9000.dind.plugins.module_utils.errors import Hal9000Error
 from ansible_collections.hal9000.dind.plugins.module_utils.fleet import (
     LABEL_CLAUDE_HOME,
+    LABEL_EGRESS,
     LABEL_LIMITS,
     LABEL_MANAGED,
     LABEL_PARENT,
@@ -119,6 +121,9 @@ WORKER_OPTIONS = (
                  "or a tmpfs gone with the container (ephemeral; the default when the name is generated)"),
     WorkerOption("plugins", {"type": "bool", "default": True}, "--no-plugins", True,
                  "leave out the installation's plugins volume (mounted read-only at ~/.claude/plugins)"),
+    WorkerOption("egress_allow", {"type": "list", "elements": "str"}, "--egress-allow", True,
+                 "this worker's own egress allowlist (host[:port], address, CIDR; comma-separated), in place of "
+                 "EGRESS_ALLOW; the defaults stay (docs/egress.md)"),
     WorkerOption("command", {"type": "list", "elements": "str"}, None, False, None),
     WorkerOption("claim_timeout", {"type": "float"}, None, False, None),  # from_pool: how long to wait for the claim lock
 )
@@ -378,7 +383,7 @@ def worker_spec(
     pool="", user=None, drop_capabilities=True, no_new_privileges=True,
     docker_socket=DOCKER_SOCKET, check_host_paths=True, settings=None,
     memory_scope="project", anthropic_base_url=None, claude_home=None, plugins=True, storage_size=None,
-    host_view=None, claim_timeout=None,
+    host_view=None, claim_timeout=None, egress_allow=None,
 ):
     """Everything that decides what a worker looks like, validated before Docker is touched.
 
@@ -461,7 +466,52 @@ def worker_spec(
     # Which view of the host checked the paths ("": none yet; spawn_worker looks) and how long a claim waits.
     spec["host_view"] = host_view.kind if check_host_paths else ""
     spec["claim_timeout"] = typed_value("CLAIM_TIMEOUT", claim_timeout or settings["claim_timeout"])
+    # Out of the digest too: the parent applies it to the worker's uid, also at a claim (a label, and egress_rules).
+    spec["egress_allow"] = own_egress(egress_allow, mode, user)
     return spec
+
+
+def own_egress(egress_allow, mode, user):
+    """A worker's own allowlist as normalised texts, or None (not given: the installation's policy)."""
+    if egress_allow is None:
+        return None
+    try:
+        allow = [entry.text for entry in parse_allow(egress_allow)]
+    except EgressError as exc:
+        raise Hal9000Error(str(exc)) from None
+    if mode != "dind":
+        raise Hal9000Error("egress_allow applies to dind workers (the parent's network namespace): leave it out for mode=legacy.")
+    if not str(user).split(":", maxsplit=1)[0].isdigit():
+        raise Hal9000Error(f"egress_allow needs a numeric user (uid:gid), not {user!r}: the rules are keyed by uid.")
+    return allow
+
+
+def register_egress(client, parent, container_id, user, allow, base_url="", warm=False):
+    """Have the parent apply ``allow`` to the uid of ``user`` (``coordinator egress register``, in its namespace).
+
+    At create, before the worker starts, and at a claim. A uid already running another policy is refused (one line).
+    True when the worker's policy changed.
+    """
+    argv = ["coordinator", "egress", "register", container_id, str(uid_gid(user)[0]), "--allow", ",".join(allow)]
+    if base_url:
+        argv += ["--base-url", base_url]
+    if warm:
+        argv.append("--warm")
+    exec_id = client.api.exec_create(parent, argv, user="0")
+    output = client.api.exec_start(exec_id).decode("utf-8", "replace").strip()
+    if client.api.exec_inspect(exec_id)["ExitCode"] != 0:
+        last = output.splitlines()[-1] if output else "no answer"
+        if "invalid choice: 'egress'" in last:
+            raise Hal9000Error(f"Parent {parent} runs an image without egress rules: rebuild the images (playbooks/build_images.yml) "
+                               "and recreate the parent (playbooks/daemon.yml), or leave egress_allow out.")
+        raise Hal9000Error(last[len("coordinator: "):] if last.startswith("coordinator: ") else last)
+    return output.endswith("changed") and not output.endswith("unchanged")
+
+
+def egress_of(labels):
+    """A worker's own allowlist from its label, or None (the installation's policy)."""
+    text = (labels or {}).get(LABEL_EGRESS)
+    return None if text is None else [item for item in text.split(",") if item]
 
 
 def workspace_volume(name):
@@ -637,6 +687,8 @@ def create_worker(client, spec, network=None):
         labels[LABEL_WORKSPACE] = workspace_volume(spec["name"])
     if spec["pool"]:
         labels[LABEL_WARM_NAME] = spec["name"]
+    if spec.get("egress_allow") is not None:
+        labels[LABEL_EGRESS] = ",".join(spec["egress_allow"])
     try:
         created = client.api.create_container(
             image=spec["image"], name=spec["name"], command=spec["command"], user=spec["user"],
@@ -678,6 +730,9 @@ def spawn_worker(client, spec, network=None, home=None, image_id=None, host_view
         run_privileged(client, spec["parent"], home, "prepare", dirname, *uid_gid(spec["user"]))
     container_id = create_worker(client, spec, network)
     try:
+        if spec.get("egress_allow") is not None:  # its rules in place before its first packet
+            register_egress(client, spec["parent"], container_id, spec["user"], spec["egress_allow"],
+                            spec["environment"].get("ANTHROPIC_BASE_URL", ""), warm=bool(spec["pool"]))
         client.api.start(container_id)
         if spec["claude_home"] == "persistent":
             record_user(home, dirname, container_id)

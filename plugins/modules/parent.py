@@ -117,6 +117,24 @@ options:
         removes it; V(0) removes closed records at the next pass. Open records are never removed.
       - Unset, C(SESSION_RECORDS_MAX_AGE) in hal9000.conf, else V(30).
     type: int
+  egress:
+    description:
+      - Where workers in the parent's network namespace may connect. V(allowlist) - the Anthropic API host,
+        the host of C(ANTHROPIC_BASE_URL), loopback and O(egress_allow); V(open) - anywhere but link-local,
+        metadata and multicast addresses, with a warning in status. See docs/egress.md.
+      - The parent re-reads it without a restart.
+      - Unset, C(EGRESS) in hal9000.conf, else V(allowlist).
+    type: str
+  egress_allow:
+    description:
+      - Host names (C(host), C(host:443), C(host:8000-8100)), IP addresses and CIDRs (C(192.0.2.0/24:443),
+        C([2001:db8::/32]:443)) every worker may reach besides the defaults. Private ranges only when listed;
+        a host name that resolves into an unlisted private range is dropped with a warning; link-local and
+        metadata addresses are always refused. See docs/egress.md.
+      - The parent re-reads it without a restart.
+      - Unset, C(EGRESS_ALLOW) in hal9000.conf, else none.
+    type: list
+    elements: str
   force:
     description:
       - Recreate, restart, stop or remove the parent even though workers share its network namespace.

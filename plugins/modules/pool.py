@@ -110,6 +110,14 @@ options:
           - The most each of the pool's workers may write outside its Claude home and C(/workspace)
             (see O(hal9000.dind.worker#module:storage_size)); unset, C(WORKER_STORAGE_SIZE) in hal9000.conf, else C(10g).
         type: str
+      egress_allow:
+        description:
+          - The pool's own egress allowlist (see O(hal9000.dind.worker#module:egress_allow)), applied to its workers' uid
+            when each is made and again at each claim; unset, the installation's policy.
+          - Workers that share a uid share a policy - pools with the same user (their project's owner) must not
+            differ in it. See C(docs/egress.md).
+        type: list
+        elements: str
   wait:
     description: Wait until every pool holds its minimum of warm workers.
     type: bool

@@ -79,6 +79,19 @@ options:
         O(read_only=true) closes it.
       - See C(docs/storage.md). A change recreates the worker.
     type: str
+  egress_allow:
+    description:
+      - This worker's own egress allowlist, in place of the installation's (C(EGRESS_ALLOW)); the defaults stay
+        (the Anthropic API, the host of its C(ANTHROPIC_BASE_URL), loopback). Entries as in C(EGRESS_ALLOW)
+        (C(host), C(host:443), C(192.0.2.0/24:443), C([2001:db8::1]:443)); link-local and metadata addresses are
+        always refused. An empty list allows only the defaults.
+      - Unset, the installation's policy (C(EGRESS), C(EGRESS_ALLOW) in hal9000.conf) applies.
+      - The parent applies it to the worker's uid before the worker starts, and to a claimed warm worker at the claim
+        (O(from_pool=true); unset, its pool's). Workers that share a uid share a policy, so another running worker of
+        the same uid with a different policy is refused. Kept in a label, not in the spec digest. Only for
+        O(mode=dind). See C(docs/egress.md).
+    type: list
+    elements: str
   hal9000_home:
     description:
       - The HAL-9000 home whose C(config/hal9000.conf) gives the default limits, and whose claim lock O(from_pool) takes.

@@ -117,8 +117,11 @@ def owned_project(path):
 
 
 def parent_args(base, home, **extra):
-    """Parent module arguments for a parent named ``<base>-parent`` with ``<base>-*`` volumes and its own home."""
-    return {"name": f"{base}-parent", "volume_prefix": base, "hal9000_home": str(home), **extra}
+    """Parent module arguments for a parent named ``<base>-parent`` with ``<base>-*`` volumes and its own home.
+
+    HAL9000_TEST_PARENT_IMAGE, when set, is the parent image (one built from a branch under a private tag)."""
+    image = {"image": os.environ["HAL9000_TEST_PARENT_IMAGE"]} if os.environ.get("HAL9000_TEST_PARENT_IMAGE") else {}
+    return {"name": f"{base}-parent", "volume_prefix": base, "hal9000_home": str(home), **image, **extra}
 
 
 def remove_installation(client, base, parent_name=None):

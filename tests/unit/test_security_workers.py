@@ -175,7 +175,7 @@ def test_a_pool_made_with_a_root_user_is_refused():
     with pytest.raises(Hal9000Error):
         pool_spec({"name": "p", "project": "", "image": "hal9000/worker:latest", "user": "00:00", "read_only": False,
                    "api_key_file": "", "memory_scope": "project", "anthropic_base_url": "", "claude_home": "ephemeral",
-                   "plugins": True, "storage_size": ""}, PARENT, resolve())
+                   "plugins": True, "storage_size": "", "egress_allow": None}, PARENT, resolve())
 
 
 def test_ordinary_users_pass():

@@ -37,7 +37,11 @@ CHANGED = {
     "ANTHROPIC_BASE_URL": ("https://gateway.example:8443/anthropic", "https://gateway.example:8443/anthropic"),
     "SESSION_RECORDS_MAX_AGE": ("7", 7),
     "CLAIM_TIMEOUT": ("0.5", 0.5),
+    "EGRESS": ("open", "open"),
+    "EGRESS_ALLOW": ("pypi.org:443, 192.0.2.0/24", ("pypi.org:443", "192.0.2.0/24")),
 }
+# A valid, non-empty value for the settings whose default is empty (the environment must override the file).
+NOT_EMPTY = {"ANTHROPIC_BASE_URL": "http://127.0.0.1:9", "EGRESS_ALLOW": "registry.npmjs.org:443"}
 
 
 def test_every_setting_has_a_changed_value_here():
@@ -51,6 +55,7 @@ def test_defaults_are_the_seeds():
         "min_warm_workers": 2, "max_warm_workers": 5, "idle_timeout": 300, "chromadb_port": 8000,
         "enable_mcp_relay": True, "mcp_image": "hal9000/mcp:latest", "mcp_relay_port": 8765, "anthropic_base_url": "",
         "session_records_max_age": 30, "claim_timeout": 2.0,
+        "egress": "allowlist", "egress_allow": (),
     }
 
 
@@ -60,10 +65,10 @@ def test_the_file_beats_the_default_the_environment_beats_the_file_an_option_bea
     (tmp_path / "config").mkdir()
     (tmp_path / "config" / "hal9000.conf").write_text(config_text({setting.key: in_file}))
     assert resolve_in_home(str(tmp_path))[setting.option] == typed
-    assert resolve()[setting.option] == setting.default
+    assert resolve()[setting.option] == typed_value(setting.key, setting.default)
 
     # An empty value means "not given": a setting whose default is empty is overridden with another value.
-    in_environment = file_defaults()[setting.key] or "http://127.0.0.1:9"
+    in_environment = file_defaults()[setting.key] or NOT_EMPTY[setting.key]
     from_environment = resolve_in_home(str(tmp_path), environ={setting.key: in_environment})
     assert from_environment[setting.option] == typed_value(setting.key, in_environment), "the environment wins over the file"
 
@@ -87,6 +92,9 @@ def test_none_and_empty_mean_not_given():
     ({"SESSION_RECORDS_MAX_AGE": "-1"}, ["SESSION_RECORDS_MAX_AGE", "whole number"]),
     ({"CLAIM_TIMEOUT": "0"}, ["CLAIM_TIMEOUT", "greater than zero"]),
     ({"CLAIM_TIMEOUT": "soon"}, ["CLAIM_TIMEOUT", "seconds"]),
+    ({"EGRESS": "closed"}, ["EGRESS", "allowlist", "open"]),
+    ({"EGRESS_ALLOW": "pypi.org,169.254.169.254"}, ["EGRESS_ALLOW", "169.254.169.254", "always refused"]),
+    ({"EGRESS_ALLOW": "0.0.0.0/0"}, ["EGRESS_ALLOW", "egress: open"]),
 ])
 def test_bad_values_fail_in_one_line_naming_the_setting(values, words):
     with pytest.raises(Hal9000Error) as caught:
@@ -107,6 +115,14 @@ def test_the_parents_environment_holds_only_explicit_options():
     assert environment({"min_warm_workers": 3, "skip_image_pull": True, "chromadb_port": None}) == {
         "MIN_WARM_WORKERS": "3", "SKIP_IMAGE_PULL": "true",
     }
+
+
+def test_egress_allow_is_a_list_as_option_and_comma_separated_text_in_the_file():
+    as_option = resolve({"egress_allow": ["Example.ORG.", "10.1.0.0/16:5432"]})["egress_allow"]
+    assert as_option == ("example.org", "10.1.0.0/16:5432")
+    assert environment({"egress_allow": ["Example.ORG.", "10.1.0.0/16:5432"]}) == {"EGRESS_ALLOW": "example.org,10.1.0.0/16:5432"}
+    assert resolve(file_values={"EGRESS_ALLOW": "example.org, 10.1.0.0/16:5432,"})["egress_allow"] == as_option
+    assert typed_value("EGRESS_ALLOW", as_option) == as_option, "normalised text reads back the same"
 
 
 def test_read_config_skips_comments_and_blank_lines(tmp_path):
