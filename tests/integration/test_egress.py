@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 import uuid
 
 import pytest
@@ -91,22 +90,20 @@ def parent(docker_client, prefix, hosts, tmp_path_factory):
 
 
 def probe(client, container, host, port=PORT, user=""):
-    """(exit code, answer, error, seconds) of an HTTP GET from ``container`` to host:port."""
-    began = time.monotonic()
-    code, out, err = exec_in(client, container, ["timeout", "5", "bash", "-c", PROBE.format(host=host, port=port)], user=user)
-    return code, out, err, time.monotonic() - began
+    """(exit code, answer, error) of an HTTP GET from ``container`` to host:port."""
+    return exec_in(client, container, ["timeout", "5", "bash", "-c", PROBE.format(host=host, port=port)], user=user)
 
 
 def answers(client, container, hosts, role, user=""):
-    code, out, err, _seconds = probe(client, container, hosts.address(role), user=user)
+    code, out, err = probe(client, container, hosts.address(role), user=user)
     return code == 0 and hosts.word(role) in out, (code, out, err)
 
 
 def refused(client, container, host, port=PORT, user=""):
-    """The connection fails at once (a reset or ICMP prohibited from the rules), not at the probe's 5 s timeout."""
-    code, out, err, seconds = probe(client, container, host, port, user)
+    """The connection is refused by the rules (a reset or ICMP prohibited), not dropped until the probe's 5 s timeout
+    (exit 124)."""
+    code, out, err = probe(client, container, host, port, user)
     assert code not in (0, 124) and not out, (code, out, err)
-    assert seconds < 2, seconds
     return err
 
 
@@ -180,7 +177,7 @@ def test_two_workers_with_their_own_policies_side_by_side(ansible, docker_client
     assert again["changed"] is False, again
 
 
-def test_a_claim_applies_the_claimants_policy_in_milliseconds(ansible, docker_client, parent, hosts, made, prefix):
+def test_a_claim_applies_the_claimants_policy(ansible, docker_client, parent, hosts, made, prefix):
     pools = {"enabled": False, "pools": [{"name": "egpool", "user": "2003:2003", "min": 0, "max": 1, "claude_home": "ephemeral",
                                           "image": "hal9000/worker:ultramin",
                                           "egress_allow": [f"{hosts.address('refused')}:{PORT}"]}]}
@@ -194,12 +191,10 @@ def test_a_claim_applies_the_claimants_policy_in_milliseconds(ansible, docker_cl
 
     name = f"{prefix}-eg-claimed"
     made.append(name)
-    # What a claim runs in the parent, timed there (docker exec's own round trip, ~50 ms on an idle engine, aside)
-    timed = ('began=$(date +%s%N); coordinator egress register "$1" 2003 --allow "$2"; '
-             'echo "ms $(( ($(date +%s%N) - began) / 1000000 ))"')
-    code, out, err = exec_in(docker_client, parent.name, ["sh", "-c", timed, "-", warm[0]["Id"], f"{hosts.address('allowed')}:{PORT}"])
+    # What a claim runs in the parent (its time is measured by benchmarks/egress_claim.py, not asserted here).
+    code, out, err = exec_in(docker_client, parent.name, ["coordinator", "egress", "register", warm[0]["Id"], "2003",
+                                                          "--allow", f"{hosts.address('allowed')}:{PORT}"])
     assert code == 0 and out.split()[0] == "changed", out + err
-    assert int(out.split()[-1]) < 100, f"the claim's rewrite took {out.split()[-1]} ms in the parent"
     assert answers(docker_client, warm[0]["Id"], hosts, "allowed")[0]
     refused(docker_client, warm[0]["Id"], hosts.address("refused"))
 
@@ -207,7 +202,6 @@ def test_a_claim_applies_the_claimants_policy_in_milliseconds(ansible, docker_cl
         "name": name, "parent": parent.name, "flavour": "ultramin", "user": "2003:2003", "claude_home": "ephemeral",
         "from_pool": True, "hal9000_home": str(parent.home), "egress_allow": [f"{hosts.address('refused')}:{PORT}"]}))
     assert claimed["claimed"] is True and claimed["worker"]["id"] == warm[0]["Id"], claimed
-    assert claimed["claim_ms"] < 1000, claimed
     assert answers(docker_client, name, hosts, "refused")[0]  # the claimant's list, not the one in force before
     refused(docker_client, name, hosts.address("allowed"))
 
@@ -229,10 +223,13 @@ def test_egress_open_lets_workers_through_and_status_warns(ansible, docker_clien
         assert f"  WARNING: {OPEN_WARNING}" in result["status_lines"], result["status_lines"]
 
         conf.write_text(written + "EGRESS_ALLOW=169.254.169.254\n")  # refused in one line; the rules stay
-        time.sleep(2)
+        def refusal_logged():
+            logs = docker_client.api.logs(parent.name).decode()
+            return "egress_allow '169.254.169.254' is link-local" in logs and logs
+
+        logs = wait_for(refusal_logged, 15, "the parent to refuse the bad EGRESS_ALLOW")
+        assert "The egress rules stay as they are." in logs, logs[-2000:]
         assert (read_startup(docker_client, parent.name).get("egress") or {}).get("mode") == "open"
-        logs = docker_client.api.logs(parent.name).decode()
-        assert "egress_allow '169.254.169.254' is link-local" in logs and "The egress rules stay as they are." in logs, logs[-2000:]
     finally:
         conf.write_text(written)
     wait_for(lambda: (read_startup(docker_client, parent.name).get("egress") or {}).get("mode") == "allowlist", 10,
