@@ -30,7 +30,7 @@ from ansible_collections.hal9000.dind.plugins.module_utils.claude_homes import (
     run_privileged,
 )
 from ansible_collections.hal9000.dind.plugins.module_utils.constants import DOCKER_SOCKET, PARENT_NAME, WORKER_IMAGE, default_home
-from ansible_collections.hal9000.dind.plugins.module_utils.docker_api import APIError, NotFound, inspect_container
+from ansible_collections.hal9000.dind.plugins.module_utils.engine import ERRORS, inspect_container
 from ansible_collections.hal9000.dind.plugins.module_utils.errors import Hal9000Error
 from ansible_collections.hal9000.dind.plugins.module_utils.fleet import (
     LABEL_CLAUDE_HOME,
@@ -74,10 +74,14 @@ from ansible_collections.hal9000.dind.plugins.module_utils.validate import (
     validate_name,
 )
 
-try:
-    from docker.types import Mount
-except ImportError:  # reported by the caller through missing_required_lib
-    Mount = None
+
+
+def Mount(*args, **kwargs):  # noqa: N802 (stands for the SDK's class)
+    """docker.types.Mount; the SDK is imported here, when a container is made, not by a warm claim (engine)."""
+    from docker.types import Mount as SdkMount  # pylint: disable=import-outside-toplevel
+
+    return SdkMount(*args, **kwargs)
+
 
 SECRET_TARGET = "/run/secrets/anthropic_key"
 API_KEY_HELPER = f"cat {SECRET_TARGET}"  # Claude Code reads the key from its file, never from the environment
@@ -643,7 +647,7 @@ def create_worker(client, spec, network=None):
             environment=spec["environment"], working_dir="/workspace", labels=labels,
             host_config=host_config, detach=True,
         )
-    except APIError as exc:
+    except ERRORS.APIError as exc:
         if storage_opt is None or not storage_refused(exc):
             raise
         _LAYER_QUOTA[client.api.base_url] = False  # e.g. xfs without pquota: only a create tells
@@ -733,9 +737,9 @@ def remove_workspace(client, volume):
         return False
     try:
         client.api.remove_volume(volume)
-    except NotFound:
+    except ERRORS.NotFound:
         return False
-    except APIError as exc:
+    except ERRORS.APIError as exc:
         if exc.status_code == 409:  # in use: a container of the same name made meanwhile
             return False
         raise
