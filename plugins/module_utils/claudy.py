@@ -25,7 +25,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import time
 
@@ -264,6 +263,8 @@ def run_in_terminal(name, argv):
     the SDK has no TTY client. Keys like Ctrl-C reach the session as input; a SIGTERM or SIGHUP sent to
     claudy is passed on to the CLI, which passes it into the session.
     """
+    import subprocess  # pylint: disable=import-outside-toplevel  # here: a detached claim runs no program
+
     tty = sys.stdin.isatty() and sys.stdout.isatty()
     process = subprocess.Popen(["docker", "exec", "-it" if tty else "-i", name, *argv])  # pylint: disable=consider-using-with
 

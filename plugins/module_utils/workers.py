@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import collections
 import hashlib
-import inspect
 import json
 import os
 import stat
@@ -187,6 +186,8 @@ def host_path_facts(paths, root=None):
 
 def probe_program():
     """``python3 -c`` text running ``host_path_facts`` alone: argv[1] the paths (JSON), argv[2] the root; prints JSON."""
+    import inspect  # pylint: disable=import-outside-toplevel  # here: it imports ast, which a warm claim has no use for
+
     return ("import json, os, stat, sys\n" + inspect.getsource(host_path_facts)
             + "print(json.dumps(host_path_facts(json.loads(sys.argv[1]), sys.argv[2])))\n")
 
