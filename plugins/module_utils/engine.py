@@ -158,6 +158,8 @@ class EngineAPI:
         self._connection = None
 
     def __getattr__(self, name):
+        if name.startswith("__"):  # copy, pickle and friends probing: no reason to load the SDK
+            raise AttributeError(name)
         return getattr(self._sdk().api, name)
 
     def _exchange(self, method, path, body=None, keep=True):
@@ -284,6 +286,8 @@ class EngineClient:
         return self.sdk_client
 
     def __getattr__(self, name):
+        if name.startswith("__"):
+            raise AttributeError(name)
         return getattr(self._sdk(), name)
 
     def ping(self):
