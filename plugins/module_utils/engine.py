@@ -116,13 +116,13 @@ def inspect_container(client, name):
 class _UnixConnection(http.client.HTTPConnection):
     def __init__(self, path, timeout):
         super().__init__("localhost", timeout=timeout)
-        self.path = path
+        self.socket_path = path
 
     def connect(self):
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(self.timeout)
         try:
-            sock.connect(self.path)
+            sock.connect(self.socket_path)
         except OSError:
             sock.close()
             raise
@@ -131,6 +131,16 @@ class _UnixConnection(http.client.HTTPConnection):
 
 def _quote(value):
     return urllib.parse.quote(str(value), safe="/:")  # as the SDK quotes
+
+
+def _filters(filters):
+    """As the SDK's convert_filters: {key: value or [values]} -> {key: [values]}, a boolean as "true"/"false"."""
+    converted = {}
+    for key, value in filters.items():
+        if isinstance(value, bool):
+            value = "true" if value else "false"
+        converted[key] = [str(item) for item in (value if isinstance(value, list) else [value])]
+    return converted
 
 
 def _demux(data):
@@ -227,9 +237,8 @@ class EngineAPI:
 
     def containers(self, all=False, filters=None):  # pylint: disable=redefined-builtin
         params = {"all": "1" if all else "0"}
-        if filters:  # the SDK's filter shape: {key: value or [values]} -> {key: [values]}
-            params["filters"] = json.dumps({key: value if isinstance(value, list) else [value]
-                                            for key, value in filters.items()})
+        if filters:
+            params["filters"] = json.dumps(_filters(filters))
         return self._call("GET", "/containers/json", params=params)
 
     def rename(self, container, name):
