@@ -14,7 +14,6 @@ import json
 import os
 import re
 import shlex
-import tarfile
 import time
 
 from ansible_collections.hal9000.dind.plugins.module_utils.engine import ERRORS
@@ -174,6 +173,8 @@ def build_image(client, context, dockerfile, tag, build_args, digest):
 
 def saved_image_id(tar_path):
     """The image ID inside a `docker save` archive, read from its manifest."""
+    import tarfile  # pylint: disable=import-outside-toplevel  # here: claudy's warm claim imports this module
+
     try:
         with tarfile.open(tar_path) as archive:
             manifest = json.load(archive.extractfile("manifest.json"))

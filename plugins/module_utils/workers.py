@@ -14,9 +14,9 @@ import collections
 import hashlib
 import json
 import os
+import secrets
 import stat
 import time
-import uuid
 
 from ansible_collections.hal9000.dind.plugins.module_utils.claude_homes import (
     CLAUDE_HOMES,
@@ -72,7 +72,6 @@ from ansible_collections.hal9000.dind.plugins.module_utils.validate import (
     secret_env_names,
     validate_name,
 )
-
 
 
 def Mount(*args, **kwargs):  # noqa: N802 (stands for the SDK's class)
@@ -149,7 +148,7 @@ def add_spawn_flags(parser):
 
 def generate_name(prefix="hal9000-worker"):
     """A unique worker name (random, not time-based: two spawns in a second never collide)."""
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+    return f"{prefix}-{secrets.token_hex(5)}"
 
 
 def host_path_facts(paths, root=None):
@@ -260,7 +259,7 @@ class ParentView:
         )
         created = self.client.api.create_container(
             self._parent()["Image"], ["-I", "-S", "-c", probe_program(), json.dumps(paths), "/host"], entrypoint=["python3"], user="0",
-            name=f"{self.parent}-{self.ROLE}-{uuid.uuid4().hex[:8]}", host_config=host_config, healthcheck={"test": ["NONE"]},
+            name=f"{self.parent}-{self.ROLE}-{secrets.token_hex(4)}", host_config=host_config, healthcheck={"test": ["NONE"]},
             labels={LABEL_MANAGED: "true", LABEL_ROLE: self.ROLE, LABEL_PARENT: self.parent},
         )
         try:
