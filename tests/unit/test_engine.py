@@ -149,7 +149,7 @@ def test_the_claims_calls_in_the_sdks_shapes(server, client):
 
 def test_one_connection_is_kept_and_a_stream_gets_its_own(server, client):
     served, _path = server
-    for _ in range(3):
+    for _call in range(3):
         client.api.inspect_container("w1")
     assert served.connections == 1, "every call on the one kept-alive connection"
     client.api.exec_start("e1")  # the engine ends a hijacked stream by closing its connection
