@@ -11,9 +11,9 @@ The install role puts a launcher at /usr/local/bin/claudy that imports ``main`` 
 Exit codes: 0 done; 1 refused or failed (one line on stderr); 2 bad input (usage, names, sizes, paths);
 3 no Docker Engine answers or no parent runs; 5 no such worker. An interactive session exits with
 Claude Code's own exit code.
-A launch (``claudy --via-parent``) talks to the engine with ``engine.EngineClient``, which imports no
-docker SDK: a warm claim is done without it, and only a cold spawn imports it (the SDK's import alone
-costs 0.24 s, nearly the whole of a warm claim's budget). The other commands use the SDK.
+A launch (``claudy --via-parent``) and ``claudy ps`` talk to the engine with ``engine.EngineClient``, which
+imports no docker SDK: a warm claim is done without it, and only a cold spawn imports it (the SDK's import
+alone costs 0.24 s, nearly the whole of a warm claim's budget). The other commands use the SDK.
 Pure: standard library and the docker SDK only, never ``ansible.*``.
 """
 
@@ -424,7 +424,8 @@ def run(argv):
     common = common_options()
     if argv and argv[0] in COMMANDS:
         args = command_parser(common).parse_args(argv)
-        return HANDLERS[args.command](connect_engine(), args)
+        # ps makes only calls engine.EngineClient makes itself (a list, inspections): no SDK import for it either.
+        return HANDLERS[args.command](connect_engine(light=args.command == "ps"), args)
     return command_launch(launch_parser(common).parse_args(argv))
 
 
