@@ -23,7 +23,7 @@ import json
 import os
 import shutil
 
-from ansible_collections.hal9000.dind.plugins.module_utils.docker_api import inspect_container
+from ansible_collections.hal9000.dind.plugins.module_utils.engine import inspect_container
 from ansible_collections.hal9000.dind.plugins.module_utils.errors import Hal9000Error
 from ansible_collections.hal9000.dind.plugins.module_utils.files import make_private_dirs, write_atomically, write_if_changed
 from ansible_collections.hal9000.dind.plugins.module_utils.parent import run_coordinator

@@ -11,6 +11,9 @@ The install role puts a launcher at /usr/local/bin/claudy that imports ``main`` 
 Exit codes: 0 done; 1 refused or failed (one line on stderr); 2 bad input (usage, names, sizes, paths);
 3 no Docker Engine answers or no parent runs; 5 no such worker. An interactive session exits with
 Claude Code's own exit code.
+A launch (``claudy --via-parent``) and ``claudy ps`` talk to the engine with ``engine.EngineClient``, which
+imports no docker SDK: a warm claim is done without it, and only a cold spawn imports it (the SDK's import
+alone costs 0.24 s, nearly the whole of a warm claim's budget). The other commands use the SDK.
 Pure: standard library and the docker SDK only, never ``ansible.*``.
 """
 
@@ -22,7 +25,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import time
 
@@ -32,6 +34,7 @@ from ansible_collections.hal9000.dind.plugins.module_utils.constants import (
     PARENT_IMAGE,
     PARENT_NAME,
 )
+from ansible_collections.hal9000.dind.plugins.module_utils.engine import ERRORS, api_error_message, connect_light, inspect_container
 from ansible_collections.hal9000.dind.plugins.module_utils.errors import Hal9000Error
 
 EXIT_ERROR, EXIT_USAGE, EXIT_NO_ENGINE, EXIT_NOT_FOUND = 1, 2, 3, 5
@@ -125,19 +128,21 @@ def command_parser(common):
     return parser
 
 
-def connect_engine():
-    from ansible_collections.hal9000.dind.plugins.module_utils.docker_api import connect
-
+def connect_engine(light=False):
+    """The docker SDK's client; ``light``: the SDK-free ``engine.EngineClient`` when the engine is a local socket."""
     try:
-        return connect()
+        client = connect_light() if light else None
+        if client is None:
+            from ansible_collections.hal9000.dind.plugins.module_utils.docker_api import connect
+
+            client = connect()
+        return client
     except Hal9000Error as exc:
         raise ClaudyError(f"{exc} Start it (scripts/quickstart.sh --engine-only, or your service manager).",
                           EXIT_NO_ENGINE) from None
 
 
 def running_parent(client, args):
-    from ansible_collections.hal9000.dind.plugins.module_utils.docker_api import inspect_container
-
     parent = inspect_container(client, args.parent)
     if parent is None or not parent["State"]["Running"]:
         raise ClaudyError(f"No parent {args.parent} is running: start it with `claudy daemon start`.", EXIT_NO_ENGINE)
@@ -226,7 +231,7 @@ def command_launch(args):
     interactive = not args.detach
     if interactive and not shutil.which("docker"):
         raise ClaudyError("An interactive session needs the docker CLI on this host: install it, or use --detach.")
-    client = connect_engine()
+    client = connect_engine(light=True)  # a warm claim without the SDK; a cold spawn imports it (engine.EngineClient)
     parent = running_parent(client, args) if mode == "dind" else None
     began = time.monotonic()
     # "No warm worker fits" is what the output says anyway ("spawned"); a stuck claim lock is worth a warning.
@@ -244,7 +249,6 @@ def command_launch(args):
 
 
 def remove(client, name, home):
-    from ansible_collections.hal9000.dind.plugins.module_utils.docker_api import inspect_container
     from ansible_collections.hal9000.dind.plugins.module_utils.workers import remove_worker
 
     inspected = inspect_container(client, name)
@@ -259,6 +263,8 @@ def run_in_terminal(name, argv):
     the SDK has no TTY client. Keys like Ctrl-C reach the session as input; a SIGTERM or SIGHUP sent to
     claudy is passed on to the CLI, which passes it into the session.
     """
+    import subprocess  # pylint: disable=import-outside-toplevel  # here: a detached claim runs no program
+
     tty = sys.stdin.isatty() and sys.stdout.isatty()
     process = subprocess.Popen(["docker", "exec", "-it" if tty else "-i", name, *argv])  # pylint: disable=consider-using-with
 
@@ -418,18 +424,13 @@ def run(argv):
     common = common_options()
     if argv and argv[0] in COMMANDS:
         args = command_parser(common).parse_args(argv)
-        return HANDLERS[args.command](connect_engine(), args)
+        # ps makes only calls engine.EngineClient makes itself (a list, inspections): no SDK import for it either.
+        return HANDLERS[args.command](connect_engine(light=args.command == "ps"), args)
     return command_launch(launch_parser(common).parse_args(argv))
 
 
 def main(argv=None):
     """claudy's entry point: the exit code (argparse exits 2 itself on bad usage)."""
-    from ansible_collections.hal9000.dind.plugins.module_utils.docker_api import (
-        DockerException,
-        RequestException,
-        api_error_message,
-    )
-
     try:
         return run(sys.argv[1:] if argv is None else argv)
     except ClaudyError as exc:
@@ -438,7 +439,7 @@ def main(argv=None):
     except Hal9000Error as exc:
         say(f"claudy: {exc}", sys.stderr)
         return EXIT_ERROR
-    except (DockerException, RequestException) as exc:
+    except ERRORS.failures as exc:  # the engine's errors, of the SDK or of engine.EngineClient
         say(f"claudy: {api_error_message(exc)}", sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:

@@ -1,16 +1,25 @@
 # -*- coding: utf-8 -*-
 # Copyright: HAL-9000 DinD maintainers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Connecting to the Docker Engine, shared by the modules and the parent image.
+"""Connecting to the Docker Engine with the docker SDK, shared by the modules and the parent image.
 
+The helpers that need no SDK (inspect_container, api_error_message, ...) live in ``engine``, which the
+warm claim uses without importing the SDK; they are named here too.
 Pure: standard library and the docker SDK only, never ``ansible.*``.
 """
 
 from __future__ import annotations
 
-import os
 import traceback
 
+from ansible_collections.hal9000.dind.plugins.module_utils.engine import (
+    DEFAULT_DOCKER_HOST,
+    DEFAULT_TIMEOUT,
+    api_error_message,
+    inspect_container,
+    resolve_docker_host,
+    unreachable_message,
+)
 from ansible_collections.hal9000.dind.plugins.module_utils.errors import Hal9000Error
 
 try:
@@ -41,22 +50,8 @@ except ImportError:
 __all__ = [
     "APIError", "DockerException", "NotFound", "RequestException", "HAS_DOCKER", "DOCKER_IMPORT_ERROR",
     "connect", "api_error_message", "resolve_docker_host", "unreachable_message", "inspect_container",
+    "DEFAULT_DOCKER_HOST", "DEFAULT_TIMEOUT",
 ]
-
-DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
-DEFAULT_TIMEOUT = 60
-
-
-def resolve_docker_host(docker_host=None):
-    """The explicit value, else DOCKER_HOST, else the local socket."""
-    return docker_host or os.environ.get("DOCKER_HOST") or DEFAULT_DOCKER_HOST
-
-
-def unreachable_message(docker_host):
-    return (
-        f"Cannot connect to the Docker daemon at {docker_host}: is it running, "
-        "and is the socket mounted?"
-    )
 
 
 def connect(docker_host=None, timeout=DEFAULT_TIMEOUT):
@@ -70,21 +65,3 @@ def connect(docker_host=None, timeout=DEFAULT_TIMEOUT):
     except (DockerException, RequestException, OSError):
         raise Hal9000Error(unreachable_message(host)) from None
     return client
-
-
-def api_error_message(exc):
-    """One line for an API or transport error, without a traceback."""
-    if isinstance(exc, APIError):
-        explanation = getattr(exc, "explanation", None) or str(exc)
-        if isinstance(explanation, bytes):
-            explanation = explanation.decode("utf-8", "replace")
-        return f"Docker API error: {explanation}".strip()
-    return f"Error talking to the Docker daemon: {exc}".splitlines()[0]
-
-
-def inspect_container(client, name):
-    """The inspected container, or None when there is none by that name or ID."""
-    try:
-        return client.api.inspect_container(name)
-    except NotFound:
-        return None

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 
-from ansible_collections.hal9000.dind.plugins.module_utils.docker_api import NotFound
+from ansible_collections.hal9000.dind.plugins.module_utils.engine import ERRORS
 from ansible_collections.hal9000.dind.plugins.module_utils.errors import Hal9000Error
 from ansible_collections.hal9000.dind.plugins.module_utils.validate import validate_name
 
@@ -114,7 +114,7 @@ def get_worker(client, name, parent=None):
     validate_name(name, "worker")
     try:
         inspected = client.api.inspect_container(name)
-    except NotFound:
+    except ERRORS.NotFound:
         raise Hal9000Error(f"No worker named {name}: list them with `coordinator list`.") from None
     labels = inspected["Config"].get("Labels") or {}
     if labels.get(LABEL_ROLE) != ROLE_WORKER:

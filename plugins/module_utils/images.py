@@ -14,16 +14,10 @@ import json
 import os
 import re
 import shlex
-import tarfile
 import time
 
-from ansible_collections.hal9000.dind.plugins.module_utils.docker_api import NotFound
+from ansible_collections.hal9000.dind.plugins.module_utils.engine import ERRORS
 from ansible_collections.hal9000.dind.plugins.module_utils.errors import Hal9000Error
-
-try:
-    from docker.utils.build import exclude_paths
-except ImportError:  # reported by the caller through missing_required_lib
-    exclude_paths = None
 
 # flavour -> (Dockerfile inside the build context, default tag)
 FLAVOURS = {
@@ -47,6 +41,8 @@ def dockerignore_patterns(context):
 
 def context_files(context, dockerfile):
     """The files Docker sends for this context, by the SDK's own .dockerignore rules."""
+    from docker.utils.build import exclude_paths  # pylint: disable=import-outside-toplevel  # not at import: claudy's warm claim
+
     included = exclude_paths(context, dockerignore_patterns(context), dockerfile=dockerfile)
     return sorted(p for p in included if os.path.isfile(os.path.join(context, p)))
 
@@ -122,7 +118,7 @@ def read_ca_certificates(directory):
 def inspect_image(client, name):
     try:
         return client.api.inspect_image(name)
-    except NotFound:
+    except ERRORS.NotFound:
         return None
 
 
@@ -177,6 +173,8 @@ def build_image(client, context, dockerfile, tag, build_args, digest):
 
 def saved_image_id(tar_path):
     """The image ID inside a `docker save` archive, read from its manifest."""
+    import tarfile  # pylint: disable=import-outside-toplevel  # here: claudy's warm claim imports this module
+
     try:
         with tarfile.open(tar_path) as archive:
             manifest = json.load(archive.extractfile("manifest.json"))

@@ -14,7 +14,7 @@ import os
 import time
 
 from ansible_collections.hal9000.dind.plugins.module_utils.constants import HOME_IN_PARENT, RUN_DIR_IN_PARENT, STARTUP_FILE
-from ansible_collections.hal9000.dind.plugins.module_utils.docker_api import APIError, inspect_container
+from ansible_collections.hal9000.dind.plugins.module_utils.engine import ERRORS, inspect_container
 from ansible_collections.hal9000.dind.plugins.module_utils.errors import Hal9000Error
 from ansible_collections.hal9000.dind.plugins.module_utils.fleet import (
     LABEL_MANAGED,
@@ -107,7 +107,7 @@ def create_parent(client, spec):
             labels=labels,
             detach=True,
         )
-    except APIError as exc:
+    except ERRORS.APIError as exc:
         if exc.status_code != 409:
             raise
         other = None
@@ -233,12 +233,12 @@ def wait_until_ready(client, container_id, timeout, name=None):
         try:
             if status == "running" and read_startup(client, container_id).get("chromadb_ready"):
                 return container_id
-        except APIError:  # removed between the inspect and the read: the next pass looks again
+        except ERRORS.APIError:  # removed between the inspect and the read: the next pass looks again
             pass
         time.sleep(0.1)
     try:
         tail = client.api.logs(container_id, tail=15).decode("utf-8", "replace").strip().splitlines()
-    except APIError:  # removed meanwhile: there are no logs to show
+    except ERRORS.APIError:  # removed meanwhile: there are no logs to show
         tail = ["(the container was removed while starting)"]
     raise Hal9000Error(
         f"The parent did not become ready (ChromaDB answering) within {timeout} s; its last log lines: "

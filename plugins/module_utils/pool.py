@@ -20,7 +20,7 @@ import time
 
 from ansible_collections.hal9000.dind.plugins.module_utils.claude_homes import check_home_free, home_dirname, purge_home, record_user, run_privileged
 from ansible_collections.hal9000.dind.plugins.module_utils.constants import CLAIM_LOCK_FILE, HOME_IN_PARENT, POOLS_FILE
-from ansible_collections.hal9000.dind.plugins.module_utils.docker_api import APIError, NotFound, inspect_container
+from ansible_collections.hal9000.dind.plugins.module_utils.engine import ERRORS, inspect_container
 from ansible_collections.hal9000.dind.plugins.module_utils.errors import Hal9000Error
 from ansible_collections.hal9000.dind.plugins.module_utils.files import give_to_home_owner, make_private_dirs, write_json_atomically
 from ansible_collections.hal9000.dind.plugins.module_utils.fleet import (
@@ -313,9 +313,9 @@ def _rename_warm(client, spec, new_name, home, network, current_image_id):
                 continue
             try:
                 client.api.rename(candidate["id"], new_name)
-            except NotFound:
+            except ERRORS.NotFound:
                 continue  # removed since the listing (by a remover that does not share this lock)
-            except APIError as exc:
+            except ERRORS.APIError as exc:
                 if exc.status_code == 409 and new_name in str(exc):
                     raise Hal9000Error(f"A container named {new_name} already exists: choose another name.") from None
                 continue  # e.g. its removal is in progress: the next candidate
@@ -332,7 +332,7 @@ def remove_warm(client, home, worker, timeout=None):
     with claim_lock(home, timeout):
         try:
             client.api.remove_container(worker["name"], force=True, v=True)
-        except NotFound:
+        except ERRORS.NotFound:
             return False
     revoke(home, worker["id"])
     remove_workspace(client, worker.get("workspace"))
@@ -445,7 +445,7 @@ class Reconciler:
         for _attempt in range(count):
             try:
                 spec = spawn_warm(self.client, pool, self.parent, settings, network, self.home, host_view)
-            except (Hal9000Error, APIError) as exc:
+            except (Hal9000Error, *ERRORS.APIError) as exc:
                 self.log(f"pool {pool['name']}: creating a warm worker failed: {str(exc).splitlines()[0]}")
                 break
             made += 1
@@ -456,5 +456,5 @@ class Reconciler:
         try:
             if remove_warm(self.client, self.home, worker, self.claim_timeout):
                 self.log(f"pool {worker['pool']}: removed warm worker {worker['name']} ({why})")
-        except (APIError, ClaimLockTimeout) as exc:  # e.g. 409: its removal is already in progress; a stuck claim
+        except (*ERRORS.APIError, ClaimLockTimeout) as exc:  # e.g. 409: its removal is already in progress; a stuck claim
             self.log(f"pool {worker['pool']}: could not remove warm worker {worker['name']}: {str(exc).splitlines()[0]}")

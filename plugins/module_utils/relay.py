@@ -24,7 +24,7 @@ import secrets
 import socket
 import time
 
-from ansible_collections.hal9000.dind.plugins.module_utils.docker_api import NotFound
+from ansible_collections.hal9000.dind.plugins.module_utils.engine import ERRORS
 from ansible_collections.hal9000.dind.plugins.module_utils.errors import Hal9000Error
 from ansible_collections.hal9000.dind.plugins.module_utils.files import make_private_dirs, read_text, write_atomically, write_if_changed
 from ansible_collections.hal9000.dind.plugins.module_utils.validate import validate_name
@@ -295,5 +295,5 @@ def remove_sidecar(client, parent):
     """Remove the relay's container of ``parent`` (a parent removed with force never got to do it)."""
     try:
         client.api.remove_container(sidecar_name(parent), force=True)
-    except NotFound:
+    except ERRORS.NotFound:
         pass

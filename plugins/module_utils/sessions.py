@@ -17,7 +17,7 @@ import json
 import os
 import re
 
-from ansible_collections.hal9000.dind.plugins.module_utils.docker_api import NotFound
+from ansible_collections.hal9000.dind.plugins.module_utils.engine import ERRORS
 from ansible_collections.hal9000.dind.plugins.module_utils.files import make_private_dirs, write_json_atomically
 
 SESSIONS_DIR = "sessions"
@@ -177,7 +177,7 @@ def close_finished(client, home, live_ids=None):
             continue
         try:
             inspected = client.api.inspect_container(container_id)
-        except NotFound:
+        except ERRORS.NotFound:
             inspected = None
         if inspected is None:
             closed += _close(path, home, None, None)

@@ -14,15 +14,11 @@ import re
 
 from ansible_collections.hal9000.dind.plugins.module_utils.errors import Hal9000Error
 
-try:
-    from docker.utils import parse_bytes as _docker_parse_bytes
-except ImportError:  # reported by the caller through missing_required_lib
-    _docker_parse_bytes = None
-
 # Docker's own rule for container and volume names (daemon/names.RestrictedNamePattern).
 _DOCKER_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
 _NAME_MAX = 128
-_MEMORY = re.compile(r"^[0-9]+(\.[0-9]+)?\s*([kmg]b?|b)?$", re.IGNORECASE)
+_MEMORY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)\s*([kmg]b?|b)?$", re.IGNORECASE)
+_BYTE_UNITS = {"b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 
 
 def validate_name(value, kind="container"):
@@ -40,13 +36,13 @@ def validate_name(value, kind="container"):
 def parse_memory(value):
     """Return a memory size such as ``4g`` in bytes; refuse zero, negatives and junk."""
     text = str(value).strip()
-    if not _MEMORY.match(text):
+    matched = _MEMORY.match(text)
+    if not matched:
         raise Hal9000Error(
             f"Invalid memory size {value!r}: use a positive number with an optional unit b, k, m or g (e.g. 4g)."
         )
-    if _docker_parse_bytes is None:
-        raise Hal9000Error("The docker Python SDK is required to parse memory sizes: pip install docker.")
-    size = _docker_parse_bytes(text.replace(" ", "").lower())
+    number, unit = matched.groups()
+    size = int(float(number) * _BYTE_UNITS[(unit or "b")[0].lower()])  # as docker.utils.parse_bytes counts
     if size <= 0:
         raise Hal9000Error(f"Invalid memory size {value!r}: it must be greater than zero (e.g. 4g).")
     return size

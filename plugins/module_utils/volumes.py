@@ -8,7 +8,7 @@ Pure: standard library and the docker SDK only, never ``ansible.*``.
 
 from __future__ import annotations
 
-from ansible_collections.hal9000.dind.plugins.module_utils.docker_api import NotFound
+from ansible_collections.hal9000.dind.plugins.module_utils.engine import ERRORS
 
 # The shared volumes (named <prefix>-<kind>) and where the parent mounts them (seed: init-volumes.sh).
 SHARED_VOLUME_MOUNTS = {
@@ -69,7 +69,7 @@ def inspect_volume(client, name):
     """The inspected volume, or None when it does not exist."""
     try:
         return client.api.inspect_volume(name)
-    except NotFound:
+    except ERRORS.NotFound:
         return None
 
 

@@ -22,7 +22,7 @@ from ansible_collections.hal9000.dind.plugins.module_utils.claude_homes import (
 )
 from ansible_collections.hal9000.dind.plugins.module_utils.errors import Hal9000Error
 from ansible_collections.hal9000.dind.plugins.module_utils.constants import FLAVOUR_IMAGES, default_home
-from ansible_collections.hal9000.dind.plugins.module_utils.docker_api import inspect_container
+from ansible_collections.hal9000.dind.plugins.module_utils.engine import inspect_container
 from ansible_collections.hal9000.dind.plugins.module_utils.fleet import LABEL_CLAUDE_HOME, LABEL_MANAGED, LABEL_ROLE, ROLE_WORKER
 from ansible_collections.hal9000.dind.plugins.module_utils.images import inspect_image
 from ansible_collections.hal9000.dind.plugins.module_utils.pool import claim, installation_home

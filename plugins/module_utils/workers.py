@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import collections
 import hashlib
-import inspect
 import json
 import os
+import secrets
 import stat
 import time
-import uuid
 
 from ansible_collections.hal9000.dind.plugins.module_utils.claude_homes import (
     CLAUDE_HOMES,
@@ -30,8 +29,8 @@ from ansible_collections.hal9000.dind.plugins.module_utils.claude_homes import (
     run_privileged,
 )
 from ansible_collections.hal9000.dind.plugins.module_utils.constants import DOCKER_SOCKET, PARENT_NAME, WORKER_IMAGE, default_home
-from ansible_collections.hal9000.dind.plugins.module_utils.docker_api import APIError, NotFound, inspect_container
 from ansible_collections.hal9000.dind.plugins.module_utils.egress import EgressError, parse_allow
+from ansible_collections.hal9000.dind.plugins.module_utils.engine import ERRORS, inspect_container
 from ansible_collections.hal9000.dind.plugins.module_utils.errors import Hal9000Error
 from ansible_collections.hal9000.dind.plugins.module_utils.fleet import (
     LABEL_CLAUDE_HOME,
@@ -76,10 +75,13 @@ from ansible_collections.hal9000.dind.plugins.module_utils.validate import (
     validate_name,
 )
 
-try:
-    from docker.types import Mount
-except ImportError:  # reported by the caller through missing_required_lib
-    Mount = None
+
+def Mount(*args, **kwargs):  # noqa: N802 (stands for the SDK's class)
+    """docker.types.Mount; the SDK is imported here, when a container is made, not by a warm claim (engine)."""
+    from docker.types import Mount as SdkMount  # pylint: disable=import-outside-toplevel
+
+    return SdkMount(*args, **kwargs)
+
 
 SECRET_TARGET = "/run/secrets/anthropic_key"
 API_KEY_HELPER = f"cat {SECRET_TARGET}"  # Claude Code reads the key from its file, never from the environment
@@ -151,7 +153,7 @@ def add_spawn_flags(parser):
 
 def generate_name(prefix="hal9000-worker"):
     """A unique worker name (random, not time-based: two spawns in a second never collide)."""
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+    return f"{prefix}-{secrets.token_hex(5)}"
 
 
 def host_path_facts(paths, root=None):
@@ -188,6 +190,8 @@ def host_path_facts(paths, root=None):
 
 def probe_program():
     """``python3 -c`` text running ``host_path_facts`` alone: argv[1] the paths (JSON), argv[2] the root; prints JSON."""
+    import inspect  # pylint: disable=import-outside-toplevel  # here: it imports ast, which a warm claim has no use for
+
     return ("import json, os, stat, sys\n" + inspect.getsource(host_path_facts)
             + "print(json.dumps(host_path_facts(json.loads(sys.argv[1]), sys.argv[2])))\n")
 
@@ -260,7 +264,7 @@ class ParentView:
         )
         created = self.client.api.create_container(
             self._parent()["Image"], ["-I", "-S", "-c", probe_program(), json.dumps(paths), "/host"], entrypoint=["python3"], user="0",
-            name=f"{self.parent}-{self.ROLE}-{uuid.uuid4().hex[:8]}", host_config=host_config, healthcheck={"test": ["NONE"]},
+            name=f"{self.parent}-{self.ROLE}-{secrets.token_hex(4)}", host_config=host_config, healthcheck={"test": ["NONE"]},
             labels={LABEL_MANAGED: "true", LABEL_ROLE: self.ROLE, LABEL_PARENT: self.parent},
         )
         try:
@@ -695,7 +699,7 @@ def create_worker(client, spec, network=None):
             environment=spec["environment"], working_dir="/workspace", labels=labels,
             host_config=host_config, detach=True,
         )
-    except APIError as exc:
+    except ERRORS.APIError as exc:
         if storage_opt is None or not storage_refused(exc):
             raise
         _LAYER_QUOTA[client.api.base_url] = False  # e.g. xfs without pquota: only a create tells
@@ -788,9 +792,9 @@ def remove_workspace(client, volume):
         return False
     try:
         client.api.remove_volume(volume)
-    except NotFound:
+    except ERRORS.NotFound:
         return False
-    except APIError as exc:
+    except ERRORS.APIError as exc:
         if exc.status_code == 409:  # in use: a container of the same name made meanwhile
             return False
         raise

@@ -67,6 +67,14 @@ class Claudy:
         return subprocess.run([self.command, *args], env=dict(self.env, **env), input=stdin, capture_output=True,
                               text=True, timeout=timeout, check=False)
 
+    def imports(self, *args):
+        """claudy ARGS under ``python -X importtime`` (the launcher's own Python): (its output, the modules it imported)."""
+        python = Path(self.command).read_text().splitlines()[0][2:].strip()
+        proc = subprocess.run([python, "-X", "importtime", self.command, *args], env=self.env, capture_output=True,
+                              text=True, timeout=120, check=False)
+        assert proc.returncode == 0, (args, proc.stdout, proc.stderr[-3000:])
+        return proc.stdout, {line.rsplit("|", 1)[1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
+
     def ok(self, *args, **kwargs):
         proc = self(*args, **kwargs)
         assert proc.returncode == 0, (args, proc.stdout, proc.stderr)
@@ -82,6 +90,10 @@ class Claudy:
         return message
 
 
+def sdk_modules(imported):
+    return sorted(module for module in imported if module.split(".")[0] in ("docker", "requests", "urllib3"))
+
+
 def our_containers(client, base):
     return sorted(c["Names"][0] for c in client.api.containers(all=True, filters={"name": base}))
 
@@ -95,7 +107,10 @@ def test_installed_command_completion_and_version(installed, install):
     _runner, _play, dirs = installed
     launcher = (dirs["bin"] / "claudy").read_text()
     assert launcher.startswith("#!/") and str(dirs["lib"]) in launcher
-    assert (dirs["lib"] / "ansible_collections/hal9000/dind/plugins/module_utils/claudy.py").is_file()
+    module_utils = dirs["lib"] / "ansible_collections/hal9000/dind/plugins/module_utils"
+    assert (module_utils / "claudy.py").is_file()
+    compiled = {path.name.split(".")[0] for path in (module_utils / "__pycache__").glob("*.pyc")}
+    assert compiled >= {path.stem for path in module_utils.glob("*.py")}, "claudy's library is precompiled"
     completion = dirs["completion"] / "claudy"
     words = subprocess.run(
         ["bash", "-c", f"source {completion}; COMP_WORDS=(claudy da); COMP_CWORD=1; _claudy; echo ${{COMPREPLY[@]}}"],
@@ -151,7 +166,9 @@ def test_detach_ps_logs_stop(docker_client, install, project):
     assert inspected["HostConfig"]["NetworkMode"] == f"container:{docker_client.api.inspect_container(install.parent)['Id']}"
     assert inspected["HostConfig"]["Memory"] == 3 << 30 and inspected["HostConfig"]["PidsLimit"] == 90
 
-    listed = {w["name"]: w for w in json.loads(install.ok("ps", "--json"))}
+    out, imported = install.imports("ps", "--json")
+    assert not sdk_modules(imported), sdk_modules(imported)  # ps lists on engine.EngineClient too
+    listed = {w["name"]: w for w in json.loads(out)}
     worker = listed[name]
     assert worker["state"] == "running" and worker["project"] == project and worker["pool"] == "", worker
     assert (worker["memory"], worker["cpus"], worker["pids_limit"]) == (3 << 30, 1.0, 90), worker
@@ -227,8 +244,11 @@ def test_a_warm_worker_of_the_project_pool_is_claimed(docker_client, install, pr
                  "a warm worker of the project's pool")
         # Named, so with a persistent Claude home like the pool's warm workers (an unnamed one is ephemeral).
         name = f"{install.base}-claimed"
-        claimed = json.loads(install.ok("--detach", "--json", "--name", name, project))
+        out, imported = install.imports("--detach", "--json", "--name", name, project)
+        claimed = json.loads(out)
         assert claimed["claimed"] is True and claimed["name"] == name and claimed["project"] == project, claimed
+        # A warm claim is done without the docker SDK (engine.EngineClient): its import alone would cost 0.24 s.
+        assert not sdk_modules(imported) and "ansible_collections.hal9000.dind.plugins.module_utils.engine" in imported, imported
         assert claimed["state"] == "running" and claimed["claude_home"] == "persistent", claimed
         install.ok("stop", name)
     finally:

@@ -35,6 +35,14 @@ def test_memory_sizes(text, expected):
     assert parse_memory(text) == expected
 
 
+@pytest.mark.parametrize("text", ["4g", "4gb", "4 GB", "0.25g", "1.5m", "3k", "7b", "12345", "2.75G"])
+def test_memory_sizes_count_as_the_docker_sdk_does(text):
+    """parse_memory does without the SDK (claudy's warm claim never imports it) and must agree with it."""
+    from docker.utils import parse_bytes  # pylint: disable=import-outside-toplevel
+
+    assert parse_memory(text) == parse_bytes(text.replace(" ", "").lower())
+
+
 @pytest.mark.parametrize("text", ["4x", "0", "-1g", "", "g", "4 gigs", "0g", "1e3"])
 def test_bad_memory_sizes(text):
     with pytest.raises(Hal9000Error) as err:
