@@ -130,6 +130,8 @@ class _UnixConnection(http.client.HTTPConnection):
 
 
 def _quote(value):
+    if isinstance(value, dict):  # as the SDK's check_resource: an exec_create/create_container answer names its Id
+        value = value.get("Id") or value.get("ID")
     return urllib.parse.quote(str(value), safe="/:")  # as the SDK quotes
 
 

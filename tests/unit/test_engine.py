@@ -23,7 +23,7 @@ import pytest
 from ansible_collections.hal9000.dind.plugins.module_utils import engine
 from ansible_collections.hal9000.dind.plugins.module_utils.errors import Hal9000Error
 from ansible_collections.hal9000.dind.plugins.module_utils.parent import run_coordinator
-from ansible_collections.hal9000.dind.plugins.module_utils.workers import update_limits
+from ansible_collections.hal9000.dind.plugins.module_utils.workers import register_egress, update_limits
 
 HEAVY = ("docker", "requests", "urllib3")
 COLLECTIONS = str(Path(__file__).resolve().parents[2] / ".ansible" / "collections")
@@ -143,6 +143,10 @@ def test_the_claims_calls_in_the_sdks_shapes(server, client):
     assert json.loads(run_coordinator(client, "abc", "homes", "adopt", "x", user="0")) == {"moved": True}
     create = [r for r in served.requests if r[1] == "/containers/abc/exec"][0]
     assert create[3]["Cmd"] == ["coordinator", "homes", "adopt", "x"] and create[3]["User"] == "0", create
+    # A pool's egress_allow at a claim: the exec_create answer (a dict, as the SDK takes it) names the exec.
+    register_egress(client, "abc", "abc", "1001:1001", ["192.0.2.1"])
+    assert [r[:2] for r in served.requests[-3:]] == [("POST", "/containers/abc/exec"), ("POST", "/exec/e1/start"),
+                                                     ("GET", "/exec/e1/json")]
     client.api.remove_container("abc", force=True, v=True)
     assert served.requests[-1][2] == {"v": ["true"], "link": ["false"], "force": ["true"]}
 
