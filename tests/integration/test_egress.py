@@ -223,6 +223,7 @@ def test_egress_open_lets_workers_through_and_status_warns(ansible, docker_clien
         assert f"  WARNING: {OPEN_WARNING}" in result["status_lines"], result["status_lines"]
 
         conf.write_text(written + "EGRESS_ALLOW=169.254.169.254\n")  # refused in one line; the rules stay
+
         def refusal_logged():
             logs = docker_client.api.logs(parent.name).decode()
             return "egress_allow '169.254.169.254' is link-local" in logs and logs
