@@ -24,7 +24,7 @@ def read_meminfo(text):
     """MemTotal and MemAvailable of a /proc/meminfo text, in bytes (None when missing)."""
     found = {}
     for line in (text or "").splitlines():
-        key, _, rest = line.partition(":")
+        key, _sep, rest = line.partition(":")
         fields = rest.split()
         if key in ("MemTotal", "MemAvailable") and fields and fields[0].isdigit():
             found[key] = int(fields[0]) * 1024
@@ -110,7 +110,7 @@ def choose_host(hosts, image, project="", memory=None, no_limits=False):
         return _choice(chosen, SPAWN, f"no warm worker of that pool in the fleet; the most free memory ({_gib(chosen['free'])} "
                                       f"against its workers' limits, {_gib(chosen['needed'])} needed)", rows)
     raise Hal9000Error(
-        f"The fleet is full: no host has a warm worker for {image} {_for(project)} or room for another worker ("
+        f"No host of the fleet can take the worker: none has a warm worker for {image} {_for(project)} nor room for it ("
         + "; ".join(f"{r['name']}: {r['why_not']}" for r in rows)
         + "). Stop workers, add a host, or ask for less memory (worker_memory)."
     )

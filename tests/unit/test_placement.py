@@ -108,7 +108,7 @@ def test_a_full_fleet_is_one_line_naming_every_host():
         choose_host(hosts, IMAGE)
     message = str(raised.value)
     assert "\n" not in message
-    assert message.startswith(f"The fleet is full: no host has a warm worker for {IMAGE} without a project or room for another worker")
+    assert message.startswith(f"No host of the fleet can take the worker: none has a warm worker for {IMAGE} without a project nor room for it")
     for part in ("a: 2.0 GiB free against its workers' limits, 4.0 GiB needed",
                  "b: 2.0 GiB free against its workers' limits, 4.0 GiB needed", "c: unreachable: timed out"):
         assert part in message
