@@ -103,6 +103,18 @@ def task_results(result, name):
     return found
 
 
+def batch_results(result, name):
+    """host -> result of the task whose name ends with ``name``, across a serial play's batches (each starts the task anew)."""
+    found = {}
+    for each in result["plays"]:
+        for task in each["tasks"]:
+            if task["task"]["name"].endswith(name):
+                for host, outcome in task["hosts"].items():
+                    if not outcome.get("skipped") or host not in found:
+                        found[host] = outcome
+    return found
+
+
 def events(node, since_ns, until):
     """The engine's events from ``since_ns`` (nanoseconds) to ``until`` (seconds)."""
     with contextlib.closing(node.client()) as client:
@@ -367,14 +379,14 @@ def test_upgrade_goes_host_by_host_and_leaves_a_host_with_a_busy_worker_for_late
         new = image_id(node1, PARENT)
         before = {node.name: parent_of(node) for node in nodes}
         result = upgrade(nodes, collection, tmp_path, upgrade_drain_timeout=3)
-        assert result["rc"] == 0, json.dumps(task_results(result, "Stop the rollout"))
+        assert result["rc"] == 0, json.dumps(batch_results(result, "Stop the rollout"))
         after = {node.name: parent_of(node) for node in nodes}
         for node in (node1, node3):
             assert after[node.name]["id"] != before[node.name]["id"]
             assert (after[node.name]["image"], after[node.name]["health"]) == (new, "healthy")
         # node2's worker was still running after 3 s: node2 keeps its parent and hands out warm workers again.
         assert after[node2.name] == dict(before[node2.name], health=after[node2.name]["health"])
-        left = task_results(result, "Report it")[node2.name]["msg"]
+        left = batch_results(result, "Report it")[node2.name]["msg"]
         assert left.startswith(f"{node2.name} left for later: workers {busy} still run after 3 s (upgrade_drain_timeout)")
         assert task_results(result, "List the hosts left for later")[node1.name]["msg"] == [left]
         with contextlib.closing(node2.client()) as client:
@@ -383,13 +395,13 @@ def test_upgrade_goes_host_by_host_and_leaves_a_host_with_a_busy_worker_for_late
         # Once it has ended, the same command upgrades node2 alone and its pool is full again.
         remove_containers(node2, [busy])
         result = upgrade(nodes, collection, tmp_path, upgrade_images=False)
-        assert result["rc"] == 0, json.dumps(task_results(result, "Stop the rollout"))
+        assert result["rc"] == 0, json.dumps(batch_results(result, "Stop the rollout"))
         again = {node.name: parent_of(node) for node in nodes}
         assert again[node1.name]["id"] == after[node1.name]["id"] and again[node3.name]["id"] == after[node3.name]["id"]
         assert again[node2.name]["id"] != after[node2.name]["id"]
         assert all((p["image"], p["health"]) == (new, "healthy") for p in again.values()), again
         assert task_results(result, "List the hosts left for later")[node1.name]["msg"] == "Every host runs the current parent image."
-        refilled = task_results(result, "Refill the pools")[node2.name]
+        refilled = batch_results(result, "Refill the pools")[node2.name]
         assert [(p["name"], p["warm"]) for p in refilled["pools"]] == [("generic", 1)]
         assert len(warm_on(node2)) == 1
     finally:
@@ -405,7 +417,7 @@ def test_a_host_failing_its_health_check_stops_the_rollout_there(installed, coll
     try:
         result = upgrade(nodes, collection, tmp_path, upgrade_images=False, daemon_image=broken)
         assert result["rc"] != 0
-        stopped = task_results(result, "Stop the rollout")
+        stopped = batch_results(result, "Stop the rollout")
         assert list(stopped) == [nodes[0].name]
         message = stopped[nodes[0].name]["msg"]
         assert message.startswith(f"Upgrade stopped at {nodes[0].name}: Check the parent's health failed "
@@ -415,5 +427,5 @@ def test_a_host_failing_its_health_check_stops_the_rollout_there(installed, coll
             assert parent_of(node) == before[node.name]
     finally:  # the build host back on the current image, as a resumed rollout does it
         result = upgrade(nodes, collection, tmp_path, upgrade_images=False, hal9000_hosts=nodes[0].name)
-        assert result["rc"] == 0, json.dumps(task_results(result, "Stop the rollout"))
+        assert result["rc"] == 0, json.dumps(batch_results(result, "Stop the rollout"))
         assert parent_of(nodes[0])["health"] == "healthy"
