@@ -224,6 +224,7 @@ def test_fleet_status_lists_every_host_and_says_which_is_unreachable(nodes, coll
         assert all(f" {parent_id[7:19]}" in line or f"={parent_id[7:19]}" in line for line in table[1:] if not line.startswith(stopped.name))
     finally:
         nodes.start(stopped)
+        nodes.write_inventory(nodes.inventory_path)  # a restarted node may have another address
 
 
 def test_a_host_whose_engine_cannot_be_reached_fails_alone_and_by_name(nodes, collection, tmp_path):
@@ -281,6 +282,7 @@ def memory_total_mb():
 def installed(nodes, collection, tmp_path_factory):
     """Every node with node1's parent image, the idle worker image and a running parent; node2 keeps one warm worker."""
     workdir = tmp_path_factory.mktemp("installed")
+    nodes.write_inventory(nodes.inventory_path)  # the addresses now (a node restarted by an earlier test may have moved)
     wanted = image_id(nodes[0], PARENT)
     if wanted is None or any(image_id(node, PARENT) != wanted for node in nodes):
         run_images(nodes, collection, workdir)
