@@ -192,6 +192,7 @@ def parent_summary(client, inspected):
         "id": inspected["Id"],
         "name": inspected["Name"].lstrip("/"),
         "image": inspected["Config"]["Image"],
+        "image_id": inspected["Image"],  # what it runs, whatever the tag names now
         "state": state["Status"],
         "health": (state.get("Health") or {}).get("Status", "none"),
         # What the last health check said ("disk full: <path>, free space needed", "docker socket does not answer").

@@ -255,6 +255,29 @@ def warm_workers(client, parent, digest=None, pool=None):
     return sorted(warm, key=lambda w: w["created"])
 
 
+def warm_counts(client, parent, pools):
+    """Running warm workers of each pool (name -> count)."""
+    return {p["name"]: len(warm_workers(client, parent, pool=p["name"])) for p in pools}
+
+
+def wait_for_minimum(client, parent, pools, timeout, home, sleep=time.sleep):
+    """Wait up to ``timeout`` s until every pool (in force: min filled in) holds its minimum; the warm counts.
+
+    Pools still short then raise Hal9000Error naming them and the pool manager's log.
+    """
+    deadline = time.monotonic() + timeout
+    warm = warm_counts(client, parent, pools)
+    while any(warm[p["name"]] < p["min"] for p in pools) and time.monotonic() < deadline:
+        sleep(0.25)
+        warm = warm_counts(client, parent, pools)
+    short = [f"{p['name']} has {warm[p['name']]} of {p['min']}" for p in pools if warm[p["name"]] < p["min"]]
+    if short:
+        raise Hal9000Error(
+            f"Pools not at their minimum after {timeout} s ({'; '.join(short)}): see {os.path.join(home, 'logs', 'pool-manager.log')}."
+        )
+    return warm
+
+
 def claim(client, spec, new_name, home, network=None, current_image_id=None, warn=None):
     """Rename a warm worker that is current for ``spec`` to ``new_name``; returns its ID or None.
 

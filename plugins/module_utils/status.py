@@ -18,7 +18,7 @@ from ansible_collections.hal9000.dind.plugins.module_utils.parent import mounted
 from ansible_collections.hal9000.dind.plugins.module_utils.pool import load_pools
 from ansible_collections.hal9000.dind.plugins.module_utils.relay import read_status as read_relay_status
 from ansible_collections.hal9000.dind.plugins.module_utils.sessions import summary as sessions_summary
-from ansible_collections.hal9000.dind.plugins.module_utils.settings import resolve_in_home
+from ansible_collections.hal9000.dind.plugins.module_utils.settings import resolve, resolve_in_home
 from ansible_collections.hal9000.dind.plugins.module_utils.volumes import DEFAULT_VOLUME_PREFIX, inspect_volume, shared_volumes
 
 
@@ -33,6 +33,15 @@ def pool_status(home, workers):
     pools = [{"name": p["name"], "project": p["project"], "min": p["min"], "max": p["max"], "image": p["image"],
               "warm": len([w for w in warm if w["pool"] == p["name"]])} for p in config["pools"]]
     return {"enabled": config["enabled"], "idle_timeout": config["idle_timeout"], "pools": pools}
+
+
+def worker_limits(home):
+    """The limits a worker made without explicit ones gets here: hal9000.conf under ``home``, else the seed's."""
+    try:
+        settings = resolve_in_home(home) if home else resolve()
+    except (Hal9000Error, OSError, ValueError) as exc:
+        return {"memory": None, "cpus": None, "pids_limit": None, "error": str(exc).splitlines()[0]}
+    return {"memory": settings["memory"], "cpus": settings["cpus"], "pids_limit": settings["pids_limit"]}
 
 
 def relay_status(home, parent):
@@ -84,6 +93,7 @@ def installation_status(client, parent_name=PARENT_NAME, volume_prefix=DEFAULT_V
         },
         "volumes": [{"name": name, "exists": inspect_volume(client, name) is not None} for name in shared_volumes(volume_prefix)],
         "pool": pool,
+        "worker_limits": worker_limits(home),
         "relay": relay_status(home, parent),
         "images": image_status(client, list(dict.fromkeys(references))),
         "sessions": sessions_summary(home, limit=10) if home else {"path": None, "records": 0, "open": 0, "recent": []},

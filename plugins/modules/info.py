@@ -73,6 +73,13 @@ pool:
   type: dict
   sample: {"enabled": true, "idle_timeout": 300, "pools": [{"name": "generic", "project": "", "min": 2, "max": 5,
            "image": "hal9000/worker:latest", "warm": 2}]}
+worker_limits:
+  description:
+    - The limits a worker started without explicit ones gets here (C(WORKER_MEMORY), C(WORKER_CPUS) and C(WORKER_PIDS_LIMIT) in
+      hal9000.conf, else the seed's); C(error) says why hal9000.conf could not be read.
+  returned: always
+  type: dict
+  sample: {"memory": "4g", "cpus": "2", "pids_limit": 100}
 relay:
   description:
     - The MCP relay (the seed's MCP servers for every worker, in the parent's sidecar) - whether it is C(enabled), C(ready)

@@ -178,8 +178,6 @@ actions:
 """
 
 import json
-import os
-import time
 
 from ansible_collections.hal9000.dind.plugins.module_utils.ansible_docker import build_module, run_module
 from ansible_collections.hal9000.dind.plugins.module_utils.errors import Hal9000Error
@@ -191,7 +189,8 @@ from ansible_collections.hal9000.dind.plugins.module_utils.pool import (
     read_pools,
     save_pools,
     validate_pools,
-    warm_workers,
+    wait_for_minimum,
+    warm_counts,
 )
 from ansible_collections.hal9000.dind.plugins.module_utils.settings import resolve_in_home
 from ansible_collections.hal9000.dind.plugins.module_utils.workers import (
@@ -251,21 +250,10 @@ def manage_pool(module, client):
     elif running and actions and not module.check_mode:
         run_coordinator(client, parent["Id"], "pool", "reload")
 
-    def counts():
-        return {p["name"]: len(warm_workers(client, params["parent"], pool=p["name"])) for p in in_force["pools"]}
-
-    warm = counts()
     if params["wait"] and wanted["enabled"] and not module.check_mode:
-        deadline = time.monotonic() + params["wait_timeout"]
-        while any(warm[p["name"]] < p["min"] for p in in_force["pools"]) and time.monotonic() < deadline:
-            time.sleep(0.25)
-            warm = counts()
-        short = [f"{p['name']} has {warm[p['name']]} of {p['min']}" for p in in_force["pools"] if warm[p["name"]] < p["min"]]
-        if short:
-            raise Hal9000Error(
-                f"Pools not at their minimum after {params['wait_timeout']} s ({'; '.join(short)}): "
-                f"see {os.path.join(home, 'logs', 'pool-manager.log')}."
-            )
+        warm = wait_for_minimum(client, params["parent"], in_force["pools"], params["wait_timeout"], home)
+    else:
+        warm = warm_counts(client, params["parent"], in_force["pools"])
     result = dict(
         changed=bool(actions), actions=actions, manager_running=wanted["enabled"] if not module.check_mode else running,
         pools=[dict(p, warm=warm[p["name"]]) for p in in_force["pools"]],

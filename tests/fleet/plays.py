@@ -60,3 +60,15 @@ def task_results(result, name):
             if task["task"]["name"].endswith(name):
                 found = task["hosts"]
     return found
+
+
+def batch_results(result, name):
+    """host -> result of the task whose name ends with ``name``, across a serial play's batches (each starts the task anew)."""
+    found = {}
+    for each in result["plays"]:
+        for task in each["tasks"]:
+            if task["task"]["name"].endswith(name):
+                for host, outcome in task["hosts"].items():
+                    if not outcome.get("skipped") or host not in found:
+                        found[host] = outcome
+    return found

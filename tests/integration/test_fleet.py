@@ -12,6 +12,7 @@ tests run; a changed file between the seed and the run would make node1 rebuild)
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import sys
 import time
@@ -23,7 +24,7 @@ from helpers import REPO_ROOT
 
 sys.path.insert(0, str(REPO_ROOT / "tests" / "fleet"))
 from nodes import fleet  # noqa: E402  (tests/fleet is not a package)
-from plays import collection_snapshot, play, task_results  # noqa: E402
+from plays import batch_results, collection_snapshot, play, task_results  # noqa: E402
 
 BASE = "debian:bookworm-slim"
 PARENT = "hal9000/parent:latest"
@@ -168,6 +169,7 @@ def test_fleet_status_lists_every_host_and_says_which_is_unreachable(nodes, coll
         assert all(f" {parent_id[7:19]}" in line or f"={parent_id[7:19]}" in line for line in table[1:] if not line.startswith(stopped.name))
     finally:
         nodes.start(stopped)
+        nodes.write_inventory(nodes.inventory_path)  # a restarted node may have another address
 
 
 def test_a_host_whose_engine_cannot_be_reached_fails_alone_and_by_name(nodes, collection, tmp_path):
@@ -185,3 +187,192 @@ def test_a_host_whose_engine_cannot_be_reached_fails_alone_and_by_name(nodes, co
     assert copied["failed"] and copied["msg"].startswith("Could not bring gone up to date (gone: Cannot reach the Docker Engine at unix://")
     assert copied["hosts"][target.name]["sent"] == [BASE] and "error" not in copied["hosts"][target.name]
     assert image_id(target, BASE) == image_id(source, BASE)
+
+
+# Placement and rolling upgrades need running parents: every node gets one (relay off, so no MCP image) and an idle
+# worker image built inside the nodes only (the base image sleeping: no 450 MB worker image per node).
+def build_in(node, tag, dockerfile):
+    """An image built inside ``node``'s engine from a Dockerfile text (its FROM is already there: no network)."""
+    with contextlib.closing(node.client()) as client:
+        client.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=tag, pull=False, rm=True, forcerm=True)
+
+
+def parent_of(node):
+    """The parent's container ID, image ID and health on ``node``."""
+    with contextlib.closing(node.client()) as client:
+        inspected = client.api.inspect_container("hal9000-parent")
+    return {"id": inspected["Id"], "image": inspected["Image"],
+            "health": (inspected["State"].get("Health") or {}).get("Status"), "running": inspected["State"]["Running"]}
+
+
+def warm_on(node):
+    with contextlib.closing(node.client()) as client:
+        return [c["Names"][0][1:] for c in client.api.containers(filters={"label": "io.hal9000.pool", "name": "^/hal9000-warm-"})]
+
+
+def remove_containers(node, names):
+    with contextlib.closing(node.client()) as client:
+        for name in names:
+            with contextlib.suppress(docker.errors.NotFound):
+                client.api.remove_container(name, force=True, v=True)
+
+
+def memory_total_mb():
+    """The nodes see this machine's /proc/meminfo (no per-container view)."""
+    with open("/proc/meminfo", encoding="utf-8") as handle:
+        return int(handle.readline().split()[1]) // 1024
+
+
+@pytest.fixture(scope="module")
+def installed(nodes, collection, tmp_path_factory):
+    """Every node with node1's parent image, the idle worker image and a running parent; node2 keeps one warm worker."""
+    workdir = tmp_path_factory.mktemp("installed")
+    nodes.write_inventory(nodes.inventory_path)  # the addresses now (a node restarted by an earlier test may have moved)
+    wanted = image_id(nodes[0], PARENT)
+    if wanted is None or any(image_id(node, PARENT) != wanted for node in nodes):
+        run_images(nodes, collection, workdir)
+    nodes.idle = f"{nodes.prefix}/worker:idle"
+    for node in nodes:
+        build_in(node, nodes.idle, f'FROM {BASE}\nCMD ["sleep", "infinity"]\n')
+    config = {"WORKER_IMAGE": nodes.idle, "ENABLE_MCP_RELAY": "false", "SKIP_IMAGE_PULL": "true"}
+    result = play(collection, workdir, [{"hosts": "fleet", "gather_facts": False, "roles": [
+        {"role": "hal9000.dind.volumes", "volumes_config": config}, {"role": "hal9000.dind.daemon"}]}], nodes.inventory_path)
+    assert result["rc"] == 0, result["stats"]
+    result = play(collection, workdir, collection / "playbooks" / "pool.yml", nodes.inventory_path,
+                  {"hal9000_hosts": nodes[1].name, "pool_enabled": True, "pool_min_warm_workers": 1, "pool_max_warm_workers": 1})
+    assert result["rc"] == 0, result["stats"]
+    return nodes
+
+
+def spawn(nodes, collection, tmp_path, **extra):
+    return play(collection, tmp_path, collection / "playbooks" / "spawn_worker.yml", nodes.inventory_path,
+                dict({"hal9000_hosts": "fleet", "worker_host": "auto"}, **extra))
+
+
+def test_placement_takes_the_warm_worker_then_the_most_free_memory_and_says_when_the_fleet_is_full(installed, collection, tmp_path):
+    nodes, prefix = installed, installed.prefix
+    node1, node2, node3 = nodes
+    made = {node.name: [] for node in nodes}
+    try:
+        # node2 alone has a warm worker of the pool for the idle image: it is claimed there, though node3 has more room.
+        result = spawn(nodes, collection, tmp_path, worker_image=nodes.idle, worker_name=f"{prefix}-warm")
+        assert result["rc"] == 0, json.dumps(task_results(result, "the most free memory"))
+        made[node2.name].append(f"{prefix}-warm")
+        spawned = task_results(result, "Spawn the worker")
+        assert spawned[node2.name]["claimed"] is True
+        assert all(spawned[node.name].get("skipped") for node in (node1, node3))
+        said = task_results(result, "Say how to attach")[node2.name]["msg"]
+        assert said[0].startswith(f"Worker {prefix}-warm is running on {node2.name} (no project): claimed a warm worker")
+        assert f"ssh -t root@{node2.address} docker exec -it {prefix}-warm claude" in said[3]
+        assert said[4] == f"Or through its engine: docker -H {node2.docker_host} exec -it {prefix}-warm claude"
+
+        # No warm worker of the base image's pool: node1 and node2 hold workers whose limits leave them 2 GiB and
+        # less than nothing, node3 nothing; the most free memory against the limits is node3's.
+        total = memory_total_mb()
+        heavy = {node1.name: f"{total - 2048}m", node2.name: f"{total - 1024}m"}
+        result = play(collection, tmp_path, [{"hosts": f"{node1.name},{node2.name}", "gather_facts": False, "tasks": [
+            {"hal9000.dind.worker": {"name": f"{prefix}-heavy", "image": nodes.idle, "memory": heavy_expr(heavy)}}]}],
+            nodes.inventory_path)
+        assert result["rc"] == 0, json.dumps(task_results(result, "worker"))
+        made[node1.name].append(f"{prefix}-heavy")
+        made[node2.name].append(f"{prefix}-heavy")
+        result = spawn(nodes, collection, tmp_path, worker_image=BASE, worker_command=["sleep", "infinity"],
+                       worker_memory="1g", worker_name=f"{prefix}-roomy")
+        assert result["rc"] == 0, json.dumps(task_results(result, "the most free memory"))
+        made[node3.name].append(f"{prefix}-roomy")
+        placed = task_results(result, "the most free memory")[node1.name]
+        assert (placed["host"], placed["action"]) == (node3.name, "spawn"), placed
+        rows = {row["name"]: row for row in placed["hosts"]}
+        assert 2 * 2**30 <= rows[node1.name]["free"] < 2 * 2**30 + 2**20 and not rows[node1.name]["why_not"]
+        assert rows[node2.name]["why_not"].endswith("free against its workers' limits, 1.0 GiB needed")
+        assert rows[node3.name]["free"] > rows[node1.name]["free"]
+        assert task_results(result, "Spawn the worker")[node3.name]["claimed"] is False
+        assert f"running on {node3.name}" in task_results(result, "Say how to attach")[node3.name]["msg"][0]
+
+        # More memory than any host has: one message naming every host, and nothing made anywhere.
+        result = spawn(nodes, collection, tmp_path, worker_image=BASE, worker_memory=f"{total + 1024}m", worker_name=f"{prefix}-huge")
+        assert result["rc"] != 0
+        failed = task_results(result, "the most free memory")[node1.name]
+        assert failed["msg"].startswith(f"No host of the fleet can take the worker: none has a warm worker for {BASE} without a project nor room")
+        assert all(f"{node.name}: " in failed["msg"] for node in nodes) and "\n" not in failed["msg"]
+        for node in nodes:
+            with contextlib.closing(node.client()) as client:
+                assert not client.api.containers(all=True, filters={"name": f"^/{prefix}-huge$"})
+    finally:
+        for node in nodes:
+            remove_containers(node, made[node.name])
+
+
+def heavy_expr(limits):
+    """A per-host value in a play: the limit for the host the task runs on."""
+    return "{{ " + json.dumps(limits) + "[inventory_hostname] }}"
+
+
+def upgrade(nodes, collection, tmp_path, **extra):
+    return play(collection, tmp_path, collection / "playbooks" / "upgrade.yml", nodes.inventory_path,
+                dict(IMAGES_ONLY, **extra))
+
+
+def test_upgrade_goes_host_by_host_and_leaves_a_host_with_a_busy_worker_for_later(installed, collection, tmp_path):
+    nodes, prefix = installed, installed.prefix
+    node1, node2, node3 = nodes
+    busy = f"{prefix}-busy"
+    result = play(collection, tmp_path, [{"hosts": node2.name, "gather_facts": False, "tasks": [
+        {"hal9000.dind.worker": {"name": busy, "image": nodes.idle, "memory": "256m"}}]}], nodes.inventory_path)
+    assert result["rc"] == 0, json.dumps(task_results(result, "worker"))
+    try:
+        # A new parent image on the build host only (same build inputs, another ID): upgrade.yml copies it and rolls it out.
+        build_in(node1, PARENT, f"FROM {PARENT}\nLABEL io.hal9000.test-upgrade={time.time_ns()}\n")
+        new = image_id(node1, PARENT)
+        before = {node.name: parent_of(node) for node in nodes}
+        result = upgrade(nodes, collection, tmp_path, upgrade_drain_timeout=3)
+        assert result["rc"] == 0, json.dumps(batch_results(result, "Stop the rollout"))
+        after = {node.name: parent_of(node) for node in nodes}
+        for node in (node1, node3):
+            assert after[node.name]["id"] != before[node.name]["id"]
+            assert (after[node.name]["image"], after[node.name]["health"]) == (new, "healthy")
+        # node2's worker was still running after 3 s: node2 keeps its parent and hands out warm workers again.
+        assert after[node2.name] == dict(before[node2.name], health=after[node2.name]["health"])
+        left = batch_results(result, "Report it")[node2.name]["msg"]
+        assert left.startswith(f"{node2.name} left for later: workers {busy} still run after 3 s (upgrade_drain_timeout)")
+        assert task_results(result, "List the hosts left for later")[node1.name]["msg"] == [left]
+        with contextlib.closing(node2.client()) as client:
+            assert client.api.inspect_container(busy)["State"]["Running"]
+
+        # Once it has ended, the same command upgrades node2 alone and its pool is full again.
+        remove_containers(node2, [busy])
+        result = upgrade(nodes, collection, tmp_path, upgrade_images=False)
+        assert result["rc"] == 0, json.dumps(batch_results(result, "Stop the rollout"))
+        again = {node.name: parent_of(node) for node in nodes}
+        assert again[node1.name]["id"] == after[node1.name]["id"] and again[node3.name]["id"] == after[node3.name]["id"]
+        assert again[node2.name]["id"] != after[node2.name]["id"]
+        assert all((p["image"], p["health"]) == (new, "healthy") for p in again.values()), again
+        assert task_results(result, "List the hosts left for later")[node1.name]["msg"] == "Every host runs the current parent image."
+        refilled = batch_results(result, "Refill the pools")[node2.name]
+        assert [(p["name"], p["warm"]) for p in refilled["pools"]] == [("generic", 1)]
+        assert len(warm_on(node2)) == 1
+    finally:
+        remove_containers(node2, [busy])
+
+
+def test_a_host_failing_its_health_check_stops_the_rollout_there(installed, collection, tmp_path):
+    nodes = installed
+    broken = f"{nodes.prefix}/parent:broken"
+    for node in nodes:  # on the nodes only: a parent whose health check always fails, at once
+        build_in(node, broken, f'FROM {PARENT}\nHEALTHCHECK --interval=1s --timeout=3s --retries=1 CMD ["false"]\n')
+    before = {node.name: parent_of(node) for node in nodes}
+    try:
+        result = upgrade(nodes, collection, tmp_path, upgrade_images=False, daemon_image=broken)
+        assert result["rc"] != 0
+        stopped = batch_results(result, "Stop the rollout")
+        assert list(stopped) == [nodes[0].name]
+        message = stopped[nodes[0].name]["msg"]
+        assert message.startswith(f"Upgrade stopped at {nodes[0].name}: Check the parent's health failed "
+                                  f"(the parent hal9000-parent on {broken} is running, health unhealthy")
+        assert "resume with the same command" in message
+        for node in nodes[1:]:  # never reached: still the old parent, healthy
+            assert parent_of(node) == before[node.name]
+    finally:  # the build host back on the current image, as a resumed rollout does it
+        result = upgrade(nodes, collection, tmp_path, upgrade_images=False, hal9000_hosts=nodes[0].name)
+        assert result["rc"] == 0, json.dumps(batch_results(result, "Stop the rollout"))
+        assert parent_of(nodes[0])["health"] == "healthy"
