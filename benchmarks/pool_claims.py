@@ -57,7 +57,9 @@ class Bench:
         self.parent = f"{self.prefix}-parent"
         self.workdir = Path(tempfile.mkdtemp(prefix="hal9000-bench-"))
         self.home = str(self.workdir / "home")
-        self.parent_args = {"name": self.parent, "volume_prefix": self.prefix, "hal9000_home": self.home}
+        # HAL9000_TEST_PARENT_IMAGE (as in the tests) measures a parent built under another tag.
+        self.parent_args = {"name": self.parent, "volume_prefix": self.prefix, "hal9000_home": self.home,
+                            "image": os.environ.get("HAL9000_TEST_PARENT_IMAGE", "hal9000/parent:latest")}
 
     # ------------------------------------------------------------------ helpers ----
     def task(self, module, args):
@@ -103,6 +105,9 @@ class Bench:
                 self.client.api.remove_container(name, force=True, v=True)
             except docker.errors.NotFound:
                 pass
+            except docker.errors.APIError as exc:  # 409: a removal already in progress (the parent's, say) does it
+                if exc.status_code != 409:
+                    raise
 
     def cleanup(self):
         self.remove(self.parent)  # first: its pool manager stops creating
@@ -110,9 +115,11 @@ class Bench:
             for summary in self.client.api.containers(all=True, filters={"label": f"io.hal9000.parent={self.parent}"}):
                 self.remove(summary["Id"])
             time.sleep(1)
-        for suffix in ("chromadb", "memorybank", "plugins"):
+        # The workers' /workspace volumes too: the parent that removes them with their workers went first.
+        workspaces = self.client.api.volumes(filters={"label": f"io.hal9000.parent={self.parent}"}).get("Volumes") or []
+        for name in [f"{self.prefix}-{suffix}" for suffix in ("chromadb", "memorybank", "plugins")] + [v["Name"] for v in workspaces]:
             try:
-                self.client.volumes.get(f"{self.prefix}-{suffix}").remove(force=True)
+                self.client.api.remove_volume(name, force=True)
             except docker.errors.NotFound:
                 pass
         shutil.rmtree(self.workdir, ignore_errors=True)

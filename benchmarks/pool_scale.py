@@ -1,0 +1,154 @@
+"""How the cost of the warm pool grows with its size on one host: 10, 100 and 1,000 idle warm workers.
+
+Starts a parent of its own (name, volumes and home from a random prefix; the real hal9000-parent is never
+touched), measures, and removes everything again, also on failure:
+    .venv/bin/python benchmarks/pool_scale.py [SIZE ...]        (default: 10 100 1000)
+
+At each size, with that many idle warm workers of the generic pool made by ``pool.spawn_warm`` (what the pool manager
+calls) while the manager is off:
+1. host memory per idle worker: MemAvailable before any worker and after all of them (containerd shims,
+   cgroups and page cache included), divided by the count;
+2. claim p50 / p95 over 20 real claims at the library call the worker module and the coordinator use;
+3. the info module's own work (and its whole ansible-playbook run) and `coordinator list --json` in the parent;
+   the engine's own container list, alone, beside them (the part no code of ours can remove);
+4. with the pool manager on at that size: the seconds until it is full again after 20 claims, and the
+   manager's own memory (RSS) and CPU time.
+
+Exit status 0 when every goal is met, 1 when one is missed, 2 when it fails (scripts/bench.sh runs them all).
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+
+import _setup  # (the working tree as ansible_collections.hal9000.dind, and Goals)
+from pool_claims import Bench, percentile
+
+from ansible_collections.hal9000.dind.plugins.module_utils.images import image_id
+from ansible_collections.hal9000.dind.plugins.module_utils.pool import claim, spawn_warm, validate_pools, warm_workers
+from ansible_collections.hal9000.dind.plugins.module_utils.status import installation_status
+from ansible_collections.hal9000.dind.plugins.module_utils.workers import parent_network, worker_spec
+
+SIZES = (10, 100, 1000)
+CLAIMS = 20
+GOAL_MIB_PER_WORKER, GOAL_CLAIM_P95_MS, GOAL_INFO_S = 4, 25, 1
+GOALS = _setup.Goals(__file__)
+
+
+def mem_available_mib():
+    with open("/proc/meminfo", encoding="utf-8") as meminfo:
+        for line in meminfo:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no MemAvailable in /proc/meminfo")
+
+
+class Scale(Bench):
+    def pool(self, size):
+        return validate_pools({"pools": [{"name": "generic", "min": size, "max": size}]},
+                              self.settings())["pools"][0]
+
+    def fill(self, size):
+        """Warm workers up to ``size``; seconds per worker made."""
+        settings, pool = self.settings(), self.pool(size)
+        network = parent_network(self.client, worker_spec(name=f"{self.prefix}-ref", parent=self.parent, settings=settings))
+        missing = size - len(warm_workers(self.client, self.parent))
+        began = time.monotonic()
+        for _made in range(missing):
+            spawn_warm(self.client, pool, self.parent, settings, network)
+        return (time.monotonic() - began) / max(missing, 1)
+
+    def claims(self, size):
+        """Milliseconds of CLAIMS claims (at most ``size``) from a pool of ``size`` (the claimed ones removed afterwards)."""
+        settings = self.settings()
+        reference = worker_spec(name=f"{self.prefix}-ref", parent=self.parent, settings=settings)
+        network, current = parent_network(self.client, reference), image_id(self.client, reference["image"])
+        timings, names = [], []
+        for index in range(min(CLAIMS, size)):
+            name = f"{self.prefix}-c{size}-{index}"
+            spec = worker_spec(name=name, parent=self.parent, settings=settings)
+            began = time.perf_counter()
+            if claim(self.client, spec, name, self.home, network, current) is None:
+                raise RuntimeError(f"claim {index} at size {size} found no warm worker")
+            timings.append((time.perf_counter() - began) * 1000)
+            names.append(name)
+        self.remove(*names)
+        return timings
+
+    def listing_seconds(self):
+        """(the info module's own work, its whole ansible-playbook run, coordinator list in the parent, the
+        engine's own list of every container), in seconds."""
+        began = time.monotonic()
+        installation_status(self.client, self.parent, self.prefix)  # what the info module runs
+        info = time.monotonic() - began
+        _result, playbook = self.task("hal9000.dind.info", {"parent": self.parent, "volume_prefix": self.prefix})
+        began = time.monotonic()
+        created = self.client.api.exec_create(self.parent, ["coordinator", "list", "--json"])
+        self.client.api.exec_start(created["Id"])
+        listed = time.monotonic() - began
+        began = time.monotonic()
+        self.client.api.containers(all=True)
+        return info, playbook, listed, time.monotonic() - began
+
+    def refill_and_manager(self, size):
+        """With the manager on at ``size``: seconds to refill after CLAIMS claims; its RSS (MiB) and CPU seconds."""
+        self.task("hal9000.dind.pool", {"parent": self.parent, "hal9000_home": self.home, "enabled": True,
+                                        "min_warm_workers": size, "max_warm_workers": size, "wait_timeout": 600})
+        names = []
+        for index in range(min(CLAIMS, size)):
+            name = f"{self.prefix}-r{size}-{index}"
+            spec = worker_spec(name=name, parent=self.parent, settings=self.settings())
+            if claim(self.client, spec, name, self.home) is None:
+                raise RuntimeError("the refill burst found the pool empty")
+            names.append(name)
+        began = time.monotonic()
+        while len(warm_workers(self.client, self.parent)) < size:
+            if time.monotonic() - began > 600:
+                raise RuntimeError(f"the pool did not refill to {size} within 600 s")
+            time.sleep(0.2)
+        refill = time.monotonic() - began
+        created = self.client.api.exec_create(self.parent, ["sh", "-c",
+                                                            "pid=$(cat /run/hal9000/pool-manager.pid); "
+                                                            "grep VmRSS /proc/$pid/status; cut -d' ' -f14,15 /proc/$pid/stat"])
+        rss_line, cpu_line = self.client.api.exec_start(created["Id"]).decode().strip().splitlines()[-2:]
+        ticks = sum(int(value) for value in cpu_line.split())
+        self.task("hal9000.dind.pool", {"parent": self.parent, "hal9000_home": self.home, "enabled": False})
+        self.remove(*names)
+        return refill, int(rss_line.split()[1]) / 1024, ticks / 100  # clock ticks: USER_HZ is 100 on Linux
+
+
+def main(sizes):
+    bench = Scale()
+    rows = []
+    try:
+        bench.task("hal9000.dind.parent", bench.parent_args)
+        bench.task("hal9000.dind.pool", {"parent": bench.parent, "hal9000_home": bench.home, "enabled": False})
+        time.sleep(2)
+        baseline = mem_available_mib()
+        for size in sizes:
+            per_worker_s = bench.fill(size)
+            time.sleep(5)  # the new containers' first page faults settle
+            used = baseline - mem_available_mib()
+            claims = bench.claims(size)
+            bench.fill(size)
+            info, playbook, listed, engine_list = bench.listing_seconds()
+            refill, rss, cpu = bench.refill_and_manager(size)
+            rows.append((size, used / size, per_worker_s, statistics.median(claims), percentile(claims, 0.95),
+                         info, listed, engine_list, refill, rss, cpu))
+            print(f"{size:5d} warm: {used / size:5.2f} MiB each ({used:.0f} MiB), made in {per_worker_s * 1000:.0f} ms each; "
+                  f"claim p50 {statistics.median(claims):.1f} ms p95 {percentile(claims, 0.95):.1f} ms; info {info:.2f} s "
+                  f"({playbook:.1f} s through ansible-playbook), "
+                  f"coordinator list {listed:.2f} s (the engine's list alone {engine_list * 1000:.0f} ms); "
+                  f"refill after {min(CLAIMS, size)} claims {refill:.1f} s; pool manager {rss:.0f} MiB RSS, {cpu:.1f} s CPU", flush=True)
+    finally:
+        bench.cleanup()
+    largest = rows[-1]
+    GOALS.at_most(f"host memory per idle warm worker at {largest[0]}", max(row[1] for row in rows), GOAL_MIB_PER_WORKER, "MiB", 2)
+    GOALS.at_most(f"claim p95 at {largest[0]} warm workers", largest[4], GOAL_CLAIM_P95_MS, "ms")
+    GOALS.at_most(f"info module at {largest[0]} warm workers", largest[5], GOAL_INFO_S, "s", 2)
+
+
+if __name__ == "__main__":
+    sys.exit(GOALS.run(lambda: main([int(size) for size in sys.argv[1:]] or SIZES)))
