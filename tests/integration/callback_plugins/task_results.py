@@ -36,7 +36,7 @@ class CallbackModule(CallbackBase):
         self.results.append(json.loads(json.dumps(dict(result._result, **flags), default=str)))
 
     def v2_runner_on_ok(self, result, **kwargs):
-        self._record(result)
+        self._record(result, failed=False)  # as a registered result says it
 
     def v2_runner_on_failed(self, result, ignore_errors=False):
         self._record(result, failed=True)
