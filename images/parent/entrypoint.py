@@ -490,8 +490,8 @@ class Parent:
         the manager, so a deliberate stop is never undone here.
         """
         code = self.pool.poll() if self.pool is not None else None  # also reaps our own child
-        running = signal_pid_file(POOL_PID_FILE, 0) if code is not None or self.pool is None else self.pool.pid
-        if running is not None:
+        our_child_runs = self.pool is not None and code is None
+        if our_child_runs or signal_pid_file(POOL_PID_FILE, 0) is not None:
             self.pool_seen = True
             return
         if self.pool_seen and self.pool_enabled() and not self.stopping.is_set():
