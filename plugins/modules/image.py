@@ -168,6 +168,7 @@ build_log:
   elements: str
 """
 
+import os
 import time
 
 from ansible_collections.hal9000.dind.plugins.module_utils.ansible_docker import build_module, run_module
@@ -206,6 +207,10 @@ def remove(module, client, name, current):
 def build(module, client, name, current):
     params = module.params
     context = params["context"]
+    if module.check_mode and not os.path.isdir(context):
+        # A check run before the context was ever shipped there (the images role ships it first): a build is what would happen.
+        return dict(changed=True, digest="", image=image_summary(current) if current else {},
+                    actions=[f"built {name} once its build context is shipped to {context}"])
     dockerfile = resolve_dockerfile(context, params["flavour"], params["dockerfile"])
     base = inspect_image(client, params["base_image"])
     if not base:
