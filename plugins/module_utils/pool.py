@@ -40,9 +40,11 @@ from ansible_collections.hal9000.dind.plugins.module_utils.parent import mounted
 from ansible_collections.hal9000.dind.plugins.module_utils.relay import revoke, set_scope
 from ansible_collections.hal9000.dind.plugins.module_utils.settings import BY_KEY
 from ansible_collections.hal9000.dind.plugins.module_utils.validate import check_worker_user, validate_name
+from ansible_collections.hal9000.dind.plugins.module_utils import warm_index
 from ansible_collections.hal9000.dind.plugins.module_utils.workers import (
     CLAUDE_USER,
     POOL_OPTIONS,
+    ParentNetwork,
     egress_of,
     own_egress,
     register_egress,
@@ -171,7 +173,10 @@ def spawn_warm(client, pool, parent, settings, network=None, home=None, host_vie
     """Create and start one warm worker of ``pool``; returns its spec. Its host paths are looked at on
     ``host_view`` (default: the parent's, ``workers.ParentView``), as for every worker, by spawn_worker."""
     spec = pool_spec(pool, parent, settings)
-    spawn_worker(client, spec, network, home, host_view=host_view)
+    network = ParentNetwork(*(network or parent_network(client, spec)))
+    container_id, _milliseconds = spawn_worker(client, spec, network, home, host_view=host_view)
+    if home or network.home:
+        warm_index.add(home or network.home, spec["digest"], container_id)
     return spec
 
 
@@ -243,16 +248,37 @@ def warm_workers(client, parent, digest=None, pool=None):
     # The name filter keeps claimed workers (renamed, same labels) out of the daemon's answer: its
     # cost grows with every container it returns. The labels below still decide what is warm.
     summaries = client.api.containers(filters={"label": filters, "status": "running", "name": f"^/{WARM_PREFIX}-"})
-    warm = []
-    for summary in summaries:
-        labels = summary.get("Labels") or {}
-        name = summary["Names"][0].lstrip("/")
-        if labels.get(LABEL_POOL) and labels.get(LABEL_WARM_NAME) == name:
-            warm.append(dict(worker_facts(summary), id=summary["Id"], name=name, pool=labels[LABEL_POOL],
-                             created=summary["Created"], limits_label=labels.get(LABEL_LIMITS, ""),
-                             claude_home=labels.get(LABEL_CLAUDE_HOME, ""), workspace=labels.get(LABEL_WORKSPACE, ""),
-                             egress_allow=egress_of(labels)))
-    return sorted(warm, key=lambda w: w["created"])
+    warm = [_warm_entry(summary, summary["Names"][0], summary.get("Labels") or {}, summary["Created"]) for summary in summaries]
+    return sorted((worker for worker in warm if worker), key=lambda w: w["created"])
+
+
+def _warm_entry(container, name, labels, created):
+    """A ``warm_workers`` entry from a listing's summary or an inspect; None when it was claimed (renamed)."""
+    name = name.lstrip("/")
+    if not labels.get(LABEL_POOL) or labels.get(LABEL_WARM_NAME) != name:
+        return None
+    return dict(worker_facts(container), id=container["Id"], name=name, pool=labels[LABEL_POOL], created=created,
+                limits_label=labels.get(LABEL_LIMITS, ""), claude_home=labels.get(LABEL_CLAUDE_HOME, ""),
+                workspace=labels.get(LABEL_WORKSPACE, ""), egress_allow=egress_of(labels))
+
+
+def _listed_warm(client, parent, digest):
+    """``warm_workers`` of ``digest``, listed only when first asked for (a generator)."""
+    yield from warm_workers(client, parent, digest=digest)
+
+
+def _indexed_warm(client, home, parent, digest):
+    """The warm workers of ``digest`` that ``warm_index`` names, oldest first, each checked by an inspect
+    (one call whatever the number of containers); entries of workers gone or claimed are dropped."""
+    for container_id in warm_index.entries(home, digest):
+        inspected = inspect_container(client, container_id)
+        labels = ((inspected or {}).get("Config") or {}).get("Labels") or {}
+        running = inspected and inspected["State"]["Running"] and labels.get(LABEL_PARENT) == parent
+        worker = _warm_entry(inspected, inspected["Name"], labels, inspected["Created"]) if running else None
+        if worker is None or worker["digest"] != digest:
+            warm_index.forget(home, digest, container_id)
+            continue
+        yield worker
 
 
 def warm_counts(client, parent, pools):
@@ -331,18 +357,22 @@ def _rename_warm(client, spec, new_name, home, network, current_image_id):
     with claim_lock(home, spec.get("claim_timeout")):
         if spec["claude_home"] == "persistent":
             check_home_free(client, home, new_name)
-        for candidate in warm_workers(client, spec["parent"], digest=spec["digest"]):
-            if stale_reasons(candidate, spec, current_image_id, network):
-                continue
-            try:
-                client.api.rename(candidate["id"], new_name)
-            except ERRORS.NotFound:
-                continue  # removed since the listing (by a remover that does not share this lock)
-            except ERRORS.APIError as exc:
-                if exc.status_code == 409 and new_name in str(exc):
-                    raise Hal9000Error(f"A container named {new_name} already exists: choose another name.") from None
-                continue  # e.g. its removal is in progress: the next candidate
-            return candidate
+        # The index first; the container list (whose cost grows with every container) only when it offers none.
+        for candidates in (_indexed_warm(client, home, spec["parent"], spec["digest"]),
+                           _listed_warm(client, spec["parent"], spec["digest"])):
+            for candidate in candidates:
+                if stale_reasons(candidate, spec, current_image_id, network):
+                    continue
+                try:
+                    client.api.rename(candidate["id"], new_name)
+                except ERRORS.NotFound:
+                    continue  # removed since the listing (by a remover that does not share this lock)
+                except ERRORS.APIError as exc:
+                    if exc.status_code == 409 and new_name in str(exc):
+                        raise Hal9000Error(f"A container named {new_name} already exists: choose another name.") from None
+                    continue  # e.g. its removal is in progress: the next candidate
+                warm_index.forget(home, spec["digest"], candidate["id"])
+                return candidate
     return None
 
 
@@ -357,6 +387,7 @@ def remove_warm(client, home, worker, timeout=None):
             client.api.remove_container(worker["name"], force=True, v=True)
         except ERRORS.NotFound:
             return False
+    warm_index.forget(home, worker["digest"], worker["id"])
     revoke(home, worker["id"])
     remove_workspace(client, worker.get("workspace"))
     if worker.get("claude_home") == "persistent":
@@ -396,7 +427,10 @@ class Reconciler:
         """One pass over every pool; returns {pool: warm count after the pass}."""
         self.claim_timeout = settings["claim_timeout"]
         configured = {pool["name"] for pool in config["pools"]}
-        for worker in warm_workers(self.client, self.parent):
+        listed_at = time.time()
+        every_warm = warm_workers(self.client, self.parent)
+        warm_index.sync(self.home, every_warm, listed_at)  # before this pass adds or removes any
+        for worker in every_warm:
             if worker["pool"] not in configured:  # its pool was removed from the settings
                 self._remove(worker, "its pool is no longer configured")
         counts = {}

@@ -10,7 +10,7 @@ import itertools
 import re
 
 import pytest
-from docker.errors import APIError
+from docker.errors import APIError, NotFound
 from docker.types import HostConfig
 
 from ansible_collections.hal9000.dind.plugins.module_utils.pool import Reconciler, claim, validate_pools
@@ -34,13 +34,20 @@ class FakeAPI:
         self.parent = {"Id": "parent-1", "State": {"Running": True, "StartedAt": "t1"}, "Mounts": []}
         self.containers_by_id = {}
         self.calls = []
+        self.reads = []  # inspects and listings, apart from the calls that change something
         self.ids = itertools.count(1)
         self.fail_creates = 0
         self.removed_volumes = []
 
     def inspect_container(self, name):
-        assert name in (PARENT, self.parent["Id"]), name
-        return self.parent
+        self.reads.append(("inspect", name))
+        if name in (PARENT, self.parent["Id"]):
+            return self.parent
+        if name not in self.containers_by_id:
+            raise NotFound(f"No such container: {name}")
+        summary = self.containers_by_id[name]  # an inspect's shape, from the listing's
+        return {"Id": name, "Name": summary["Names"][0], "Config": {"Labels": summary["Labels"]}, "Image": summary["ImageID"],
+                "HostConfig": summary["HostConfig"], "State": {"Running": True}, "Created": summary["Created"]}
 
     def inspect_image(self, reference):
         return {"Id": self.images[reference]}
@@ -82,6 +89,7 @@ class FakeAPI:
         self.calls.append(("rename", new_name))
 
     def containers(self, filters):
+        self.reads.append(("list",))
         wanted = [label.split("=", 1) for label in filters["label"]]
         pattern = re.compile(filters["name"])
         return [c for c in self.containers_by_id.values()
@@ -214,3 +222,68 @@ def test_a_claim_never_takes_a_worker_on_an_older_image_and_applies_the_limits(c
     claimed = claim(client, spec, "h9unit-claimed", str(tmp_path))
     assert client.api.containers_by_id[claimed]["Names"] == ["/h9unit-claimed"]
     assert ("update", f"/containers/{claimed}/update", 6 * 1024 ** 3) in client.api.calls, "the claim applied 6g"
+
+
+def listings(client):
+    return sum(1 for read in client.api.reads if read == ("list",))
+
+
+def claimable_spec():
+    from ansible_collections.hal9000.dind.plugins.module_utils.pool import pool_spec
+
+    return pool_spec(config()["pools"][0], PARENT, resolve())
+
+
+def test_a_claim_takes_the_oldest_indexed_worker_without_listing_the_containers(client, reconciler, tmp_path):
+    reconciler.reconcile(config(min_warm=3, max_warm=3), resolve())
+    oldest = min(client.api.containers_by_id.values(), key=lambda c: c["Created"])["Id"]
+    client.api.reads.clear()
+    claimed = claim(client, claimable_spec(), "h9unit-claimed", str(tmp_path))
+    assert claimed == oldest and listings(client) == 0, client.api.reads
+    assert ("inspect", oldest) in client.api.reads
+    indexed = [p.name for p in (tmp_path / "run" / "warm").glob("*/*")]
+    assert len(indexed) == 2 and not [name for name in indexed if name.endswith(oldest)], "the claim dropped its entry"
+
+
+def test_entries_of_workers_gone_or_claimed_elsewhere_are_skipped_and_dropped(client, reconciler, tmp_path):
+    reconciler.reconcile(config(min_warm=3, max_warm=3), resolve())
+    first, second, third = sorted(client.api.containers_by_id, key=lambda i: client.api.containers_by_id[i]["Created"])
+    del client.api.containers_by_id[first]  # removed by hand
+    client.api.containers_by_id[second]["Names"] = ["/someone-else"]  # claimed by a claimer that left its entry
+    client.api.reads.clear()
+    assert claim(client, claimable_spec(), "h9unit-claimed", str(tmp_path)) == third
+    assert listings(client) == 0
+    assert list((tmp_path / "run" / "warm").glob("*/*")) == []
+
+
+def test_without_an_index_a_claim_lists_and_the_next_pass_indexes_again(client, reconciler, tmp_path):
+    import shutil
+
+    reconciler.reconcile(config(min_warm=2, max_warm=2), resolve())
+    shutil.rmtree(tmp_path / "run" / "warm")  # workers made by a version without the index
+    client.api.reads.clear()
+    assert claim(client, claimable_spec(), "h9unit-claimed", str(tmp_path)) is not None
+    assert listings(client) == 1
+    reconciler.reconcile(config(min_warm=2, max_warm=2), resolve())  # indexes the one left and the one it adds
+    assert len(list((tmp_path / "run" / "warm").glob("*/*"))) == 2
+    client.api.reads.clear()
+    assert claim(client, claimable_spec(), "h9unit-claimed-2", str(tmp_path)) is not None
+    assert listings(client) == 0
+
+
+def test_sync_keeps_entries_newer_than_the_listing_and_drops_older_ones_of_gone_workers(tmp_path):
+    import os
+
+    from ansible_collections.hal9000.dind.plugins.module_utils import warm_index
+
+    home = str(tmp_path)
+    warm_index.add(home, "d1", "gone")
+    warm_index.add(home, "d1", "kept")
+    os.utime(next((tmp_path / "run" / "warm" / "d1").glob("*-gone")), (1, 1))
+    warm_index.sync(home, [{"digest": "d1", "id": "kept"}, {"digest": "d2", "id": "unindexed"}], listed_at=100)
+    assert warm_index.entries(home, "d1") == ["kept"] and warm_index.entries(home, "d2") == ["unindexed"]
+    warm_index.add(home, "d1", "started-since")  # after the listing: a sync with an older listing keeps it
+    os.utime(next((tmp_path / "run" / "warm" / "d2").glob("*-unindexed")), (1, 1))
+    warm_index.sync(home, [{"digest": "d1", "id": "kept"}], listed_at=100)
+    assert warm_index.entries(home, "d1") == ["kept", "started-since"]
+    assert warm_index.entries(home, "d2") == [] and not (tmp_path / "run" / "warm" / "d2").exists()
