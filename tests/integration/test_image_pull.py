@@ -164,3 +164,24 @@ def test_refusals_are_one_line_and_never_show_the_password(ansible, docker_clien
     assert wrong not in output and PASSWORD not in output
     assert present(docker_client, registry["remote"]) is None
     assert os.stat(readable).st_mode & 0o777 == 0o644  # refused, not "fixed" behind the user's back
+
+
+def test_images_role_pulls_on_each_host_in_check_mode(ansible, registry, tmp_path):
+    """The role's wiring, in check mode only: a real run would retag hal9000/* images other tests use."""
+    out = tmp_path / "pulled.json"
+    play = [{"hosts": "localhost", "gather_facts": False, "tasks": [
+        {"ansible.builtin.include_role": {"name": "hal9000.dind.images"}, "vars": {
+            "images_source": "pull", "images_registry": f"{registry['registry']}/{registry['base']}/",
+            "images_registry_auth_file": write_auth(tmp_path), "images_parent": False, "images_mcp": False,
+            "images_worker_flavours": ["ultramin"], "images_force": True}},
+        {"ansible.builtin.copy": {"content": "{{ __images_pulled | to_json }}", "dest": str(out), "mode": "0600"},
+         "check_mode": False},
+    ]}]
+    book = tmp_path / "role.yml"
+    book.write_text(json.dumps(play))
+    proc = ansible.playbook(book, "--check")
+    (result,) = json.loads(out.read_text())["results"]
+    source = f"{registry['registry']}/{registry['base']}/hal9000/worker:ultramin"
+    assert result["changed"] is True and result["actions"] == [f"pulled {source} and tagged it hal9000/worker:ultramin"], result
+    assert "Build the images]" in proc.stdout and "Ship the build context" not in proc.stdout  # skipped: no build
+    assert PASSWORD not in proc.stdout
