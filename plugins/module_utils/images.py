@@ -228,13 +228,16 @@ def read_registry_auth(path, registry):
         raise Hal9000Error(f"{what} does not exist: create it on the Docker host (username and password, chmod 600).") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise Hal9000Error(f"{what} cannot be read ({getattr(exc, 'strerror', None) or 'not UTF-8 text'}): fix it and run again.") from None
-    fields = ("username", "password", "registry")
-    if not isinstance(data, dict) or set(data) - set(fields) or not all(isinstance(data.get(key), str) and data[key] for key in fields[:2]):
-        raise Hal9000Error(f"{what} must be a JSON or YAML mapping of username and password (strings: quote a numeric one), optionally registry, and nothing else.")
+    if not isinstance(data, dict) or set(data) - {"username", "password", "registry"} or not all(
+            isinstance(data.get(key), str) and data[key] for key in ("username", "password")):
+        raise Hal9000Error(
+            f"{what} must be a JSON or YAML mapping of username and password (strings: quote a numeric one), "
+            "optionally registry, and nothing else."
+        )
     if "registry" in data:
         from docker.auth import resolve_index_name  # pylint: disable=import-outside-toplevel
 
-        named = resolve_index_name(str(data["registry"]).split("://")[-1].rstrip("/"))
+        named = resolve_index_name(str(data["registry"]).rsplit("://", maxsplit=1)[-1].rstrip("/"))
         if named != registry:
             raise Hal9000Error(f"{what} is for the registry {named}, not {registry}: give the file for {registry}.")
     return {"username": data["username"], "password": data["password"], "serveraddress": registry}

@@ -78,8 +78,8 @@ def registry(docker_client):
                          "REGISTRY_AUTH_HTPASSWD_PATH": "/tmp/htpasswd"},
         )
         wait_for_registry(port)
-        small, _ = docker_client.images.build(
-            fileobj=io.BytesIO(f"FROM debian:bookworm-slim\nLABEL io.hal9000.test={base}\n".encode()), tag=remote, rm=True)
+        small = docker_client.images.build(
+            fileobj=io.BytesIO(f"FROM debian:bookworm-slim\nLABEL io.hal9000.test={base}\n".encode()), tag=remote, rm=True)[0]
         for chunk in docker_client.api.push(remote.rsplit(":", 1)[0], tag="1", stream=True, decode=True,
                                             auth_config={"username": USER, "password": PASSWORD}):
             assert "error" not in chunk, chunk
