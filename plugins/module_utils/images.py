@@ -182,3 +182,103 @@ def saved_image_id(tar_path):
         raise Hal9000Error(f"{tar_path} is not a `docker save` archive (no readable manifest.json).") from None
     config = manifest[0]["Config"]
     return "sha256:" + os.path.basename(config).replace(".json", "")
+
+
+def image_registry(name):
+    """The registry ``name`` is pulled from (``docker.io`` for Docker Hub), by the docker SDK's own rule."""
+    from docker.auth import resolve_repository_name  # pylint: disable=import-outside-toplevel  # claudy's warm claim imports this module
+    from docker.utils import parse_repository_tag  # pylint: disable=import-outside-toplevel
+
+    return resolve_repository_name(parse_repository_tag(name)[0])[0]
+
+
+def _parse_auth_text(text):
+    """The mapping in an auth file: JSON, else YAML when PyYAML is there; None when it is neither."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        pass
+    try:
+        import yaml  # pylint: disable=import-outside-toplevel  # optional: JSON needs nothing
+    except ImportError:
+        return None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return None
+
+
+def read_registry_auth(path, registry):
+    """The docker SDK ``auth_config`` for ``registry`` from ``path``, a file only its owner may read or change.
+
+    The file holds ``username``, ``password`` and optionally ``registry`` (JSON, or YAML when PyYAML is installed).
+    No message raised here contains the file's text: parser errors quote lines, and a line may be the password.
+    """
+    what = f"Registry auth file {path} (for {registry})"
+    try:
+        mode = os.stat(path).st_mode
+        if mode & 0o077:
+            raise Hal9000Error(
+                f"{what} has mode {mode & 0o777:04o}: other users could read or change the password; "
+                f"run chmod 600 {path} and run again."
+            )
+        with open(path, encoding="utf-8") as handle:
+            data = _parse_auth_text(handle.read())
+    except FileNotFoundError:
+        raise Hal9000Error(f"{what} does not exist: create it on the Docker host (username and password, chmod 600).") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise Hal9000Error(f"{what} cannot be read ({getattr(exc, 'strerror', None) or 'not UTF-8 text'}): fix it and run again.") from None
+    if not isinstance(data, dict) or set(data) - {"username", "password", "registry"} or not all(
+            isinstance(data.get(key), str) and data[key] for key in ("username", "password")):
+        raise Hal9000Error(
+            f"{what} must be a JSON or YAML mapping of username and password (strings: quote a numeric one), "
+            "optionally registry, and nothing else."
+        )
+    if "registry" in data:
+        from docker.auth import resolve_index_name  # pylint: disable=import-outside-toplevel
+
+        named = resolve_index_name(str(data["registry"]).rsplit("://", maxsplit=1)[-1].rstrip("/"))
+        if named != registry:
+            raise Hal9000Error(f"{what} is for the registry {named}, not {registry}: give the file for {registry}.")
+    return {"username": data["username"], "password": data["password"], "serveraddress": registry}
+
+
+def pull_image(client, reference, auth_config=None, auth_file=None):
+    """Pull ``reference``; the ID of what was pulled. Errors are one line that never holds the password.
+
+    The credentials go with this one request (the X-Registry-Auth header), never through login: the SDK's
+    login keeps them in the client for later requests and the docker CLI's writes them to ~/.docker/config.json.
+    """
+    from docker.utils import parse_repository_tag  # pylint: disable=import-outside-toplevel
+
+    repository, tag = parse_repository_tag(reference)
+    failure = None
+    try:
+        for chunk in client.api.pull(repository, tag=tag or "latest", auth_config=auth_config, stream=True, decode=True):
+            failure = failure or chunk.get("error")
+    except ERRORS.APIError as exc:
+        failure = getattr(exc, "explanation", None) or str(exc)
+    if failure:
+        raise Hal9000Error(pull_failure_message(reference, failure, auth_config, auth_file))
+    return image_id(client, reference)
+
+
+def pull_failure_message(reference, failure, auth_config=None, auth_file=None):
+    """One line saying why a pull failed and what to do; the password, should the engine echo it, is masked."""
+    if isinstance(failure, bytes):
+        failure = failure.decode("utf-8", "replace")
+    detail = (str(failure).strip().splitlines() or ["no reason given"])[0]
+    if auth_config:
+        detail = detail.replace(auth_config["password"], "********")
+    registry = image_registry(reference)
+    if re.search(r"unauthorized|authentication required|no basic auth credentials", detail, re.I):
+        if auth_config:
+            return (
+                f"Registry {registry} refused the credentials of {auth_config['username']} in {auth_file} for {reference} "
+                f"({detail}): correct the username or password there and run again."
+            )
+        return (
+            f"Registry {registry} wants credentials to pull {reference} ({detail}): give registry_auth_file, "
+            "a file with username and password (chmod 600)."
+        )
+    return f"Cannot pull {reference}: {detail}. Build it (source=build) or load it (source=load)."

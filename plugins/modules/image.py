@@ -59,13 +59,30 @@ options:
     default: debian:bookworm-slim
   source:
     description:
-      - V(build) builds from O(context). V(pull) pulls O(name) from its registry. V(load) loads O(load_path).
+      - V(build) builds from O(context). V(pull) pulls O(name) (or O(pull_from)) from its registry, with the
+        credentials of O(registry_auth_file) when given; nothing is pulled while O(name) exists, unless O(force=true),
+        and a pull that brings the same image ID is no change. V(load) loads O(load_path).
     type: str
     choices: [build, pull, load]
     default: build
   load_path:
     description:
       - A C(docker save) archive on the Docker host, for O(source=load).
+    type: path
+  pull_from:
+    description:
+      - For O(source=pull), the reference to pull when it is not O(name), such as a registry's copy
+        C(registry.example.internal:5000/hal9000/worker:latest); the pulled image is then tagged O(name) too.
+    type: str
+  registry_auth_file:
+    description:
+      - For O(source=pull), a file on the Docker host with the registry's credentials, so that no password is ever
+        a task argument. It is JSON (or YAML when PyYAML is installed) with C(username) and C(password) and
+        optionally C(registry), which must then be the registry of the image pulled.
+      - The file must be readable by its owner only (C(chmod 600)); a file group or others may read or write is refused.
+      - The credentials go with the pull request only and are stored nowhere (no C(~/.docker/config.json) entry);
+        the password is kept out of the results, warnings and error messages.
+      - Without it the pull is anonymous.
     type: path
   force:
     description:
@@ -109,6 +126,14 @@ EXAMPLES = r"""
     flavour: ultramin
     context: /var/cache/hal9000/build
     base_image: registry.example.internal/debian:bookworm-slim
+
+- name: Pull the worker from a private registry, tagged as the collection expects it
+  hal9000.dind.image:
+    name: hal9000/worker:latest
+    source: pull
+    pull_from: registry.example.internal:5000/hal9000/worker:latest
+    # {"registry": "registry.example.internal:5000", "username": "ci", "password": "..."}, mode 0600
+    registry_auth_file: /etc/hal9000/registry-auth.json
 
 - name: Load the parent image saved on another host
   hal9000.dind.image:
@@ -179,12 +204,18 @@ from ansible_collections.hal9000.dind.plugins.module_utils.images import (
     build_image,
     containers_using_image,
     image_summary,
+    image_registry,
     image_with_digest,
     inspect_image,
+    pull_image,
     read_ca_certificates,
+    read_registry_auth,
     resolve_dockerfile,
     saved_image_id,
 )
+
+
+ARRIVALS = {"build": "built", "pull": "pulled", "load": "loaded"}
 
 
 def image_state(inspected):
@@ -244,18 +275,25 @@ def build(module, client, name, current):
 
 
 def pull(module, client, name, current):
-    if current and not module.params["force"]:
+    params = module.params
+    source = params["pull_from"] or name
+    auth_config = None
+    if params["registry_auth_file"]:
+        auth_config = read_registry_auth(params["registry_auth_file"], image_registry(source))
+        module.no_log_values.add(auth_config["password"])  # masked in anything Ansible prints or returns
+    if current and not params["force"]:
         return dict(changed=False, image=image_summary(current), actions=[])
+    actions = [f"pulled {source}" + (f" and tagged it {name}" if source != name else "")]
     if module.check_mode:
-        return dict(changed=True, image=image_summary(current) if current else {}, actions=[f"pulled {name}"])
+        return dict(changed=True, image=image_summary(current) if current else {}, actions=actions)
     started = time.monotonic()
-    try:
-        client.images.pull(name)
-    except Exception as exc:  # the SDK raises several types; the message is what matters
-        raise Hal9000Error(f"Cannot pull {name}: {str(exc).splitlines()[0]}. Build it (source=build) or load it (source=load).") from None
+    pulled = pull_image(client, source, auth_config, params["registry_auth_file"])
+    if source != name:
+        repository, tag = name.rsplit(":", 1)
+        client.api.tag(pulled, repository, tag)
     after = inspect_image(client, name)
     changed = not current or current["Id"] != after["Id"]
-    return dict(changed=changed, image=image_summary(after, round(time.monotonic() - started, 1)), actions=[f"pulled {name}"])
+    return dict(changed=changed, image=image_summary(after, round(time.monotonic() - started, 1)), actions=actions)
 
 
 def load(module, client, name, current):
@@ -284,7 +322,7 @@ def manage_image(module, client):
         result = {"build": build, "pull": pull, "load": load}[params["source"]](module, client, name, current)
     result["name"] = name
     if module._diff:
-        after = {} if params["state"] == "absent" else {"id": result["image"].get("id", "(to be built)"), "tags": [name]}
+        after = {} if params["state"] == "absent" else {"id": result["image"].get("id", f"(to be {ARRIVALS[params['source']]})"), "tags": [name]}
         result["diff"] = dict(before=image_state(current), after=after)
     return result
 
@@ -301,6 +339,8 @@ def main():
             base_image=dict(type="str", default="debian:bookworm-slim"),
             source=dict(type="str", default="build", choices=["build", "pull", "load"]),
             load_path=dict(type="path"),
+            pull_from=dict(type="str"),
+            registry_auth_file=dict(type="path"),
             force=dict(type="bool", default=False),
             state=dict(type="str", default="present", choices=["present", "absent"]),
             build_timeout=dict(type="int", default=1800),
@@ -313,8 +353,9 @@ def main():
     params = module.params
     if not params["name"]:
         params["name"] = FLAVOURS[params["flavour"]][1]
-    if ":" not in params["name"].rsplit("/", 1)[-1]:
-        params["name"] += ":latest"
+    for key in ("name", "pull_from"):
+        if params[key] and ":" not in params[key].rsplit("/", 1)[-1]:
+            params[key] += ":latest"
     if params["state"] == "present" and params["source"] == "build":
         if not params["context"]:
             module.fail_json(msg="source=build needs context: the directory holding images/ on the Docker host.")
