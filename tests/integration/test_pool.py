@@ -163,6 +163,7 @@ def test_enabling_the_pool_gives_warm_workers_idempotent_with_check_mode(fleet):
         assert info["State"]["Running"] is True and info["State"]["Paused"] is False  # runs idle, ready at once
         assert info["HostConfig"]["NetworkMode"] == f"container:{parent['Id']}"
         assert info["Config"]["User"] == "1001:1001"
+        assert info["Config"]["Healthcheck"]["Test"] == ["NONE"]  # no health-check exec per idle worker
     settings = json.loads(pool.pools_json.read_text())
     assert settings["enabled"] is True
     assert [(p["name"], p["min"], p["max"]) for p in settings["pools"]] == [("generic", 2, 5)]
@@ -203,10 +204,16 @@ def test_invalid_settings_are_refused_in_one_line_and_change_nothing(fleet, proj
     assert after == containers
 
 
+def indexed(pool):
+    """Container IDs in the warm workers' index (pool.warm_index) of the pool's home."""
+    return {entry.name.split("-", 1)[1] for entry in (pool.home / "run" / "warm").glob("*/*")}
+
+
 def test_claim_through_the_worker_module_and_the_cold_fallback(fleet, prefix):
     pool = fleet
     succeeded(pool.configure(**generic()))
     warm_before = {w["id"]: w["name"] for w in settle(pool, 2)}
+    assert set(warm_before) <= indexed(pool), "the pool manager indexes the warm workers it makes"
 
     name = f"{prefix}-claimed-1"
     result = succeeded(pool.worker(name, from_pool=True))
@@ -221,6 +228,7 @@ def test_claim_through_the_worker_module_and_the_cold_fallback(fleet, prefix):
 
     refilled = settle(pool, 2, timeout=10)
     assert result["worker"]["id"] not in {w["id"] for w in refilled}
+    assert result["worker"]["id"] not in indexed(pool), "the claim dropped its index entry"
 
     ids = pool.warm_ids()
     cold = succeeded(pool.worker(f"{prefix}-cold-1", from_pool=True, env={"PROJECT_MODE": "special"}))

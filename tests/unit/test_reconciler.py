@@ -60,7 +60,7 @@ class FakeAPI:
     def create_host_config(self, **kwargs):
         return HostConfig("1.41", **kwargs)
 
-    def create_container(self, image, name, labels, host_config, **_kwargs):
+    def create_container(self, image, name, labels, host_config, healthcheck=None, **_kwargs):
         if self.fail_creates:
             self.fail_creates -= 1
             raise APIError("no room")
@@ -68,6 +68,7 @@ class FakeAPI:
         self.containers_by_id[container_id] = {
             "Id": container_id, "Names": [f"/{name}"], "Labels": dict(labels), "ImageID": self.images[image],
             "HostConfig": {"NetworkMode": host_config["NetworkMode"]}, "Created": len(self.containers_by_id),
+            "Healthcheck": healthcheck,
         }
         self.calls.append(("create", name))
         return {"Id": container_id}
@@ -147,6 +148,7 @@ def test_fills_each_pool_to_its_minimum_with_the_settings_limits(client, reconci
     assert reconciler.reconcile(config(min_warm=2), settings) == {"generic": 2}
     assert [call[0] for call in client.api.calls] == ["create", "start", "create", "start"]
     assert all('"memory": 6442450944' in c["Labels"]["io.hal9000.limits"] for c in client.api.containers_by_id.values())
+    assert all(c["Healthcheck"] == {"test": ["NONE"]} for c in client.api.containers_by_id.values()), "no health check while idle"
     client.api.calls.clear()
     assert reconciler.reconcile(config(min_warm=2), settings) == {"generic": 2}
     assert client.api.calls == [], "a full pool is left alone"
