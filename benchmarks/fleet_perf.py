@@ -27,6 +27,7 @@ import contextlib
 import io
 import json
 import os
+import resource
 import signal
 import statistics
 import subprocess
@@ -49,6 +50,93 @@ SITE = {"images_mcp": False, "install_worker_flavours": [], "daemon_enable_mcp_r
 COPY_TASK = "Copy the images from the build host to the hosts whose images differ"
 GOAL_SITE_RATIO, GOAL_DISTRIBUTE_RATIO = 1.5, 1.3
 GOALS = _setup.Goals(__file__)
+
+
+# Per-task wall time of a playbook run (the profile_tasks callback is not installed here): a callback of a tiny
+# collection beside the snapshot, so the snapshot itself (and its build digest) stays as it is.
+TASK_TIMES_ENV = "H9BENCH_TASK_TIMES"
+TASK_TIMES = r"""
+import json, os, time
+from ansible.plugins.callback import CallbackBase
+DOCUMENTATION = "name: task_times\ntype: aggregate\nshort_description: wall seconds per task\ndescription: [benchmark only]\n"
+
+
+class CallbackModule(CallbackBase):
+    CALLBACK_VERSION = 2.0
+    CALLBACK_TYPE = "aggregate"
+    CALLBACK_NAME = "h9bench.timer.task_times"
+    CALLBACK_NEEDS_ENABLED = True
+
+    def __init__(self):
+        super().__init__()
+        self.times, self.current = {}, None
+
+    def _close(self):
+        if self.current:
+            name, began = self.current
+            self.times[name] = self.times.get(name, 0) + time.monotonic() - began
+        self.current = None
+
+    def v2_playbook_on_task_start(self, task, is_conditional):
+        self._close()
+        self.current = (task.get_name(), time.monotonic())
+
+    v2_playbook_on_handler_task_start = v2_playbook_on_task_start
+
+    def v2_playbook_on_stats(self, stats):
+        self._close()
+        with open(os.environ["H9BENCH_TASK_TIMES"], "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(self.times) + "\n")
+"""
+
+
+def install_task_timer(collection, workdir):
+    """Enable the task timer for every play run from ``collection``; returns the file its lines go to."""
+    plugin = collection.parents[2] / "ansible_collections" / "h9bench" / "timer" / "plugins" / "callback"
+    plugin.mkdir(parents=True)
+    (plugin / "task_times.py").write_text(TASK_TIMES)
+    os.environ["ANSIBLE_CALLBACKS_ENABLED"] = "h9bench.timer.task_times"
+    os.environ[TASK_TIMES_ENV] = str(workdir / "task-times.jsonl")
+    return Path(os.environ[TASK_TIMES_ENV])
+
+
+def last_task_times(path):
+    return json.loads(path.read_text().splitlines()[-1])
+
+
+def cpu_seconds(nodes, ids):
+    """CPU seconds used so far by each node container (its dockerd, loads included) and by this process's children
+    (ansible-playbook and its workers, the docker CLI): None where the cgroup cannot be read."""
+    used = {}
+    for node in nodes:
+        path = Path(f"/sys/fs/cgroup/cpuacct/docker/{ids[node.name]}/cpuacct.usage")
+        used[node.name] = int(path.read_text()) / 1e9 if path.exists() else None
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    used["controller"] = children.ru_utime + children.ru_stime
+    return used
+
+
+class CPU:
+    """CPU seconds of the build host, the targets and the controller, summed over the runs of one kind."""
+
+    def __init__(self, nodes):
+        self.nodes, self.totals, self.runs = nodes, {}, 0
+        self.ids = {node.name: nodes.client.api.inspect_container(node.name)["Id"] for node in nodes}
+
+    @contextlib.contextmanager
+    def measure(self):
+        before = cpu_seconds(self.nodes, self.ids)
+        yield
+        after = cpu_seconds(self.nodes, self.ids)
+        parts = {"build host": [self.nodes[0].name], "targets": [node.name for node in self.nodes[1:]],
+                 "controller": ["controller"]}
+        for part, names in parts.items():
+            if all(after[name] is not None for name in names):
+                self.totals[part] = self.totals.get(part, 0) + sum(after[name] - before[name] for name in names)
+        self.runs += 1
+
+    def __str__(self):
+        return ", ".join(f"{part} {total / self.runs:.1f}" for part, total in self.totals.items()) + " CPU-s per run"
 
 
 def seed_build_host(nodes, collection, workdir):
@@ -108,11 +196,16 @@ def measure_distribution(nodes, collection, workdir, repeat, raw):
     build_in(source, changed, f"FROM {seed}\nLABEL io.hal9000.bench-fleet={time.time_ns()}\n")
     ratios = {}
     for case, image in (("whole image", seed), ("changed image", changed)):
-        baseline, fleet_runs, streams = [], [], []
+        baseline, sequential, fleet_runs, streams = [], [], [], []
+        cpu = {kind: CPU(nodes) for kind in ("save|load", "image_distribute")}
         for index in range(repeat):
-            baseline.append(save_load(source, targets[0], image))
-            remove_from(targets[:1], image)
-            seconds, copied = distribute(nodes, collection, workdir, [image], targets)
+            with cpu["save|load"].measure():
+                baseline.append(save_load(source, targets[0], image))
+            # For scale (no goal): the naive alternative, one save|load per target, one after the other.
+            sequential.append(baseline[-1] + sum(save_load(source, target, image) for target in targets[1:]))
+            remove_from(targets, image)
+            with cpu["image_distribute"].measure():
+                seconds, copied = distribute(nodes, collection, workdir, [image], targets)
             hosts = copied["hosts"]
             if sorted(name for name, host in hosts.items() if host["sent"] == [image]) != sorted(n.name for n in targets):
                 raise RuntimeError(f"{case}: not every target received {image}: {copied['messages']}")
@@ -124,17 +217,21 @@ def measure_distribution(nodes, collection, workdir, repeat, raw):
         ratios[case] = statistics.median(fleet_runs) / statistics.median(baseline)
         raw[f"save|load, {case}, to 1 node"] = baseline
         raw[f"image_distribute (ansible-playbook), {case}, to 3 nodes"] = fleet_runs
-        raw[f"  of which the module's longest stream ({case})"] = streams
-        print(f"{case} ({size / 1e6:.0f} MB): save|load to 1 node {statistics.median(baseline):.1f} s, "
-              f"image_distribute to 3 nodes {statistics.median(fleet_runs):.1f} s (streams {statistics.median(streams):.1f} s), "
-              f"ratio {ratios[case]:.2f}", flush=True)
+        raw[f"  of which the module's fan-out stream ({case})"] = streams
+        raw[f"3 save|loads one after the other, {case}"] = sequential
+        print(f"{case} ({size / 1e6:.0f} MB): save|load to 1 node {statistics.median(baseline):.1f} s "
+              f"({cpu['save|load']}); image_distribute to 3 nodes {statistics.median(fleet_runs):.1f} s, its fan-out stream "
+              f"{statistics.median(streams):.1f} s ({cpu['image_distribute']}); ratio {ratios[case]:.2f}; "
+              f"3 save|loads one after the other {statistics.median(sequential):.1f} s", flush=True)
     # Every target now holds both images: nothing may be sent, nothing loaded.
     since = time.time_ns()
     seconds, copied = distribute(nodes, collection, workdir, [seed, changed], targets)
     until = int(time.time()) + 1
     sent = sum(host["bytes"] for host in copied["hosts"].values())
     loads = sum(1 for node in nodes for event in events(node, since, until) if event["Action"] == "load")
-    print(f"every node current: image_distribute {seconds:.1f} s, {sent} bytes sent, {loads} load events", flush=True)
+    raw["image_distribute, every node current"] = [seconds]
+    print(f"every node current: image_distribute {seconds:.1f} s (the ansible-playbook run and the image ID comparison), "
+          f"{sent} bytes sent, {loads} load events", flush=True)
     return ratios, sent, loads
 
 
@@ -156,11 +253,11 @@ def converged(result):
     return all(stats["changed"] == 0 and stats["failures"] == 0 for stats in result["stats"].values())
 
 
-def measure_site(nodes, collection, workdir, repeat, raw):
+def measure_site(nodes, collection, workdir, repeat, raw, timer):
     three, one = nodes[:3], nodes[:1]
     first, _result, sent, _loads = site(nodes, collection, workdir, three)
     print(f"site.yml on 3 nodes, first run (installs): {first:.1f} s, {sent / 1e6:.0f} MB sent", flush=True)
-    runs = {3: [], 1: []}
+    runs, tasks = {3: [], 1: []}, {3: {}, 1: {}}
     sent_converged, loads_converged = 0, 0
     for index in range(repeat):
         for hosts in (three, one):
@@ -169,6 +266,8 @@ def measure_site(nodes, collection, workdir, repeat, raw):
                 raise RuntimeError(f"site.yml on {len(hosts)} node(s), converged run {index + 1}, changed something: "
                                    f"{json.dumps(result['stats'])}")
             runs[len(hosts)].append(seconds)
+            for name, task_seconds in last_task_times(timer).items():
+                tasks[len(hosts)][name] = tasks[len(hosts)].get(name, 0) + task_seconds / repeat
             if len(hosts) == 3:
                 sent_converged, loads_converged = sent_converged + sent, loads_converged + loads
     raw["site.yml first run, 3 nodes"] = [first]
@@ -177,6 +276,13 @@ def measure_site(nodes, collection, workdir, repeat, raw):
     print(f"site.yml converged (changed=0 on every node, every run): 3 nodes {statistics.median(runs[3]):.1f} s, "
           f"node1 alone {statistics.median(runs[1]):.1f} s; {sent_converged} bytes sent, {loads_converged} load events",
           flush=True)
+    print("  where a converged run's time goes (mean seconds per run; 3 nodes, node1 alone):")
+    slowest = sorted(tasks[3], key=lambda name: tasks[3][name] - tasks[1].get(name, 0), reverse=True)[:8]
+    for name in slowest:
+        print(f"    {tasks[3][name]:5.1f} {tasks[1].get(name, 0):5.1f}  {name}")
+    outside = {count: statistics.mean(runs[count]) - sum(tasks[count].values()) for count in (3, 1)}
+    print(f"    {outside[3]:5.1f} {outside[1]:5.1f}  (ansible-playbook start-up and end, outside any task)")
+    print(f"    {sum(tasks[3].values()):5.1f} {sum(tasks[1].values()):5.1f}  (all {len(tasks[3])} tasks)", flush=True)
     return statistics.median(runs[3]) / statistics.median(runs[1]), sent_converged, loads_converged
 
 
@@ -188,12 +294,13 @@ def main(args):
     raw = {}
     try:
         collection = collection_snapshot(workdir / "collection")
+        timer = install_task_timer(collection, workdir)
         with fleet(4, client=docker.from_env()) as nodes:
             seed_build_host(nodes, collection, workdir)
             nodes.inventory_path = nodes.write_inventory(workdir / "fleet.json")
             print(f"fleet {nodes.prefix}: 4 nodes up, node1 seeded ({time.monotonic() - began:.0f} s)", flush=True)
             ratios, sent, loads = measure_distribution(nodes, collection, workdir, args.repeat, raw)
-            site_ratio, site_sent, site_loads = measure_site(nodes, collection, workdir, args.repeat, raw)
+            site_ratio, site_sent, site_loads = measure_site(nodes, collection, workdir, args.repeat, raw, timer)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
         print("\nraw seconds (each run, in order):")
