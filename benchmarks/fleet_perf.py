@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import io
 import json
 import os
 import resource
@@ -43,7 +42,7 @@ import docker
 sys.path.insert(0, str(_setup.REPO_ROOT / "tests" / "fleet"))
 from nodes import BASE_IMAGE, fleet  # noqa: E402  (tests/fleet is not a package)
 from plays import collection_snapshot, play, task_results  # noqa: E402
-from test_fleet import events, image_id  # noqa: E402
+from test_fleet import build_in, events  # noqa: E402
 
 LOCALHOST = _setup.REPO_ROOT / "inventory" / "localhost.yml"
 SITE = {"images_mcp": False, "install_worker_flavours": [], "daemon_enable_mcp_relay": False}
@@ -181,11 +180,6 @@ def remove_from(targets, image):
     for node in targets:
         with contextlib.closing(node.client()) as client, contextlib.suppress(docker.errors.NotFound):
             client.api.remove_image(image)
-
-
-def build_in(node, tag, dockerfile):
-    with contextlib.closing(node.client()) as client:
-        client.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=tag, pull=False, rm=True, forcerm=True)
 
 
 def measure_distribution(nodes, collection, workdir, repeat, raw):
