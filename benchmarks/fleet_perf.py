@@ -5,7 +5,7 @@ Starts a test fleet of 4 real engines (tests/fleet/nodes.py: node containers run
 Ansible over ssh; node1 is the build host, seeded with the base image and a parent image built here from a snapshot of
 the collection under a private tag, as tests/integration/test_fleet.py does), measures, and removes the nodes, their
 volumes and the private tag again, also on failure or Ctrl-C:
-    .venv/bin/python benchmarks/fleet_perf.py [--repeat N]        (default 3: about 15 minutes on a busy 2-CPU machine)
+    .venv/bin/python benchmarks/fleet_perf.py [--repeat N]        (default 3: 10 minutes with 1, 32 with 3 on a busy 2-CPU machine)
 
 1. Distribution (node1 to node2, node3, node4), N times each, alternating, the median kept:
    a. the whole parent image to nodes that have none of it (what a changed big layer costs);
