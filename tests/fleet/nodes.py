@@ -17,7 +17,8 @@ and removed at the end (containers, their volumes, the key and socket directory)
         nodes.load(nodes[0], "debian:bookworm-slim")
 
 Manual use: `python tests/fleet/nodes.py up 3 --inventory /tmp/fleet.yml` keeps a fleet running;
-`python tests/fleet/nodes.py down PREFIX` removes it.
+`python tests/fleet/nodes.py down PREFIX` removes it (molecule/fleet gives --prefix, so that its destroy step
+finds the fleet even when create stopped halfway).
 """
 
 from __future__ import annotations
@@ -226,6 +227,7 @@ def main(argv=None):
     up.add_argument("count", type=int, nargs="?", default=3)
     up.add_argument("--inventory", required=True, help="where to write the inventory")
     up.add_argument("--load", action="append", default=[], help="image to load into the first node")
+    up.add_argument("--prefix", help="the fleet's name prefix, known before anything starts (default: h9fleet-<random>)")
     down = sub.add_parser("down", help="remove a fleet started with up")
     down.add_argument("prefix")
     args = parser.parse_args(argv)
@@ -236,7 +238,7 @@ def main(argv=None):
         for run_dir in run_dirs:
             shutil.rmtree(run_dir, ignore_errors=True)
         return 0
-    nodes = start_fleet(args.count, client=client)
+    nodes = start_fleet(args.count, prefix=args.prefix, client=client)
     try:
         nodes.load(nodes[0], *args.load)
         nodes.write_inventory(args.inventory)

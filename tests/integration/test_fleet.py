@@ -1,4 +1,5 @@
-"""A fleet of three real Docker Engines (tests/fleet/nodes.py): images built once, distributed, and one status.
+"""A fleet of three real Docker Engines (tests/fleet/nodes.py): images built once and distributed, one status,
+site.yml with a node stopped in the middle, placement and rolling upgrades.
 
 The nodes are containers running their own dockerd, reached by Ansible over ssh as ordinary inventory hosts.
 Only loopback and the nodes' addresses are contacted: the build host (node1) is seeded with the base image
@@ -15,6 +16,7 @@ import contextlib
 import io
 import json
 import sys
+import threading
 import time
 
 import docker
@@ -30,6 +32,10 @@ BASE = "debian:bookworm-slim"
 PARENT = "hal9000/parent:latest"
 # Only what the parent needs: no MCP sidecar, no worker flavour (a worker image is ~500 MB per node).
 IMAGES_ONLY = {"hal9000_hosts": "fleet", "images_mcp": False, "images_worker_flavours": []}
+# site.yml as the placement and upgrade tests need it: the relay off (no MCP image), workers from an idle image
+# built inside the nodes only (see idle_image).
+IDLE = "{prefix}/worker:idle"
+SITE = dict(IMAGES_ONLY, install_worker_flavours=[], daemon_enable_mcp_relay=False)
 
 
 @pytest.fixture(scope="module")
@@ -109,12 +115,8 @@ def test_images_are_built_once_and_copied_only_where_they_differ(nodes, collecti
     for node in others:
         assert sorted(hosts[node.name]["sent"]) == [BASE, PARENT] and hosts[node.name]["bytes"] > 100_000_000
 
-    # A second run: nothing built, nothing sent, nothing changed.
-    again, seen = run_images(nodes, collection, tmp_path)
-    assert all(stats["changed"] == 0 for stats in again["stats"].values()), again["stats"]
-    assert not [e for events_ in seen.values() for e in events_ if e["Action"] in ("load", "create", "tag")]
-    hosts = next(iter(task_results(again, "hosts whose images differ").values()))["hosts"]
-    assert all(outcome["sent"] == [] and outcome["bytes"] == 0 for outcome in hosts.values()), hosts
+    # (A second run builds, sends and changes nothing: the converged site.yml run checks it, in
+    # test_site_completes_every_node_but_the_stopped_one_then_a_rerun_completes_it.)
 
     # One host loses the parent image: check mode says only that host would receive it, and sends nothing.
     with contextlib.closing(others[1].client()) as client:
@@ -189,8 +191,6 @@ def test_a_host_whose_engine_cannot_be_reached_fails_alone_and_by_name(nodes, co
     assert image_id(target, BASE) == image_id(source, BASE)
 
 
-# Placement and rolling upgrades need running parents: every node gets one (relay off, so no MCP image) and an idle
-# worker image built inside the nodes only (the base image sleeping: no 450 MB worker image per node).
 def build_in(node, tag, dockerfile):
     """An image built inside ``node``'s engine from a Dockerfile text (its FROM is already there: no network)."""
     with contextlib.closing(node.client()) as client:
@@ -198,9 +198,12 @@ def build_in(node, tag, dockerfile):
 
 
 def parent_of(node):
-    """The parent's container ID, image ID and health on ``node``."""
+    """The parent's container ID, image ID and health on ``node``; None when it has none."""
     with contextlib.closing(node.client()) as client:
-        inspected = client.api.inspect_container("hal9000-parent")
+        try:
+            inspected = client.api.inspect_container("hal9000-parent")
+        except docker.errors.NotFound:
+            return None
     return {"id": inspected["Id"], "image": inspected["Image"],
             "health": (inspected["State"].get("Health") or {}).get("Status"), "running": inspected["State"]["Running"]}
 
@@ -223,21 +226,121 @@ def memory_total_mb():
         return int(handle.readline().split()[1]) // 1024
 
 
+def idle_image(nodes, collection, tmp_path):
+    """The installation's worker image: the base image sleeping, built inside each node once (no 450 MB worker image)."""
+    if not getattr(nodes, "idle", None):
+        if any(image_id(node, BASE) is None for node in nodes):  # run alone (-k): node1's images are not copied yet
+            run_images(nodes, collection, tmp_path)
+        for node in nodes:
+            build_in(node, IDLE.format(prefix=nodes.prefix), f'FROM {BASE}\nCMD ["sleep", "infinity"]\n')
+        nodes.idle = IDLE.format(prefix=nodes.prefix)
+    return nodes.idle
+
+
+def site(nodes, collection, tmp_path):
+    """site.yml across the fleet, configured for the placement and upgrade tests."""
+    config = {"WORKER_IMAGE": idle_image(nodes, collection, tmp_path), "ENABLE_MCP_RELAY": "false", "SKIP_IMAGE_PULL": "true"}
+    return play(collection, tmp_path, collection / "playbooks" / "site.yml", nodes.inventory_path, dict(SITE, volumes_config=config))
+
+
+class StopOnEvent(threading.Thread):
+    """Stops ``node`` (its container, as nodes.stop does) at the first event of its engine that matches ``filters``.
+
+    The engine's event stream is open once this is made, so the event cannot pass before anyone listens: the node stops
+    at a given step of a play, whatever the machine's speed.
+    """
+
+    def __init__(self, nodes, node, **filters):
+        super().__init__(daemon=True)
+        self.nodes, self.node, self.event = nodes, node, None
+        self.client = node.client(timeout=900)
+        self.stream = self.client.events(filters=filters, decode=True)
+        self.start()
+
+    def run(self):
+        with contextlib.suppress(Exception):  # the stream ends with the engine, or when closed unheard
+            for event in self.stream:
+                self.event = event
+                self.nodes.stop(self.node)
+                return
+
+    def close(self):
+        with contextlib.suppress(Exception):  # already ended with the engine
+            self.stream.close()
+        self.join(30)
+        self.client.close()
+
+
+def failed_hosts(result):
+    """host -> the message of each task that failed or found it unreachable."""
+    found = {}
+    for each in result["plays"]:
+        for task in each["tasks"]:
+            for host, outcome in task["hosts"].items():
+                if (outcome.get("failed") or outcome.get("unreachable")) and not outcome.get("skipped"):
+                    found.setdefault(host, []).append(f"{task['task']['name']}: {outcome.get('msg', '')}")
+    return found
+
+
+def test_site_completes_every_node_but_the_stopped_one_then_a_rerun_completes_it(nodes, collection, tmp_path):
+    node1, node2, node3 = nodes
+    nodes.write_inventory(nodes.inventory_path)  # the addresses now (a node restarted by an earlier test may have moved)
+    with contextlib.closing(node3.client()) as client:
+        assert not client.api.volumes(filters={"name": "hal9000-"}).get("Volumes"), "node3 must start without volumes"
+
+    # node3 stops as the volumes role creates its first volume: past the images (it has them) and claudy, before its parent.
+    stopper = StopOnEvent(nodes, node3, type="volume", event="create")
+    try:
+        first = site(nodes, collection, tmp_path)
+    finally:
+        stopper.close()
+    assert stopper.event and stopper.event["Actor"]["ID"].startswith("hal9000-"), stopper.event
+    try:
+        assert first["rc"] != 0, first["stats"]
+        failed = failed_hosts(first)
+        assert list(failed) == [node3.name], failed
+        assert first["stats"][node3.name]["failures"] + first["stats"][node3.name]["unreachable"] == 1, first["stats"]
+        for node in (node1, node2):  # the others completed: their parents run
+            assert first["stats"][node.name]["failures"] == first["stats"][node.name]["unreachable"] == 0, first["stats"]
+            assert (parent_of(node) or {}).get("running"), node.name
+    finally:
+        nodes.start(node3)
+        nodes.write_inventory(nodes.inventory_path)  # a restarted node may have another address
+    assert parent_of(node3) is None  # stopped before its parent was made
+
+    # The same command completes node3 and changes nothing on the others.
+    second = site(nodes, collection, tmp_path)
+    assert second["rc"] == 0, json.dumps(failed_hosts(second))
+    assert second["stats"][node1.name]["changed"] == second["stats"][node2.name]["changed"] == 0, second["stats"]
+    assert second["stats"][node3.name]["changed"] > 0
+    parents = {node.name: parent_of(node) for node in nodes}
+    assert all(p["running"] and p["image"] == image_id(node1, PARENT) for p in parents.values()), parents
+
+    # A converged fleet: changed=0 on every node, nothing built, sent, loaded, created or removed.
+    since = time.time_ns()
+    third = site(nodes, collection, tmp_path)
+    seen = {node.name: events(node, since, int(time.time()) + 1) for node in nodes}
+    assert third["rc"] == 0 and all(stats["changed"] == 0 for stats in third["stats"].values()), third["stats"]
+    assert not [e for events_ in seen.values() for e in events_ if e["Action"] in ("load", "create", "destroy", "tag")], seen
+    hosts = next(iter(task_results(third, "hosts whose images differ").values()))["hosts"]
+    assert all(outcome["sent"] == [] and outcome["bytes"] == 0 for outcome in hosts.values()), hosts
+    assert {node.name: parent_of(node)["id"] for node in nodes} == {name: p["id"] for name, p in parents.items()}
+
+
 @pytest.fixture(scope="module")
 def installed(nodes, collection, tmp_path_factory):
-    """Every node with node1's parent image, the idle worker image and a running parent; node2 keeps one warm worker."""
+    """Every node with node1's parent image, the idle worker image and a running parent; node2 keeps one warm worker.
+
+    site.yml made them in the test above; run alone (-k), this fixture runs it.
+    """
     workdir = tmp_path_factory.mktemp("installed")
     nodes.write_inventory(nodes.inventory_path)  # the addresses now (a node restarted by an earlier test may have moved)
     wanted = image_id(nodes[0], PARENT)
-    if wanted is None or any(image_id(node, PARENT) != wanted for node in nodes):
-        run_images(nodes, collection, workdir)
-    nodes.idle = f"{nodes.prefix}/worker:idle"
-    for node in nodes:
-        build_in(node, nodes.idle, f'FROM {BASE}\nCMD ["sleep", "infinity"]\n')
-    config = {"WORKER_IMAGE": nodes.idle, "ENABLE_MCP_RELAY": "false", "SKIP_IMAGE_PULL": "true"}
-    result = play(collection, workdir, [{"hosts": "fleet", "gather_facts": False, "roles": [
-        {"role": "hal9000.dind.volumes", "volumes_config": config}, {"role": "hal9000.dind.daemon"}]}], nodes.inventory_path)
-    assert result["rc"] == 0, result["stats"]
+    parents = [parent_of(node) or {} for node in nodes]
+    if not all(parent.get("running") and parent.get("image") == wanted for parent in parents):
+        result = site(nodes, collection, workdir)
+        assert result["rc"] == 0, json.dumps(failed_hosts(result))
+    idle_image(nodes, collection, workdir)
     result = play(collection, workdir, collection / "playbooks" / "pool.yml", nodes.inventory_path,
                   {"hal9000_hosts": nodes[1].name, "pool_enabled": True, "pool_min_warm_workers": 1, "pool_max_warm_workers": 1})
     assert result["rc"] == 0, result["stats"]
