@@ -13,7 +13,7 @@ volumes and the private tag again, also on failure or Ctrl-C:
    the baseline is one `docker save IMG | docker load` (the docker CLI, node1's engine to node2's), the measured one
    an ansible-playbook run of hal9000.dind.image_distribute to the three nodes; the image is removed from the
    targets between runs. Then the same module again with every node current: 0 bytes and no `load` event anywhere.
-2. site.yml on node1-node3 (hal9000_hosts; images_mcp and worker images off, relay off, as test_fleet_site.py):
+2. site.yml on node1-node3 (hal9000_hosts; images_mcp and worker images off, relay off, as the site.yml test of test_fleet.py):
    a first run installs, then N converged runs on the 3 nodes and N on node1 alone (the build host, so the single
    host does everything a lone Docker host does), alternating, each one changed=0 with no image byte sent.
 

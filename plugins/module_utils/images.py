@@ -185,7 +185,7 @@ def saved_image_id(tar_path):
 
 
 def image_registry(name):
-    """The registry ``name`` is pulled from (``docker.io`` for Docker Hub), by the docker SDK's own rule."""
+    """The registry ``name`` is pulled from (the SDK's INDEX_NAME for Docker Hub), by the docker SDK's own rule."""
     from docker.auth import resolve_repository_name  # pylint: disable=import-outside-toplevel  # claudy's warm claim imports this module
     from docker.utils import parse_repository_tag  # pylint: disable=import-outside-toplevel
 

@@ -33,7 +33,7 @@ from ansible_collections.hal9000.dind.plugins.module_utils.egress import (
 
 ANSWERS = {
     "api.anthropic.com": (["160.79.104.10", "2607:6bc0::10"], 60),
-    "pypi.org": (["151.101.0.223", "151.101.64.223"], 120),
+    "pkgs.example": (["198.51.100.23", "198.51.100.64"], 120),
     "gw.example": (["198.51.100.7"], None),
     "intranet.example": (["10.20.30.40"], 300),
     "rebind.example": (["169.254.169.254", "203.0.113.9"], 30),
@@ -68,9 +68,9 @@ def rules_of(result, chain, version=4):
 # ---------------------------------------------------------------- validation
 
 @pytest.mark.parametrize("text,shown,host,network,ports", [
-    ("pypi.org", "pypi.org", "pypi.org", None, None),
-    ("PyPI.org.", "pypi.org", "pypi.org", None, None),
-    ("pypi.org:443", "pypi.org:443", "pypi.org", None, (443, 443)),
+    ("pkgs.example", "pkgs.example", "pkgs.example", None, None),
+    ("Pkgs.Example.", "pkgs.example", "pkgs.example", None, None),
+    ("pkgs.example:443", "pkgs.example:443", "pkgs.example", None, (443, 443)),
     ("git.example:8000-8100", "git.example:8000-8100", "git.example", None, (8000, 8100)),
     ("192.0.2.7", "192.0.2.7", None, "192.0.2.7/32", None),
     ("192.0.2.7/32:22", "192.0.2.7:22", None, "192.0.2.7/32", (22, 22)),
@@ -108,13 +108,13 @@ def test_valid_entries_are_normalised(text, shown, host, network, ports):
     ("0.0.0.0/1", ["covers the private range 10.0.0.0/8", "on their own"]),
     ("100.0.0.0/8", ["covers the private range 100.64.0.0/10"]),
     ("192.0.2.1/24", ["host bits"]),
-    ("https://pypi.org", ["not a URL"]),
+    ("https://pkgs.example", ["not a URL"]),
     ("*.example.com", ["wildcards"]),
-    ("pypi.org:0", ["1-65535"]),
-    ("pypi.org:70000", ["1-65535"]),
-    ("pypi.org:443-80", ["first not above the last"]),
-    ("pypi.org:https", ["not a port"]),
-    ("pypi .org", ["without spaces"]),
+    ("pkgs.example:0", ["1-65535"]),
+    ("pkgs.example:70000", ["1-65535"]),
+    ("pkgs.example:443-80", ["first not above the last"]),
+    ("pkgs.example:https", ["not a port"]),
+    ("pkgs .example", ["without spaces"]),
     ("a,b", ["one host"]),
     ("-bad-.example", ["not a host name"]),
     ("999.1.1.1", ["not a valid IPv4 address"]),
@@ -130,12 +130,12 @@ def test_refusals_are_one_line_naming_the_entry(text, words):
 
 
 def test_parse_allow_takes_a_list_or_comma_separated_text_sorted_and_unique():
-    from_list = parse_allow(["pypi.org:443", "192.0.2.0/24", "PYPI.org:443", "2001:db8::1", "a.example"])
-    from_text = parse_allow("a.example, 2001:db8::1,192.0.2.0/24,pypi.org:443,")
+    from_list = parse_allow(["pkgs.example:443", "192.0.2.0/24", "PKGS.example:443", "2001:db8::1", "a.example"])
+    from_text = parse_allow("a.example, 2001:db8::1,192.0.2.0/24,pkgs.example:443,")
     assert from_list == from_text
-    assert [e.text for e in from_list] == ["a.example", "pypi.org:443", "192.0.2.0/24", "2001:db8::1"]
+    assert [e.text for e in from_list] == ["a.example", "pkgs.example:443", "192.0.2.0/24", "2001:db8::1"]
     with pytest.raises(EgressError, match="empty entry"):
-        parse_allow(["pypi.org", " "])
+        parse_allow(["pkgs.example", " "])
 
 
 def test_mode_is_allowlist_by_default_and_open_warns():
@@ -145,7 +145,7 @@ def test_mode_is_allowlist_by_default_and_open_warns():
     assert warnings_for_status("open") == [OPEN_WARNING]
     with pytest.raises(EgressError, match="use allowlist .* or open"):
         egress.check_mode("closed")
-    assert make_policy("open", ["pypi.org"]).entries == ()
+    assert make_policy("open", ["pkgs.example"]).entries == ()
 
 
 # ---------------------------------------------------------------- the default policy
@@ -326,7 +326,7 @@ def test_an_unresolvable_name_allows_nothing_and_says_so():
 # ---------------------------------------------------------------- per-uid policies
 
 def test_per_uid_chains_side_by_side():
-    result = compiled(make_policy(allow=["pypi.org:443"]),
+    result = compiled(make_policy(allow=["pkgs.example:443"]),
                       {1002: make_policy(allow=["192.0.2.0/24:8080"]), 1003: make_policy("open"), 1001: make_policy()})
     assert rules_of(result, CHAIN) == [
         "-A HAL9000-EGRESS -m owner --uid-owner 1001 -g HAL9000-EGRESS-1001",
@@ -337,9 +337,9 @@ def test_per_uid_chains_side_by_side():
     assert list(result.chains[4]) == [CHAIN, NAMESPACE_CHAIN, "HAL9000-EGRESS-1001", "HAL9000-EGRESS-1002", "HAL9000-EGRESS-1003"]
     ns, w1001, w1002, w1003 = (rules_of(result, c) for c in (NAMESPACE_CHAIN, "HAL9000-EGRESS-1001", "HAL9000-EGRESS-1002",
                                                              "HAL9000-EGRESS-1003"))
-    assert first_match(ns, "151.101.0.223", 443) == "RETURN"
-    assert first_match(w1001, "151.101.0.223", 443) == "REJECT", "a worker's own policy replaces the namespace's additions"
-    assert first_match(w1002, "151.101.0.223", 443) == "REJECT"
+    assert first_match(ns, "198.51.100.23", 443) == "RETURN"
+    assert first_match(w1001, "198.51.100.23", 443) == "REJECT", "a worker's own policy replaces the namespace's additions"
+    assert first_match(w1002, "198.51.100.23", 443) == "REJECT"
     assert first_match(w1002, "192.0.2.10", 8080) == "RETURN"
     assert first_match(ns, "192.0.2.10", 8080) == "REJECT"
     assert first_match(w1003, "192.0.2.10", 8080) == "RETURN"
@@ -354,17 +354,17 @@ def test_the_same_policy_gives_byte_identical_text():
     def build(order):
         per_uid = {uid: make_policy(allow=allow) for uid, allow in order}
         answers = {host: (list(reversed(addresses)), ttl) for host, (addresses, ttl) in ANSWERS.items()}
-        return compiled(make_policy(allow=["pypi.org", "192.0.2.0/24"]), per_uid, answers)
-    first = build([(1002, ["b.example", "pypi.org:443"]), (1001, ["192.0.2.1"])])
-    second = build([(1001, ["192.0.2.1"]), (1002, ["pypi.org:443", "b.example", "PYPI.ORG:443"])])
+        return compiled(make_policy(allow=["pkgs.example", "192.0.2.0/24"]), per_uid, answers)
+    first = build([(1002, ["b.example", "pkgs.example:443"]), (1001, ["192.0.2.1"])])
+    second = build([(1001, ["192.0.2.1"]), (1002, ["pkgs.example:443", "b.example", "PKGS.EXAMPLE:443"])])
     for version in (4, 6):
         assert restore_text(first, version) == restore_text(second, version)
     assert update_text(first, second, 4) == "" and update_text(first, second, 6) == ""
 
 
 def test_a_claim_changing_one_uids_policy_rewrites_that_chain_alone():
-    before = compiled(make_policy(allow=["pypi.org:443"]), {1001: make_policy(), 1002: make_policy()})
-    after = compiled(make_policy(allow=["pypi.org:443"]), {1001: make_policy(), 1002: make_policy(allow=["192.0.2.0/24:8080"])})
+    before = compiled(make_policy(allow=["pkgs.example:443"]), {1001: make_policy(), 1002: make_policy()})
+    after = compiled(make_policy(allow=["pkgs.example:443"]), {1001: make_policy(), 1002: make_policy(allow=["192.0.2.0/24:8080"])})
     assert egress.changed_chains(before, after, 4) == ["HAL9000-EGRESS-1002"]
     assert egress.changed_chains(before, after, 6) == [], "an IPv4-only change leaves ip6tables alone"
     text = update_text(before, after, 4)
@@ -376,7 +376,7 @@ def test_a_claim_changing_one_uids_policy_rewrites_that_chain_alone():
 
 def test_a_new_uid_adds_its_chain_and_the_dispatcher_only():
     before = compiled(make_policy(), {1001: make_policy()})
-    after = compiled(make_policy(), {1001: make_policy(), 1005: make_policy(allow=["pypi.org:443"])})
+    after = compiled(make_policy(), {1001: make_policy(), 1005: make_policy(allow=["pkgs.example:443"])})
     assert egress.changed_chains(before, after, 4) == [CHAIN, "HAL9000-EGRESS-1005"]
     assert removed_chains(before, after, 4) == []
     assert removed_chains(after, before, 4) == ["HAL9000-EGRESS-1005"]
@@ -420,7 +420,7 @@ def test_a_long_host_names_comment_fits_the_kernels_limit():
 
 def test_allowed_traffic_returns_to_output_so_the_chromadb_guard_still_applies():
     for version in (4, 6):
-        result = compiled(make_policy(allow=["pypi.org"]), {1002: make_policy("open")})
+        result = compiled(make_policy(allow=["pkgs.example"]), {1002: make_policy("open")})
         for chain, rules in result.chains[version].items():
             assert not any("-j ACCEPT" in rule for rule in rules), chain
 
@@ -428,8 +428,8 @@ def test_allowed_traffic_returns_to_output_so_the_chromadb_guard_still_applies()
 # ---------------------------------------------------------------- resolution
 
 def test_resolution_keeps_addresses_ttls_and_errors():
-    resolution = resolve_hosts(["pypi.org", "gw.example", "nowhere.example", "pypi.org"], fake_resolver())
-    assert resolution["pypi.org"] == Resolved(("151.101.0.223", "151.101.64.223"), 120, "")
+    resolution = resolve_hosts(["pkgs.example", "gw.example", "nowhere.example", "pkgs.example"], fake_resolver())
+    assert resolution["pkgs.example"] == Resolved(("198.51.100.23", "198.51.100.64"), 120, "")
     assert resolution["gw.example"].ttl == egress.DEFAULT_TTL
     assert resolution["nowhere.example"].addresses == () and "not known" in resolution["nowhere.example"].error
     assert resolution["nowhere.example"].ttl == egress.RETRY_AFTER
@@ -438,30 +438,30 @@ def test_resolution_keeps_addresses_ttls_and_errors():
 
 
 def test_reresolve_says_when_to_rewrite_and_when_to_look_again():
-    first = resolve_hosts(["pypi.org", "api.anthropic.com"], fake_resolver())
+    first = resolve_hosts(["pkgs.example", "api.anthropic.com"], fake_resolver())
     rewrite, next_at = reresolve(None, first, now=1000.0)
     assert rewrite and next_at == 1060.0, "the smallest TTL (api.anthropic.com's 60 s)"
 
     same_addresses_new_ttls = {host: r._replace(ttl=r.ttl * 2) for host, r in first.items()}
     assert reresolve(first, same_addresses_new_ttls, now=2000.0) == (False, 2120.0)
 
-    moved = dict(first, **{"pypi.org": Resolved(("151.101.128.223",), 120, "")})
+    moved = dict(first, **{"pkgs.example": Resolved(("198.51.100.128",), 120, "")})
     assert reresolve(first, moved, now=3000.0) == (True, 3060.0)
 
-    gone = dict(first, **{"pypi.org": Resolved((), egress.RETRY_AFTER, "timeout")})
+    gone = dict(first, **{"pkgs.example": Resolved((), egress.RETRY_AFTER, "timeout")})
     assert reresolve(first, gone, now=0.0) == (True, egress.RETRY_AFTER)
     assert reresolve({}, {}, now=5.0) == (False, 5.0 + egress.DEFAULT_TTL)
 
 
 def test_a_new_resolution_rewrites_only_the_chains_whose_rules_change():
-    namespace = make_policy(allow=["pypi.org:443"])
+    namespace = make_policy(allow=["pkgs.example:443"])
     per_uid = {1002: make_policy(allow=["192.0.2.0/24"])}
     hosts = egress.hosts_of([namespace, *per_uid.values()])
     before = compile_policies(namespace, per_uid, resolve_hosts(hosts, fake_resolver()), RESOLVERS)
-    moved = dict(ANSWERS, **{"pypi.org": (["151.101.192.223"], 120)})
+    moved = dict(ANSWERS, **{"pkgs.example": (["198.51.100.192"], 120)})
     after = compile_policies(namespace, per_uid, resolve_hosts(hosts, fake_resolver(moved)), RESOLVERS)
     assert egress.changed_chains(before, after, 4) == [NAMESPACE_CHAIN]
-    assert "151.101.192.223" in update_text(before, after, 4)
+    assert "198.51.100.192" in update_text(before, after, 4)
 
 
 def test_the_system_resolver_reads_the_hosts_file_and_has_no_ttl():

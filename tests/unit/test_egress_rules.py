@@ -162,11 +162,11 @@ def test_a_workers_own_allowlist_is_normalised_kept_out_of_the_digest_and_labell
     common = {"name": "h9unit-eg", "check_host_paths": False, "claude_home": "ephemeral", "settings": resolve(),
               "user": "2001:2001"}
     plain = worker_spec(**common)
-    own = worker_spec(egress_allow=["PyPI.org:443", "192.0.2.0/24"], **common)
-    assert plain["egress_allow"] is None and own["egress_allow"] == ["pypi.org:443", "192.0.2.0/24"]
+    own = worker_spec(egress_allow=["Pkgs.Example:443", "192.0.2.0/24"], **common)
+    assert plain["egress_allow"] is None and own["egress_allow"] == ["pkgs.example:443", "192.0.2.0/24"]
     assert own["digest"] == plain["digest"]  # a claim may take a warm worker of another policy and apply its own
     assert worker_spec(egress_allow=[], **common)["egress_allow"] == []  # the defaults only
-    assert egress_of({"io.hal9000.egress-allow": "pypi.org:443,192.0.2.0/24"}) == own["egress_allow"]
+    assert egress_of({"io.hal9000.egress-allow": "pkgs.example:443,192.0.2.0/24"}) == own["egress_allow"]
     assert egress_of({"io.hal9000.egress-allow": ""}) == [] and egress_of({}) is None
 
 
@@ -190,11 +190,11 @@ def test_pools_of_one_uid_must_agree_on_egress_allow():
     from ansible_collections.hal9000.dind.plugins.module_utils.errors import Hal9000Error
     from ansible_collections.hal9000.dind.plugins.module_utils.pool import validate_pools
 
-    kept = validate_pools({"pools": [{"name": "pa", "user": "2001:2001", "egress_allow": ["pypi.org"]},
+    kept = validate_pools({"pools": [{"name": "pa", "user": "2001:2001", "egress_allow": ["pkgs.example"]},
                                      {"name": "pb"}]})["pools"]
-    assert [p["egress_allow"] for p in kept] == [["pypi.org"], None]
+    assert [p["egress_allow"] for p in kept] == [["pkgs.example"], None]
     with pytest.raises(Hal9000Error, match="Pools pa and pb run as uid 1001 with different egress_allow"):
-        validate_pools({"pools": [{"name": "pa", "egress_allow": ["pypi.org"]}, {"name": "pb"}]})
+        validate_pools({"pools": [{"name": "pa", "egress_allow": ["pkgs.example"]}, {"name": "pb"}]})
     with pytest.raises(Hal9000Error, match="Pool pa: egress_allow '10.0.0.0/7'"):
         validate_pools({"pools": [{"name": "pa", "user": "2001", "egress_allow": ["10.0.0.0/7"]}]})
 
@@ -203,8 +203,8 @@ def test_status_shows_the_mode_and_warns_for_open_and_for_missing_rules():
     from ansible_collections.hal9000.dind.plugins.module_utils.status import egress_lines
 
     assert egress_lines({}) == []
-    assert egress_lines({"mode": "allowlist", "allow": ["pypi.org:443"], "warnings": [], "error": ""}) == [
-        "Worker egress: allowlist (also allowed: pypi.org:443)"]
+    assert egress_lines({"mode": "allowlist", "allow": ["pkgs.example:443"], "warnings": [], "error": ""}) == [
+        "Worker egress: allowlist (also allowed: pkgs.example:443)"]
     assert egress_lines({"mode": "open", "allow": [], "warnings": [OPEN_WARNING], "error": ""}) == [
         "Worker egress: open", f"  WARNING: {OPEN_WARNING}"]
     assert egress_lines({"mode": "allowlist", "allow": [], "warnings": [], "error": "iptables-restore: Permission denied"}) == [

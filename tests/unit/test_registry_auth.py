@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from docker.auth import INDEX_NAME
 
 from ansible_collections.hal9000.dind.plugins.module_utils.errors import Hal9000Error
 from ansible_collections.hal9000.dind.plugins.module_utils.images import image_registry, pull_failure_message, read_registry_auth
@@ -31,7 +32,7 @@ def refusal(path, registry=REGISTRY):
 @pytest.mark.parametrize("name, registry", [
     ("127.0.0.1:5000/team/small:1", "127.0.0.1:5000"),
     ("registry.example.internal/hal9000/worker:latest", "registry.example.internal"),
-    ("hal9000/parent:latest", "docker.io"),
+    ("hal9000/parent:latest", INDEX_NAME),  # Docker Hub, by the SDK's name for it
 ])
 def test_image_registry(name, registry):
     assert image_registry(name) == registry
