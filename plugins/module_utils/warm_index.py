@@ -74,6 +74,8 @@ def sync(home, warm, listed_at):
     with contextlib.suppress(FileNotFoundError):
         for digest in os.listdir(root):
             directory = os.path.join(root, digest)
+            if not os.path.isdir(directory):
+                continue  # not the index's: left alone
             for name in os.listdir(directory):
                 container_id = name.split("-", 1)[-1]
                 indexed.add((digest, container_id))
