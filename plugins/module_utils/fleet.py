@@ -73,21 +73,36 @@ def worker_summary(summary, parent_ids=None):
     }
 
 
-def running_parent_ids(client):
-    """Running parents' IDs and names (what a worker's `container:` mode may point at) -> start time."""
+def running_parent_ids(client, summaries=None):
+    """Running parents' IDs and names (what a worker's `container:` mode may point at) -> start time.
+
+    From ``summaries`` (a listing that holds the parents, as list_workers' does), else from a listing of the parents.
+    """
+    if summaries is None:
+        summaries = client.api.containers(filters={"label": f"{LABEL_ROLE}={ROLE_PARENT}"})
     started = {}
-    for summary in client.api.containers(filters={"label": f"{LABEL_ROLE}={ROLE_PARENT}"}):
+    for summary in summaries:
+        if (summary.get("Labels") or {}).get(LABEL_ROLE) != ROLE_PARENT or summary.get("State") != "running":
+            continue
         started_at = client.api.inspect_container(summary["Id"])["State"]["StartedAt"]
         started.update({summary["Id"]: started_at, _name(summary): started_at})
     return started
 
 
+# What `docker ps` without --all shows: containers whose process is up.
+UP_STATES = ("running", "paused", "restarting")
+
+
 def list_workers(client, include_stopped=True, parent=None, with_limits=False):
     """HAL-9000 workers, newest first: all, or those of one parent plus the parent-less legacy ones."""
-    summaries = client.api.containers(all=include_stopped, filters={"label": f"{LABEL_ROLE}={ROLE_WORKER}"})
+    # One listing for the workers and the parents: the engine walks every container for each list, whatever its
+    # filters (0.76 s with 1,000 warm workers), and the parents' start times decide whether a worker's network is current.
+    every = client.api.containers(all=True, filters={"label": LABEL_ROLE})
+    parents = running_parent_ids(client, every)
+    summaries = [s for s in every if (s.get("Labels") or {}).get(LABEL_ROLE) == ROLE_WORKER
+                 and (include_stopped or s.get("State") in UP_STATES)]
     if parent:
         summaries = [s for s in summaries if (s.get("Labels") or {}).get(LABEL_PARENT, "") in (parent, "")]
-    parents = running_parent_ids(client)
     workers = [worker_summary(s, parents) for s in summaries]
     if with_limits:
         for worker, summary in zip(workers, summaries):
