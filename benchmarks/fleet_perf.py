@@ -40,8 +40,8 @@ import _setup  # (the working tree as ansible_collections.hal9000.dind, and Goal
 import docker
 
 sys.path.insert(0, str(_setup.REPO_ROOT / "tests" / "fleet"))
-from nodes import BASE_IMAGE, fleet  # noqa: E402  (tests/fleet is not a package)
-from plays import collection_snapshot, play, task_results  # noqa: E402
+from nodes import fleet  # noqa: E402  (tests/fleet is not a package)
+from plays import collection_snapshot, play, seed_build_host, task_results  # noqa: E402
 from test_fleet import build_in, events  # noqa: E402
 
 LOCALHOST = _setup.REPO_ROOT / "inventory" / "localhost.yml"
@@ -136,22 +136,6 @@ class CPU:
 
     def __str__(self):
         return ", ".join(f"{part} {total / self.runs:.1f}" for part, total in self.totals.items()) + " CPU-s per run"
-
-
-def seed_build_host(nodes, collection, workdir):
-    """node1 gets the base image and a parent image built here under a private tag (the tag is removed here again)."""
-    seed = f"{nodes.prefix}/parent:seed"
-    try:
-        result = play(collection, workdir, [{"hosts": "localhost", "gather_facts": False, "tasks": [
-            {"hal9000.dind.image": {"name": seed, "flavour": "parent", "context": str(collection),
-                                    "extra_ca_dir": "/usr/local/share/ca-certificates"}}]}], LOCALHOST)
-        if result["rc"] != 0:
-            raise RuntimeError(f"building {seed} failed: {json.dumps(task_results(result, 'image'))}")
-        nodes.load(nodes[0], BASE_IMAGE, seed)
-    finally:
-        with contextlib.suppress(docker.errors.APIError):
-            nodes.client.api.remove_image(seed)  # the tag only: an image other tags name stays
-    return seed
 
 
 def save_load(source, target, image):

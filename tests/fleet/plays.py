@@ -6,12 +6,17 @@ between two plays would, for example, make a build host rebuild.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+import docker
+
+from nodes import BASE_IMAGE
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -72,3 +77,21 @@ def batch_results(result, name):
                     if not outcome.get("skipped") or host not in found:
                         found[host] = outcome
     return found
+
+
+def seed_build_host(nodes, collection, workdir):
+    """node1 gets the base image and a parent image with the snapshot's build digest, built here under a private tag
+    (removed here again), so its build finds that digest and needs no network; the tag's name."""
+    seed = f"{nodes.prefix}/parent:seed"
+    try:
+        result = play(collection, workdir, [{"hosts": "localhost", "gather_facts": False, "tasks": [
+            {"hal9000.dind.image": {"name": seed, "flavour": "parent", "context": str(collection),
+                                    "extra_ca_dir": "/usr/local/share/ca-certificates"}}]}],
+            REPO_ROOT / "inventory" / "localhost.yml")
+        if result["rc"] != 0:
+            raise RuntimeError(f"building {seed} failed: {json.dumps(task_results(result, 'image'))}")
+        nodes.load(nodes[0], BASE_IMAGE, seed)
+    finally:
+        with contextlib.suppress(docker.errors.APIError):
+            nodes.client.api.remove_image(seed)  # the tag only (never built: nothing to remove)
+    return seed

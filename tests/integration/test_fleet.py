@@ -26,7 +26,7 @@ from helpers import REPO_ROOT
 
 sys.path.insert(0, str(REPO_ROOT / "tests" / "fleet"))
 from nodes import fleet  # noqa: E402  (tests/fleet is not a package)
-from plays import batch_results, collection_snapshot, play, task_results  # noqa: E402
+from plays import batch_results, collection_snapshot, play, seed_build_host, task_results  # noqa: E402
 
 BASE = "debian:bookworm-slim"
 PARENT = "hal9000/parent:latest"
@@ -48,20 +48,7 @@ def nodes(collection, tmp_path_factory):
     """Three nodes; node1 (the build host) holds the base image and a parent image with the collection's digest."""
     client = docker.from_env()
     with fleet(3, client=client) as started:
-        seed = f"{started.prefix}/parent:seed"
-        try:
-            result = play(collection, tmp_path_factory.mktemp("seed"), [{
-                "hosts": "localhost", "gather_facts": False,
-                "tasks": [{"hal9000.dind.image": {"name": seed, "flavour": "parent", "context": str(collection),
-                                                  "extra_ca_dir": "/usr/local/share/ca-certificates"}}],
-            }], inventory=REPO_ROOT / "inventory" / "localhost.yml")
-            assert result["stats"]["localhost"]["failures"] == 0, result
-            started.load(started[0], BASE, seed)
-        finally:
-            try:
-                client.api.remove_image(seed)
-            except docker.errors.APIError:
-                pass  # never built
+        seed_build_host(started, collection, tmp_path_factory.mktemp("seed"))
         started.inventory_path = started.write_inventory(tmp_path_factory.mktemp("inventory") / "fleet.json")
         yield started
 
