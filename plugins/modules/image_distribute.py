@@ -16,6 +16,8 @@ description:
   - The images go from the build host's engine straight into each target engine, C(docker save) streamed into
     C(docker load), with no copy on any disk. One save stream is fanned out to all targets that need the same
     images, so the build host reads and sends each image once however many hosts receive it.
+  - A target is not sent the layers it already holds (for example all but the last one of a rebuilt image): C(docker load)
+    takes those from the host's own layer store. A load that still misses one is retried with every layer.
   - After the load, each target's image IDs are checked against the build host's.
   - Runs where it can reach every engine, usually on the controller (C(delegate_to=localhost), C(run_once=true)).
     The C(hal9000.dind.images) role does this for a fleet.
@@ -105,8 +107,8 @@ hosts:
   returned: always
   type: dict
   sample: {"docker2": {"sent": ["hal9000/parent:latest"], "current": ["debian:bookworm-slim"],
-           "before": {"debian:bookworm-slim": "sha256:9e84...", "hal9000/parent:latest": null}, "bytes": 219000000,
-           "seconds": 6.1}}
+           "before": {"debian:bookworm-slim": "sha256:9e84...", "hal9000/parent:latest": null}, "bytes": 146500000,
+           "seconds": 4.3, "skipped_layers": 1}}
   contains:
     sent:
       description: The images this host received (in check mode, would receive).
@@ -125,6 +127,9 @@ hosts:
     seconds:
       description: How long the stream to this host took; V(null) when nothing was sent.
       type: float
+    skipped_layers:
+      description: Layers not sent because this host already held them.
+      type: int
     error:
       description: Why this host could not be brought up to date.
       type: str
@@ -134,7 +139,7 @@ messages:
   returned: always
   type: list
   elements: str
-  sample: ["docker2: received hal9000/parent:latest (219 MB in 6.1 s)", "docker3: current"]
+  sample: ["docker2: received hal9000/parent:latest (146.5 MB in 4.3 s, 1 layers it held not sent)", "docker3: current"]
 """
 
 from ansible_collections.hal9000.dind.plugins.module_utils.ansible_docker import build_module, run_module

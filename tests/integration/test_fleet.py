@@ -115,11 +115,43 @@ def test_images_are_built_once_and_copied_only_where_they_differ(nodes, collecti
     assert image_id(others[1], PARENT) is None
     assert not [e for events_ in seen.values() for e in events_ if e["Action"] == "load"]
 
-    # The real run sends it to that host alone.
-    seen = run_images(nodes, collection, tmp_path)[1]
+    # The real run sends it to that host alone, without the base image's layer, which that host still holds.
+    result, seen = run_images(nodes, collection, tmp_path)
     assert image_id(others[1], PARENT) == image_id(build_host, PARENT)
     assert [e for e in seen[others[1].name] if e["Action"] == "load"]
     assert not [e for e in seen[others[0].name] if e["Action"] == "load"]
+    resent = next(iter(task_results(result, "hosts whose images differ").values()))["hosts"][others[1].name]
+    assert resent["sent"] == [PARENT] and resent["skipped_layers"] == 1, resent
+    assert resent["bytes"] < hosts[others[1].name]["bytes"] - 70_000_000, (resent, hosts[others[1].name])
+
+
+def test_a_changed_image_sends_only_its_new_layer(nodes, collection, tmp_path):
+    """Hosts holding the parent's layers get a changed parent (one more layer) in kilobytes, loaded whole."""
+    build_host, others = nodes[0], nodes[1:]
+    changed = f"{nodes.prefix}/parent:changed"
+    build_in(build_host, changed, f"FROM {PARENT}\nUSER root\nRUN echo changed > /etc/hal9000-changed\n")
+    try:
+        task = {"hal9000.dind.image_distribute": {
+            "docker_host": build_host.docker_host, "images": [changed],
+            "targets": [{"name": node.name, "docker_host": node.docker_host} for node in others]}}
+        result = play(collection, tmp_path, [{"hosts": "localhost", "gather_facts": False, "tasks": [task]}],
+                      REPO_ROOT / "inventory" / "localhost.yml")
+        copied = task_results(result, "image_distribute")["localhost"]
+        assert result["rc"] == 0, copied
+        with contextlib.closing(build_host.client()) as client:
+            layers = len(client.api.inspect_image(PARENT)["RootFS"]["Layers"])
+        for node in others:
+            host = copied["hosts"][node.name]
+            assert host["sent"] == [changed] and host["skipped_layers"] == layers, host
+            assert host["bytes"] < 1_000_000, host
+            assert image_id(node, changed) == image_id(build_host, changed)
+            with contextlib.closing(node.client()) as client:  # every layer is there: a container reads the new file
+                output = client.containers.run(changed, ["cat", "/etc/hal9000-changed"], entrypoint=[], remove=True)
+            assert output == b"changed\n"
+    finally:
+        for node in nodes:
+            with contextlib.closing(node.client()) as client, contextlib.suppress(docker.errors.NotFound):
+                client.api.remove_image(changed)
 
 
 def fleet_status(nodes, collection, tmp_path, fleet_format):
