@@ -270,15 +270,15 @@ def _listed_warm(client, parent, digest):
 def _indexed_warm(client, home, parent, digest):
     """The warm workers of ``digest`` that ``warm_index`` names, oldest first, each checked by an inspect
     (one call whatever the number of containers); entries of workers gone or claimed are dropped."""
-    for container_id in warm_index.entries(home, digest):
+    for entry, container_id in warm_index.indexed(home, digest):
         inspected = inspect_container(client, container_id)
         labels = ((inspected or {}).get("Config") or {}).get("Labels") or {}
         running = inspected and inspected["State"]["Running"] and labels.get(LABEL_PARENT) == parent
         worker = _warm_entry(inspected, inspected["Name"], labels, inspected["Created"]) if running else None
         if worker is None or worker["digest"] != digest:
-            warm_index.forget(home, digest, container_id)
+            warm_index.forget(home, digest, container_id, entry)
             continue
-        yield worker
+        yield dict(worker, index_entry=entry)
 
 
 def warm_counts(client, parent, pools):
@@ -371,7 +371,7 @@ def _rename_warm(client, spec, new_name, home, network, current_image_id):
                     if exc.status_code == 409 and new_name in str(exc):
                         raise Hal9000Error(f"A container named {new_name} already exists: choose another name.") from None
                     continue  # e.g. its removal is in progress: the next candidate
-                warm_index.forget(home, spec["digest"], candidate["id"])
+                warm_index.forget(home, spec["digest"], candidate["id"], candidate.get("index_entry"))
                 return candidate
     return None
 

@@ -44,20 +44,25 @@ def add(home, digest, container_id):
     give_to_home_owner(path, home)
 
 
-def entries(home, digest):
-    """The indexed container IDs of spec ``digest``, oldest first."""
+def indexed(home, digest):
+    """(entry, container ID) of every indexed warm worker of spec ``digest``, oldest first."""
     try:
         names = sorted(os.listdir(_directory(home, digest)))
     except OSError:  # nothing indexed yet, or a home this process cannot read: the caller lists instead
         return []
-    return [name.split("-", 1)[1] for name in names if "-" in name]
+    return [(name, name.split("-", 1)[1]) for name in names if "-" in name]
 
 
-def forget(home, digest, container_id):
-    """Drop the entry of ``container_id`` (gone, claimed or removed)."""
+def entries(home, digest):
+    """The indexed container IDs of spec ``digest``, oldest first."""
+    return [container_id for _entry, container_id in indexed(home, digest)]
+
+
+def forget(home, digest, container_id, entry=None):
+    """Drop the entry of ``container_id`` (gone, claimed or removed); given its ``entry`` name, without a listing."""
     directory = _directory(home, digest)
     with contextlib.suppress(OSError):
-        for name in os.listdir(directory):
+        for name in [entry] if entry else os.listdir(directory):
             if name.endswith("-" + container_id):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(os.path.join(directory, name))

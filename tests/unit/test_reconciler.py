@@ -289,3 +289,19 @@ def test_sync_keeps_entries_newer_than_the_listing_and_drops_older_ones_of_gone_
     warm_index.sync(home, [{"digest": "d1", "id": "kept"}], listed_at=100)
     assert warm_index.entries(home, "d1") == ["kept", "started-since"]
     assert warm_index.entries(home, "d2") == [] and not (tmp_path / "run" / "warm" / "d2").exists()
+
+
+def test_forget_drops_the_named_entry_alone(tmp_path):
+    from ansible_collections.hal9000.dind.plugins.module_utils import warm_index
+
+    home = str(tmp_path)
+    warm_index.add(home, "d1", "first")
+    warm_index.add(home, "d1", "second")
+    (entry, container_id), _second = warm_index.indexed(home, "d1")
+    assert container_id == "first"
+    warm_index.forget(home, "d1", "second", entry)  # an entry that is not that worker's: nothing goes
+    assert warm_index.entries(home, "d1") == ["first", "second"]
+    warm_index.forget(home, "d1", "first", entry)
+    assert warm_index.entries(home, "d1") == ["second"]
+    warm_index.forget(home, "d1", "second")  # without the entry name: found by listing
+    assert warm_index.entries(home, "d1") == []
