@@ -15,6 +15,8 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
+import shutil
 import sys
 import threading
 import time
@@ -152,6 +154,41 @@ def test_a_changed_image_sends_only_its_new_layer(nodes, collection, tmp_path):
         for node in nodes:
             with contextlib.closing(node.client()) as client, contextlib.suppress(docker.errors.NotFound):
                 client.api.remove_image(changed)
+
+
+def test_the_controller_reaches_engines_over_ssh(nodes, collection, tmp_path, monkeypatch):
+    """ssh://user@host, fleet_docker_host's default: the module streams through `ssh HOST docker system dial-stdio`.
+
+    The ssh command reads the user's own configuration; here a config naming the fleet's key, which a wrapper
+    first on PATH passes (ssh takes ~/.ssh/config from the passwd entry, not from $HOME).
+    """
+    build_host, target = nodes[0], nodes[1]
+    config = tmp_path / "ssh_config"
+    config.write_text(f"Host {' '.join(node.address for node in nodes)}\n  IdentityFile {nodes.key}\n"
+                      "  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n  LogLevel ERROR\n")
+    wrapper = tmp_path / "bin" / "ssh"
+    wrapper.parent.mkdir()
+    wrapper.write_text(f'#!/bin/sh\nexec {shutil.which("ssh")} -F {config} "$@"\n')
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{wrapper.parent}:{os.environ['PATH']}")
+    labelled = f"{nodes.prefix}/base:over-ssh"
+    build_in(build_host, labelled, f"FROM {BASE}\nLABEL io.hal9000.test=over-ssh\n")
+    held = 1 if image_id(target, BASE) else 0
+    try:
+        task = {"hal9000.dind.image_distribute": {
+            "docker_host": f"ssh://root@{build_host.address}", "images": [labelled],
+            "targets": [{"name": target.name, "docker_host": f"ssh://root@{target.address}"}]}}
+        result = play(collection, tmp_path, [{"hosts": "localhost", "gather_facts": False, "tasks": [task]}],
+                      REPO_ROOT / "inventory" / "localhost.yml")
+        copied = task_results(result, "image_distribute")["localhost"]
+        assert result["rc"] == 0, copied
+        assert copied["hosts"][target.name]["sent"] == [labelled], copied
+        assert copied["hosts"][target.name]["skipped_layers"] == held, copied
+        assert image_id(target, labelled) == image_id(build_host, labelled)
+    finally:
+        for node in (build_host, target):
+            with contextlib.closing(node.client()) as client, contextlib.suppress(docker.errors.NotFound):
+                client.api.remove_image(labelled)
 
 
 def fleet_status(nodes, collection, tmp_path, fleet_format):
