@@ -168,8 +168,12 @@ def _start_node(client, fleet, node, image):
     host_config = client.api.create_host_config(cap_add=["ALL"], cap_drop=CAP_DROP, security_opt=SECURITY_OPT, binds=binds)
     host_config.update(MaskedPaths=[], ReadonlyPaths=[])
     client.api.create_volume(node.volume, labels={LABEL_FLEET: fleet.prefix})
+    # dockerd may pull over plain HTTP from registries on this machine's default bridge: the registry tests'
+    # own container (a registry elsewhere needs TLS as usual).
+    bridge = client.api.inspect_network("bridge")["IPAM"]["Config"][0]["Subnet"]
     container = client.api.create_container(
         image, name=node.name, hostname=node.name, host_config=host_config, labels={LABEL_FLEET: fleet.prefix},
+        command=["--insecure-registry", bridge],
     )
     client.api.start(container)
 

@@ -29,6 +29,7 @@ from helpers import REPO_ROOT
 sys.path.insert(0, str(REPO_ROOT / "tests" / "fleet"))
 from nodes import fleet  # noqa: E402  (tests/fleet is not a package)
 from plays import batch_results, collection_snapshot, play, seed_build_host, task_results  # noqa: E402
+from test_image_pull import PASSWORD as REGISTRY_PASSWORD, USER as REGISTRY_USER, registry  # noqa: E402,F401  (a fixture)
 
 BASE = "debian:bookworm-slim"
 PARENT = "hal9000/parent:latest"
@@ -189,6 +190,40 @@ def test_the_controller_reaches_engines_over_ssh(nodes, collection, tmp_path, mo
         for node in (build_host, target):
             with contextlib.closing(node.client()) as client, contextlib.suppress(docker.errors.NotFound):
                 client.api.remove_image(labelled)
+
+
+def test_every_host_pulls_from_a_registry_with_credentials(nodes, collection, tmp_path, registry):
+    """images_source=pull on the fleet: each host pulls the parent from a private registry with credentials from
+    an owner-only file on that host; a host that has it already pulls nothing."""
+    build_host, others = nodes[0], nodes[1:]
+    repository = f"{registry['bridge_address']}/{registry['base']}/{PARENT.split(':')[0]}"
+    wanted = image_id(build_host, PARENT)
+    with contextlib.closing(build_host.client()) as client:  # the registry gets node1's parent
+        client.api.tag(PARENT, repository, "latest")
+        for chunk in client.api.push(repository, tag="latest", stream=True, decode=True,
+                                     auth_config={"username": REGISTRY_USER, "password": REGISTRY_PASSWORD}):
+            assert "error" not in chunk, chunk
+        client.api.remove_image(f"{repository}:latest")
+    for node in others:
+        with contextlib.closing(node.client()) as client:
+            client.api.remove_image(PARENT)
+    auth = "/root/h9-registry-auth.json"
+    pull = [{"hosts": "fleet", "gather_facts": False, "tasks": [
+        {"name": "Registry credentials", "no_log": True, "ansible.builtin.copy": {
+            "content": json.dumps({"username": REGISTRY_USER, "password": REGISTRY_PASSWORD}), "dest": auth, "mode": "0600"}},
+        {"ansible.builtin.include_role": {"name": "hal9000.dind.images"}, "vars": {
+            "images_source": "pull", "images_registry": f"{registry['bridge_address']}/{registry['base']}/",
+            "images_registry_auth_file": auth, "images_mcp": False, "images_worker_flavours": []}},
+    ]}]
+    result = play(collection, tmp_path, pull, nodes.inventory_path)
+    pulled = task_results(result, "Pull the images")
+    assert result["rc"] == 0, json.dumps(pulled)
+    assert REGISTRY_PASSWORD not in json.dumps(result)
+    assert pulled[build_host.name]["changed"] is False, pulled[build_host.name]
+    for node in others:
+        (outcome,) = pulled[node.name]["results"]
+        assert outcome["actions"] == [f"pulled {repository}:latest and tagged it {PARENT}"], outcome
+        assert image_id(node, PARENT) == wanted
 
 
 def fleet_status(nodes, collection, tmp_path, fleet_format):

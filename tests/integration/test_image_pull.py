@@ -85,7 +85,9 @@ def registry(docker_client):
             assert "error" not in chunk, chunk
         remove_images(docker_client, remote)
         print(f"registry ready in {time.monotonic() - started:.1f} s")
-        yield {"base": base, "registry": f"127.0.0.1:{port}", "remote": remote, "id": small.id}
+        container.reload()  # its address on the default bridge, for the test fleet's engines
+        yield {"base": base, "registry": f"127.0.0.1:{port}", "remote": remote, "id": small.id,
+               "bridge_address": f"{container.attrs['NetworkSettings']['IPAddress']}:5000"}
     finally:
         if container is not None:
             container.remove(force=True, v=True)
