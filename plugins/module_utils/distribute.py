@@ -41,6 +41,11 @@ try:
     import docker
 except ImportError:  # reported by the caller
     docker = None
+try:
+    import paramiko  # noqa: F401  pylint: disable=unused-import  (only whether the SDK's ssh:// support can load)
+    _HAS_SSH = True
+except ImportError:
+    _HAS_SSH = False
 
 CHUNK = 1 << 20
 # A layer's v1 JSON in a save is a few KiB; anything bigger is not one and is passed on unread.
@@ -55,6 +60,9 @@ def connect_engine(docker_host, timeout):
     """A pinged client for ``docker_host``; ssh:// addresses go through the ssh command (keys, ssh config)."""
     if not HAS_DOCKER:
         raise Hal9000Error("The docker Python SDK is not installed: pip install docker.")
+    if docker_host.startswith("ssh://") and not _HAS_SSH:
+        raise Hal9000Error(f"Cannot reach the Docker Engine at {docker_host}: ssh:// addresses need the paramiko package where this "
+                           "module runs (the docker SDK imports it even to run the ssh command): pip install 'docker[ssh]'.")
     try:
         client = docker.DockerClient(base_url=docker_host, timeout=timeout, version="auto",
                                      use_ssh_client=docker_host.startswith("ssh://"))

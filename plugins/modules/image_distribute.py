@@ -45,7 +45,8 @@ options:
         description:
           - How this module reaches the host's Docker Engine API, for example C(unix:///run/node1/docker.sock),
             C(tcp://10.0.0.5:2376) or C(ssh://root@10.0.0.5) (through the C(ssh) command, which must log in without
-            a prompt; the host needs the C(docker) CLI).
+            a prompt; the host needs the C(docker) CLI, and where this module runs the C(paramiko) package, which the
+            docker SDK imports for C(ssh://)).
         type: str
         required: true
   pending:
