@@ -41,8 +41,8 @@ try:
     import docker
 except ImportError:  # reported by the caller
     docker = None
-try:
-    import paramiko  # noqa: F401  pylint: disable=unused-import  (only whether the SDK's ssh:// support can load)
+try:  # only whether the SDK's ssh:// support can load
+    import paramiko  # noqa: F401  pylint: disable=unused-import
     _HAS_SSH = True
 except ImportError:
     _HAS_SSH = False

@@ -16,8 +16,8 @@ description:
   - The images go from the build host's engine straight into each target engine, C(docker save) streamed into
     C(docker load), with no copy on any disk. One save stream is fanned out to all targets that need the same
     images, so the build host reads and sends each image once however many hosts receive it.
-  - A target is not sent the layers it already holds (for example all but the last one of a rebuilt image): C(docker load)
-    takes those from the host's own layer store. A load that still misses one is retried with every layer.
+  - A target is not sent the layers it already holds (for example all but the last one of a rebuilt image), which
+    C(docker load) takes from the host's own layer store. A load that still misses one is retried with every layer.
   - After the load, each target's image IDs are checked against the build host's.
   - Runs where it can reach every engine, usually on the controller (C(delegate_to=localhost), C(run_once=true)).
     The C(hal9000.dind.images) role does this for a fleet.

@@ -29,7 +29,8 @@ from helpers import REPO_ROOT
 sys.path.insert(0, str(REPO_ROOT / "tests" / "fleet"))
 from nodes import fleet  # noqa: E402  (tests/fleet is not a package)
 from plays import batch_results, collection_snapshot, play, seed_build_host, task_results  # noqa: E402
-from test_image_pull import PASSWORD as REGISTRY_PASSWORD, USER as REGISTRY_USER, registry  # noqa: E402,F401  (a fixture)
+# registry is a fixture (a private registry container), used by name.
+from test_image_pull import PASSWORD as REGISTRY_PASSWORD, USER as REGISTRY_USER, registry  # noqa: E402,F401  pylint: disable=unused-import
 
 BASE = "debian:bookworm-slim"
 PARENT = "hal9000/parent:latest"
@@ -196,7 +197,7 @@ def test_every_host_pulls_from_a_registry_with_credentials(nodes, collection, tm
     """images_source=pull on the fleet: each host pulls the parent from a private registry with credentials from
     an owner-only file on that host; a host that has it already pulls nothing."""
     build_host, others = nodes[0], nodes[1:]
-    repository = f"{registry['bridge_address']}/{registry['base']}/{PARENT.split(':')[0]}"
+    repository = f"{registry['bridge_address']}/{registry['base']}/{PARENT.split(':', maxsplit=1)[0]}"
     wanted = image_id(build_host, PARENT)
     with contextlib.closing(build_host.client()) as client:  # the registry gets node1's parent
         client.api.tag(PARENT, repository, "latest")
