@@ -301,7 +301,6 @@ def test_a_start_waiting_for_a_parent_another_start_replaced_follows_the_name():
     assert "removed while starting" in str(caught.value) and "\n" not in str(caught.value)
 
 
-
 class ExitingApi:
     """A parent whose entrypoint exits at once: exited, or restarted by its restart policy again and again."""
 
@@ -325,6 +324,7 @@ def test_a_parent_that_exits_while_starting_is_reported_as_such(monkeypatch):
         parent_utils.wait_until_ready(Client(ExitingApi({"Status": "restarting", "ExitCode": 3}, restarts=4)), "p1", 0.2)
     assert str(caught.value).startswith("The parent did not become ready (ChromaDB answering) within 0.2 s "
                                         "(it exited 4 times, last with code 3); its last log lines: starting")
+
 
 class CreateApi:
     """create_container answers 409 (another start made it first); inspect shows what that start made."""
