@@ -23,7 +23,8 @@ from ansible_collections.hal9000.dind.plugins.module_utils.pool import installat
 
 def _running_parent(client, name):
     inspected = inspect_container(client, name)
-    if inspected is None or not inspected["State"]["Running"]:
+    # A restarting parent (one that keeps exiting, e.g. a failed upgrade's) runs no pool manager and takes no exec.
+    if inspected is None or not inspected["State"]["Running"] or inspected["State"].get("Restarting"):
         return None
     return inspected
 

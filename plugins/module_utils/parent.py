@@ -221,6 +221,7 @@ def wait_until_ready(client, container_id, timeout, name=None):
     is followed rather than reported as failed.
     """
     deadline = time.monotonic() + timeout
+    inspected = None
     while time.monotonic() < deadline:
         inspected = inspect_container(client, container_id)
         status = inspected["State"]["Status"] if inspected else "removed"
@@ -241,10 +242,13 @@ def wait_until_ready(client, container_id, timeout, name=None):
         tail = client.api.logs(container_id, tail=15).decode("utf-8", "replace").strip().splitlines()
     except ERRORS.APIError:  # removed meanwhile: there are no logs to show
         tail = ["(the container was removed while starting)"]
-    raise Hal9000Error(
-        f"The parent did not become ready (ChromaDB answering) within {timeout} s; its last log lines: "
-        + " | ".join(tail[-15:])
-    )
+    state, restarts = (inspected or {}).get("State") or {}, (inspected or {}).get("RestartCount", 0)
+    if state.get("Status") == "exited":
+        why = f"exited (code {state.get('ExitCode')}) before it was ready (ChromaDB answering)"
+    else:  # a parent that keeps exiting is restarted by its restart policy until the timeout
+        why = f"did not become ready (ChromaDB answering) within {timeout} s" + (
+            f" (it exited {restarts} times, last with code {state.get('ExitCode')})" if restarts else "")
+    raise Hal9000Error(f"The parent {why}; its last log lines: " + " | ".join(tail[-15:]))
 
 
 def run_coordinator(client, parent_id, *args, user=""):

@@ -300,6 +300,11 @@ def parent_of(node):
             "health": (inspected["State"].get("Health") or {}).get("Status"), "running": inspected["State"]["Running"]}
 
 
+def unchanged(parent, before):
+    """The same parent container on the same image, still running (its health may have moved on from starting)."""
+    return parent is not None and {k: parent[k] for k in ("id", "image", "running")} == {k: before[k] for k in ("id", "image", "running")}
+
+
 def warm_on(node):
     with contextlib.closing(node.client()) as client:
         return [c["Names"][0][1:] for c in client.api.containers(filters={"label": "io.hal9000.pool", "name": "^/hal9000-warm-"})]
@@ -336,15 +341,17 @@ def site(nodes, collection, tmp_path):
 
 
 class StopOnEvent(threading.Thread):
-    """Stops ``node`` (its container, as nodes.stop does) at the first event of its engine that matches ``filters``.
+    """Stops ``node`` (its container, as nodes.stop does, or with ``kill`` as nodes.kill does) at the first event of
+    its engine that matches ``filters``.
 
     The engine's event stream is open once this is made, so the event cannot pass before anyone listens: the node stops
     at a given step of a play, whatever the machine's speed.
     """
 
-    def __init__(self, nodes, node, **filters):
+    def __init__(self, nodes, node, kill=False, **filters):
         super().__init__(daemon=True)
         self.nodes, self.node, self.event = nodes, node, None
+        self.halt = nodes.kill if kill else nodes.stop
         self.client = node.client(timeout=900)
         self.stream = self.client.events(filters=filters, decode=True)
         self.start()
@@ -353,7 +360,7 @@ class StopOnEvent(threading.Thread):
         with contextlib.suppress(Exception):  # the stream ends with the engine, or when closed unheard
             for event in self.stream:
                 self.event = event
-                self.nodes.stop(self.node)
+                self.halt(self.node)
                 return
 
     def close(self):
@@ -565,9 +572,92 @@ def test_a_host_failing_its_health_check_stops_the_rollout_there(installed, coll
         assert message.startswith(f"Upgrade stopped at {nodes[0].name}: Check the parent's health failed "
                                   f"(the parent hal9000-parent on {broken} is running, health unhealthy")
         assert "resume with the same command" in message
-        for node in nodes[1:]:  # never reached: still the old parent, healthy
-            assert parent_of(node) == before[node.name]
+        for node in nodes[1:]:  # never reached: still the old parent (health aside: just made, it may have been starting)
+            assert unchanged(parent_of(node), before[node.name])
     finally:  # the build host back on the current image, as a resumed rollout does it
         result = upgrade(nodes, collection, tmp_path, upgrade_images=False, hal9000_hosts=nodes[0].name)
         assert result["rc"] == 0, json.dumps(batch_results(result, "Stop the rollout"))
         assert parent_of(nodes[0])["health"] == "healthy"
+
+
+def test_a_parent_image_that_does_not_start_stops_the_rollout_there(installed, collection, tmp_path):
+    nodes = installed
+    node1 = nodes[0]
+    # On node1 only (the rollout must never get further): a parent whose entrypoint exits at once, and one whose
+    # container cannot start at all (its user does not exist).
+    dead, unstartable = f"{nodes.prefix}/parent:dead", f"{nodes.prefix}/parent:unstartable"
+    build_in(node1, dead, f'FROM {PARENT}\nENTRYPOINT ["sh", "-c", "echo {nodes.prefix} refuses to start >&2; exit 3"]\nCMD []\n')
+    build_in(node1, unstartable, f"FROM {PARENT}\nUSER {nodes.prefix}-nobody\n")
+    before = {node.name: parent_of(node) for node in nodes}
+    try:
+        result = upgrade(nodes, collection, tmp_path, upgrade_images=False, daemon_image=dead, daemon_wait_timeout=10)
+        assert result["rc"] != 0
+        stopped = batch_results(result, "Stop the rollout")
+        assert list(stopped) == [node1.name], stopped
+        message = stopped[node1.name]["msg"]
+        # Its restart policy restarts it until the wait ends; the log lines say why.
+        assert message.startswith(f"Upgrade stopped at {node1.name}: Put the parent in the requested state failed (The parent did "
+                                  "not become ready (ChromaDB answering) within 10 s (it exited "), message
+        assert "last with code 3); its last log lines: " in message and f"{nodes.prefix} refuses to start" in message, message
+        assert "resume with the same command" in message
+        assert parent_of(node1)["image"] == image_id(node1, dead)  # left as it failed, as an unhealthy parent is
+        for node in nodes[1:]:
+            assert unchanged(parent_of(node), before[node.name])
+
+        # A container that cannot start: the same stop, and the drain of the parent above (restarting) found nothing to drain.
+        result = upgrade(nodes, collection, tmp_path, upgrade_images=False, daemon_image=unstartable)
+        assert result["rc"] != 0
+        stopped = batch_results(result, "Stop the rollout")
+        assert list(stopped) == [node1.name], stopped
+        message = stopped[node1.name]["msg"]
+        assert message.startswith(f"Upgrade stopped at {node1.name}: Put the parent in the requested state failed ("), message
+        assert f"{nodes.prefix}-nobody" in message and "resume with the same command" in message, message
+        assert not parent_of(node1)["running"]
+        for node in nodes[1:]:
+            assert unchanged(parent_of(node), before[node.name])
+    finally:  # the build host back on the current image, as a resumed rollout does it
+        result = upgrade(nodes, collection, tmp_path, upgrade_images=False, hal9000_hosts=node1.name)
+        assert result["rc"] == 0, json.dumps(batch_results(result, "Stop the rollout"))
+        assert parent_of(node1)["health"] == "healthy"
+
+
+def test_a_host_that_becomes_unreachable_stops_the_rollout_there_and_the_same_command_resumes_it(installed, collection, tmp_path):
+    """The last test: it leaves every parent on its own image (the fleet goes with the module)."""
+    nodes = installed
+    node1, node2, node3 = nodes
+    nodes.write_inventory(nodes.inventory_path)  # the addresses now (a node restarted by an earlier test may have moved)
+    new = f"{nodes.prefix}/parent:next"
+    for node in nodes:
+        build_in(node, new, f"FROM {PARENT}\nLABEL io.hal9000.test-unreachable={time.time_ns()}\n")
+    before = {node.name: parent_of(node) for node in nodes}
+
+    # node2 goes down as its new parent is created: drained, its old parent gone, in the middle of the parent module's
+    # task. Killed, not stopped: a stop ends its engine first, and the module would report that instead of its ssh.
+    stopper = StopOnEvent(nodes, node2, kill=True, type="container", event="create", container="hal9000-parent")
+    try:
+        result = upgrade(nodes, collection, tmp_path, upgrade_images=False, daemon_image=new)
+    finally:
+        stopper.close()
+    assert stopper.event, "node2 was never stopped"
+    try:
+        assert result["rc"] != 0
+        stopped = batch_results(result, "Stop the rollout")
+        assert list(stopped) == [node2.name], stopped
+        message = stopped[node2.name]["msg"]
+        assert message.startswith(f"Upgrade stopped at {node2.name}: Reach the host failed (unreachable: "), message
+        assert "The hosts not yet upgraded keep the old version" in message and "resume with the same command" in message
+        assert (parent_of(node1)["image"], parent_of(node1)["health"]) == (image_id(node1, new), "healthy")
+        assert unchanged(parent_of(node3), before[node3.name])  # never reached
+    finally:
+        nodes.start(node2)
+        nodes.write_inventory(nodes.inventory_path)  # a restarted node may have another address
+
+    result = upgrade(nodes, collection, tmp_path, upgrade_images=False, daemon_image=new)
+    assert result["rc"] == 0, json.dumps(failed_hosts(result))
+    reports = batch_results(result, "Report the upgrade")
+    assert reports[node1.name]["msg"] == f"{node1.name}: current ({new})"
+    # node2's new parent was created, maybe started: its engine may have started it again, else the rollout recreated it.
+    assert reports[node3.name]["msg"] == f"{node3.name}: parent recreated on {new}, healthy"
+    assert reports[node2.name]["msg"] in (f"{node2.name}: parent recreated on {new}, healthy", f"{node2.name}: current ({new})")
+    for node in nodes:
+        assert (parent_of(node)["image"], parent_of(node)["running"]) == (image_id(node, new), True), node.name

@@ -89,3 +89,13 @@ def test_a_parent_that_does_not_run_has_nothing_to_drain_and_cannot_resume(paren
     assert drain_utils.drain(None, "hal9000-parent", 10)["actions"] == []
     with pytest.raises(Hal9000Error, match="Parent hal9000-parent is not running"):
         drain_utils.resume(None, "hal9000-parent", 10)
+
+
+@pytest.mark.parametrize("state, running", [
+    ({"Running": True, "Restarting": False}, True),
+    ({"Running": True, "Restarting": True}, False),  # a parent that keeps exiting (a failed upgrade's): no exec there
+    ({"Running": False}, False),
+])
+def test_only_a_parent_that_runs_and_is_not_restarting_counts_as_running(monkeypatch, state, running):
+    monkeypatch.setattr(drain_utils, "inspect_container", lambda client, name: {"Id": "p1", "State": state})
+    assert (drain_utils._running_parent(None, "hal9000-parent") is not None) is running

@@ -301,6 +301,31 @@ def test_a_start_waiting_for_a_parent_another_start_replaced_follows_the_name():
     assert "removed while starting" in str(caught.value) and "\n" not in str(caught.value)
 
 
+class ExitingApi:
+    """A parent whose entrypoint exits at once: exited, or restarted by its restart policy again and again."""
+
+    def __init__(self, state, restarts=0):
+        self.state, self.restarts = state, restarts
+
+    def inspect_container(self, _name):
+        return {"Id": "p1", "State": self.state, "RestartCount": self.restarts}
+
+    def logs(self, _container, tail):
+        return b"starting\nno such setting: X\n"
+
+
+def test_a_parent_that_exits_while_starting_is_reported_as_such(monkeypatch):
+    monkeypatch.setattr(parent_utils.time, "sleep", lambda _seconds: None)
+    with pytest.raises(Hal9000Error) as caught:  # no restart policy: it is over at once
+        parent_utils.wait_until_ready(Client(ExitingApi({"Status": "exited", "ExitCode": 3})), "p1", 60)
+    assert str(caught.value) == ("The parent exited (code 3) before it was ready (ChromaDB answering); "
+                                 "its last log lines: starting | no such setting: X")
+    with pytest.raises(Hal9000Error) as caught:  # restarted meanwhile: the whole wait, then how often it exited
+        parent_utils.wait_until_ready(Client(ExitingApi({"Status": "restarting", "ExitCode": 3}, restarts=4)), "p1", 0.2)
+    assert str(caught.value).startswith("The parent did not become ready (ChromaDB answering) within 0.2 s "
+                                        "(it exited 4 times, last with code 3); its last log lines: starting")
+
+
 class CreateApi:
     """create_container answers 409 (another start made it first); inspect shows what that start made."""
 
