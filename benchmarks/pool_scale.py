@@ -2,7 +2,10 @@
 
 Starts a parent of its own (name, volumes and home from a random prefix; the real hal9000-parent is never
 touched), measures, and removes everything again, also on failure:
-    .venv/bin/python benchmarks/pool_scale.py [SIZE ...]        (default: 10 100 1000)
+    .venv/bin/python benchmarks/pool_scale.py [--image TAG] [SIZE ...]        (default: 10 100 1000)
+
+--image: the workers' image (WORKER_IMAGE in the installation's hal9000.conf; default hal9000/worker:latest), e.g. one
+built from a branch under a private tag.
 
 At each size, with that many idle warm workers of the generic pool made by ``pool.spawn_warm`` (what the pool manager
 calls) while the manager is off:
@@ -19,6 +22,7 @@ Exit status 0 when every goal is met, 1 when one is missed, 2 when it fails (scr
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import sys
 import time
@@ -26,6 +30,7 @@ import time
 import _setup  # (the working tree as ansible_collections.hal9000.dind, and Goals)
 from pool_claims import Bench, percentile
 
+from ansible_collections.hal9000.dind.plugins.module_utils.constants import config_path
 from ansible_collections.hal9000.dind.plugins.module_utils.images import image_id
 from ansible_collections.hal9000.dind.plugins.module_utils.pool import claim, spawn_warm, validate_pools, warm_workers
 from ansible_collections.hal9000.dind.plugins.module_utils.status import installation_status
@@ -48,6 +53,10 @@ def mem_available_mib():
 
 
 class Scale(Bench):
+    def spec(self, name):
+        settings = self.settings()
+        return worker_spec(name=name, parent=self.parent, settings=settings, image=settings["worker_image"])
+
     def pool(self, size):
         return validate_pools({"pools": [{"name": "generic", "min": size, "max": size}]},
                               self.settings())["pools"][0]
@@ -55,7 +64,7 @@ class Scale(Bench):
     def fill(self, size):
         """Warm workers up to ``size``; seconds per worker made."""
         settings, pool = self.settings(), self.pool(size)
-        network = parent_network(self.client, worker_spec(name=f"{self.prefix}-ref", parent=self.parent, settings=settings))
+        network = parent_network(self.client, self.spec(f"{self.prefix}-ref"))
         missing = size - len(warm_workers(self.client, self.parent))
         began = time.monotonic()
         for _made in range(missing):
@@ -64,13 +73,12 @@ class Scale(Bench):
 
     def claims(self, size):
         """Milliseconds of CLAIM_SAMPLES claims (at most ``size``) from a pool of ``size`` (the claimed ones removed afterwards)."""
-        settings = self.settings()
-        reference = worker_spec(name=f"{self.prefix}-ref", parent=self.parent, settings=settings)
+        reference = self.spec(f"{self.prefix}-ref")
         network, current = parent_network(self.client, reference), image_id(self.client, reference["image"])
         timings, names = [], []
         for index in range(min(CLAIM_SAMPLES, size)):
             name = f"{self.prefix}-c{size}-{index}"
-            spec = worker_spec(name=name, parent=self.parent, settings=settings)
+            spec = self.spec(name)
             began = time.perf_counter()
             if claim(self.client, spec, name, self.home, network, current) is None:
                 raise RuntimeError(f"claim {index} at size {size} found no warm worker")
@@ -101,7 +109,7 @@ class Scale(Bench):
         names = []
         for index in range(min(CLAIMS, size)):
             name = f"{self.prefix}-r{size}-{index}"
-            spec = worker_spec(name=name, parent=self.parent, settings=self.settings())
+            spec = self.spec(name)
             if claim(self.client, spec, name, self.home) is None:
                 raise RuntimeError("the refill burst found the pool empty")
             names.append(name)
@@ -121,11 +129,25 @@ class Scale(Bench):
         return refill, int(rss_line.split()[1]) / 1024, ticks / 100  # clock ticks: USER_HZ is 100 on Linux
 
 
-def main(sizes):
+def parse(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0].replace("\n", " "))
+    parser.add_argument("sizes", type=int, nargs="*", metavar="SIZE", help=f"warm workers (default: {' '.join(map(str, SIZES))})")
+    parser.add_argument("--image", help="the workers' image (default: the installation's, hal9000/worker:latest)")
+    args = parser.parse_args(argv)
+    if any(size < 1 for size in args.sizes):
+        parser.error("every SIZE must be at least 1")
+    return args
+
+
+def main(args):
+    image, sizes = args.image, args.sizes or SIZES
     bench = Scale()
     rows = []
     try:
         bench.task("hal9000.dind.parent", bench.parent_args)
+        if image:  # read by this benchmark's specs and by the pool manager in the parent alike
+            with open(config_path(bench.home), "a", encoding="utf-8") as config:
+                config.write(f"WORKER_IMAGE={image}\n")
         bench.task("hal9000.dind.pool", {"parent": bench.parent, "hal9000_home": bench.home, "enabled": False})
         time.sleep(2)
         baseline = mem_available_mib()
@@ -133,6 +155,7 @@ def main(sizes):
             per_worker_s = bench.fill(size)
             time.sleep(5)  # the new containers' first page faults settle
             used = baseline - mem_available_mib()
+            print(f"{size:5d} warm: {used / size:5.2f} MiB each ({used:.0f} MiB)", flush=True)
             claims = bench.claims(size)
             bench.fill(size)
             info, playbook, listed, engine_list = bench.listing_seconds()
@@ -147,10 +170,12 @@ def main(sizes):
     finally:
         bench.cleanup()
     largest = rows[-1]
-    GOALS.at_most(f"host memory per idle warm worker at {largest[0]}", max(row[1] for row in rows), GOAL_MIB_PER_WORKER, "MiB", 2)
+    # At the largest size only: at 10 workers the rest of the machine moves MemAvailable by more than they use.
+    GOALS.at_most(f"host memory per idle warm worker at {largest[0]}", largest[1], GOAL_MIB_PER_WORKER, "MiB", 2)
     GOALS.at_most(f"claim p95 at {largest[0]} warm workers", largest[4], GOAL_CLAIM_P95_MS, "ms")
     GOALS.at_most(f"info module at {largest[0]} warm workers", largest[5], GOAL_INFO_S, "s", 2)
 
 
 if __name__ == "__main__":
-    sys.exit(GOALS.run(lambda: main([int(size) for size in sys.argv[1:]] or SIZES)))
+    ARGS = parse()
+    sys.exit(GOALS.run(lambda: main(ARGS)))

@@ -79,7 +79,10 @@ def test_worker_idles_under_tini_and_stops_cleanly(built_images, docker_client, 
         time.sleep(1)
         container.reload()
         assert container.status == "running"
-        assert container.exec_run(["cat", "/proc/1/comm"]).output.decode().strip() == "tini"
+        assert container.exec_run(["cat", "/proc/1/comm"]).output.decode().strip() == "tini-static"
+        # Idle: tini and one sleep, no entrypoint shell beside them (host memory per warm worker); sh, cat: this exec.
+        listing = container.exec_run(["sh", "-c", "cat /proc/[0-9]*/comm"]).output.decode().split()
+        assert sorted(name for name in listing if name not in ("sh", "cat")) == ["sleep", "tini-static"], listing
         container.stop(timeout=5)
         assert container.wait()["StatusCode"] == 0
     finally:
