@@ -621,6 +621,23 @@ def test_a_parent_image_that_does_not_start_stops_the_rollout_there(installed, c
         assert parent_of(node1)["health"] == "healthy"
 
 
+def test_a_host_unreachable_before_its_turn_is_named_at_the_end(installed, collection, tmp_path):
+    """Down while the images are made: Ansible leaves it out of the rollout, and the last line says it was not upgraded."""
+    nodes = installed
+    node1, node2, node3 = nodes
+    nodes.stop(node3)
+    try:
+        result = upgrade(nodes, collection, tmp_path)
+        assert result["rc"] != 0
+        summary = [outcome["msg"] for outcome in task_results(result, "List the hosts left for later").values()]
+        assert summary == [[f"{node3.name}: not upgraded: it failed or could not be reached before its turn (see above); "
+                            "fix it, then run the same command"]], summary
+        assert sorted(batch_results(result, "Report the upgrade")) == [node1.name, node2.name]
+    finally:
+        nodes.start(node3)
+        nodes.write_inventory(nodes.inventory_path)  # a restarted node may have another address
+
+
 def test_a_host_that_becomes_unreachable_stops_the_rollout_there_and_the_same_command_resumes_it(installed, collection, tmp_path):
     """The last test: it leaves every parent on its own image (the fleet goes with the module)."""
     nodes = installed
