@@ -44,10 +44,9 @@ import docker
 sys.path.insert(0, str(_setup.REPO_ROOT / "tests" / "fleet"))
 from nodes import fleet  # noqa: E402  (tests/fleet is not a package)
 from ansible_collections.hal9000.dind.plugins.module_utils.distribute import connect_engine, distribute as distribute_images  # noqa: E402
-from plays import collection_snapshot, play, seed_build_host, task_results  # noqa: E402
+from plays import collection_snapshot, distribute as distribute_play, play, seed_build_host, task_results  # noqa: E402
 from test_fleet import build_in, events  # noqa: E402
 
-LOCALHOST = _setup.REPO_ROOT / "inventory" / "localhost.yml"
 SITE = {"images_mcp": False, "install_worker_flavours": [], "daemon_enable_mcp_relay": False}
 COPY_TASK = "Copy the images from the build host to the hosts whose images differ"
 GOAL_SITE_RATIO, GOAL_DISTRIBUTE_RATIO = 1.5, 1.3
@@ -151,13 +150,10 @@ def save_load(source, target, image):
 
 def distribute(nodes, collection, workdir, images, targets):
     """hal9000.dind.image_distribute from node1 to ``targets`` through ansible-playbook: (wall seconds, its result)."""
-    task = {"hal9000.dind.image_distribute": {
-        "docker_host": nodes[0].docker_host, "images": images,
-        "targets": [{"name": node.name, "docker_host": node.docker_host} for node in targets]}}
     began = time.monotonic()
-    result = play(collection, workdir, [{"hosts": "localhost", "gather_facts": False, "tasks": [task]}], LOCALHOST)
+    result, copied = distribute_play(collection, workdir, nodes[0].docker_host, images,
+                                     {node.name: node.docker_host for node in targets})
     seconds = time.monotonic() - began
-    copied = task_results(result, "image_distribute").get("localhost", {})
     if result["rc"] != 0:
         raise RuntimeError(f"image_distribute failed: {copied.get('msg')}")
     return seconds, copied

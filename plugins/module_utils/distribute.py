@@ -84,9 +84,14 @@ def inspect_images(client, names):
     return found
 
 
+def ids_of(inspected):
+    """name -> image ID from inspect_images' answer, None where the tag does not exist."""
+    return {name: image["Id"] if image else None for name, image in inspected.items()}
+
+
 def image_ids(client, names):
     """name -> image ID on this engine, None where the tag does not exist."""
-    return {name: image["Id"] if image else None for name, image in inspect_images(client, names).items()}
+    return ids_of(inspect_images(client, names))
 
 
 def chain_ids(diff_ids):
@@ -97,14 +102,18 @@ def chain_ids(diff_ids):
     return chains
 
 
-def engine_chains(client):
-    """Every layer chain this engine holds, from its images' layer stacks."""
+def engine_chains(client, inspected=()):
+    """Every layer chain this engine holds, from its images' layer stacks; ``inspected`` are images already
+    inspected there (not asked for again)."""
+    known = {image["Id"]: image for image in inspected}
     chains = set()
     for listed in client.api.images():
-        try:
-            image = client.api.inspect_image(listed["Id"])
-        except NotFound:  # removed meanwhile
-            continue
+        image = known.get(listed["Id"])
+        if image is None:
+            try:
+                image = client.api.inspect_image(listed["Id"])
+            except NotFound:  # removed meanwhile
+                continue
         chains.update(chain_ids((image.get("RootFS") or {}).get("Layers") or []))
     return chains
 
@@ -204,9 +213,10 @@ def _save_stream(client, names):
 class _Target:
     """One target's load, fed from the save stream through a bounded queue."""
 
-    def __init__(self, host, client, chains=None):
+    def __init__(self, host, client, chains=None, held=()):
         self.host = host
         self.client = client
+        self.held = held  # its inspects of the images it has under the names being sent
         self.chains = chains  # the layer chains it holds (its entries are not sent); None: send everything
         self.sent = 0
         self.skipped = 0
@@ -387,7 +397,7 @@ def distribute(source, targets, names, check_mode=False, pending=()):
     stop the others, it gets an ``error``.
     """
     source_images = inspect_images(source, names)
-    source_ids = {name: image["Id"] if image else None for name, image in source_images.items()}
+    source_ids = ids_of(source_images)
     missing = [name for name, image in source_ids.items() if image is None]
     if check_mode:
         unknown = set(missing) | set(pending)
@@ -403,22 +413,23 @@ def distribute(source, targets, names, check_mode=False, pending=()):
                            "skipped_layers": 0}
             continue
         try:
-            before = image_ids(client, names)
+            held = inspect_images(client, names)
         except (DockerException, RequestException, OSError) as exc:
             hosts[host] = {"error": api_error_message(exc), "sent": [], "current": [], "before": {}, "bytes": 0,
                            "seconds": None, "skipped_layers": 0}
             continue
+        before = ids_of(held)
         needed = plan(source_ids, before)
         hosts[host] = {"sent": needed, "current": [n for n in names if n not in needed], "before": before,
                        "bytes": 0, "seconds": None, "skipped_layers": 0}
         if needed:
-            groups.setdefault(tuple(needed), []).append(_Target(host, client))
+            groups.setdefault(tuple(needed), []).append(_Target(host, client, held=[i for i in held.values() if i]))
     if not check_mode:
         for needed, group in groups.items():
             layers = SavedLayers([source_images[name] for name in needed])
             for target in group:
                 try:
-                    target.chains = engine_chains(target.client) & set(layers.diff_of)
+                    target.chains = engine_chains(target.client, target.held) & set(layers.diff_of)
                 except (DockerException, RequestException, OSError):
                     target.chains = None  # the load tells what is wrong with this engine
             started = time.monotonic()

@@ -53,11 +53,6 @@ def indexed(home, digest):
     return [(name, name.split("-", 1)[1]) for name in names if "-" in name]
 
 
-def entries(home, digest):
-    """The indexed container IDs of spec ``digest``, oldest first."""
-    return [container_id for _entry, container_id in indexed(home, digest)]
-
-
 def forget(home, digest, container_id, entry=None):
     """Drop the entry of ``container_id`` (gone, claimed or removed); given its ``entry`` name, without a listing."""
     directory = _directory(home, digest)

@@ -28,7 +28,7 @@ from helpers import REPO_ROOT
 
 sys.path.insert(0, str(REPO_ROOT / "tests" / "fleet"))
 from nodes import fleet  # noqa: E402  (tests/fleet is not a package)
-from plays import batch_results, collection_snapshot, play, seed_build_host, task_results  # noqa: E402
+from plays import batch_results, collection_snapshot, distribute, play, seed_build_host, task_results  # noqa: E402
 # registry is a fixture (a private registry container), used by name.
 from test_image_pull import PASSWORD as REGISTRY_PASSWORD, USER as REGISTRY_USER, registry  # noqa: E402,F401  pylint: disable=unused-import
 
@@ -135,12 +135,8 @@ def test_a_changed_image_sends_only_its_new_layer(nodes, collection, tmp_path):
     changed = f"{nodes.prefix}/parent:changed"
     build_in(build_host, changed, f"FROM {PARENT}\nUSER root\nRUN echo changed > /etc/hal9000-changed\n")
     try:
-        task = {"hal9000.dind.image_distribute": {
-            "docker_host": build_host.docker_host, "images": [changed],
-            "targets": [{"name": node.name, "docker_host": node.docker_host} for node in others]}}
-        result = play(collection, tmp_path, [{"hosts": "localhost", "gather_facts": False, "tasks": [task]}],
-                      REPO_ROOT / "inventory" / "localhost.yml")
-        copied = task_results(result, "image_distribute")["localhost"]
+        result, copied = distribute(collection, tmp_path, build_host.docker_host, [changed],
+                                    {node.name: node.docker_host for node in others})
         assert result["rc"] == 0, copied
         with contextlib.closing(build_host.client()) as client:
             layers = len(client.api.inspect_image(PARENT)["RootFS"]["Layers"])
@@ -177,12 +173,8 @@ def test_the_controller_reaches_engines_over_ssh(nodes, collection, tmp_path, mo
     build_in(build_host, labelled, f"FROM {BASE}\nLABEL io.hal9000.test=over-ssh\n")
     held = 1 if image_id(target, BASE) else 0
     try:
-        task = {"hal9000.dind.image_distribute": {
-            "docker_host": f"ssh://root@{build_host.address}", "images": [labelled],
-            "targets": [{"name": target.name, "docker_host": f"ssh://root@{target.address}"}]}}
-        result = play(collection, tmp_path, [{"hosts": "localhost", "gather_facts": False, "tasks": [task]}],
-                      REPO_ROOT / "inventory" / "localhost.yml")
-        copied = task_results(result, "image_distribute")["localhost"]
+        result, copied = distribute(collection, tmp_path, f"ssh://root@{build_host.address}", [labelled],
+                                    {target.name: f"ssh://root@{target.address}"})
         assert result["rc"] == 0, copied
         assert copied["hosts"][target.name]["sent"] == [labelled], copied
         assert copied["hosts"][target.name]["skipped_layers"] == held, copied
@@ -270,14 +262,9 @@ def test_a_host_whose_engine_cannot_be_reached_fails_alone_and_by_name(nodes, co
     source, target = nodes[0], nodes[1]
     with contextlib.closing(target.client()) as client:
         client.api.remove_image(BASE)
-    task = {"hal9000.dind.image_distribute": {
-        "docker_host": source.docker_host, "images": [BASE, PARENT],
-        "targets": [{"name": target.name, "docker_host": target.docker_host},
-                    {"name": "gone", "docker_host": f"unix://{tmp_path}/no-engine.sock"}],
-    }, "register": "copied", "ignore_errors": True}
-    result = play(collection, tmp_path, [{"hosts": "localhost", "gather_facts": False, "tasks": [task]}],
-                  REPO_ROOT / "inventory" / "localhost.yml")
-    copied = task_results(result, "image_distribute")["localhost"]
+    _, copied = distribute(collection, tmp_path, source.docker_host, [BASE, PARENT],
+                           {target.name: target.docker_host, "gone": f"unix://{tmp_path}/no-engine.sock"},
+                           ignore_errors=True)
     assert copied["failed"] and copied["msg"].startswith("Could not bring gone up to date (gone: Cannot reach the Docker Engine at unix://")
     assert copied["hosts"][target.name]["sent"] == [BASE] and "error" not in copied["hosts"][target.name]
     assert image_id(target, BASE) == image_id(source, BASE)

@@ -118,6 +118,25 @@ def test_chain_ids_are_the_layer_stores_keys():
     assert dist.chain_ids([]) == []
 
 
+
+def test_an_engines_chains_come_from_every_image_and_inspects_already_made_are_not_repeated():
+    class Stacks:
+        def __init__(self, stacks):
+            self.stacks, self.asked = stacks, []
+
+        def images(self):
+            return [{"Id": image} for image in self.stacks]
+
+        def inspect_image(self, image):
+            self.asked.append(image)
+            return {"Id": image, "RootFS": {"Layers": self.stacks[image]}}
+
+    client = Client()
+    client.api = Stacks({"sha256:old": DIFFS, "sha256:base": DIFFS[:1], "sha256:other": [PARENT_DIFF]})
+    chains = dist.engine_chains(client, [{"Id": "sha256:old", "RootFS": {"Layers": DIFFS}}])
+    assert chains == set(CHAINS) | {PARENT_DIFF}
+    assert sorted(client.api.asked) == ["sha256:base", "sha256:other"]
+
 def test_a_legacy_layer_directory_is_matched_to_its_chain_by_its_v1_id():
     chains = dist.chain_ids([DIFFS[0], PARENT_DIFF])
     assert dist.legacy_layer_chain(ROOT_DIR, V1_JSON[ROOT_DIR].encode(), chains) == chains[0]

@@ -149,14 +149,15 @@ def test_chromadbs_output_is_drained_even_when_its_log_cannot_be_written(home):
     assert parent.unwritable == {str(home)}
 
 
-def test_the_pool_managers_log_on_a_full_disk(tmp_path, capsys):
-    (tmp_path / "pool-manager.log").symlink_to("/dev/full")
+def test_the_pool_managers_log_on_a_full_disk(home, monkeypatch, capsys):
+    (home / "logs" / "pool-manager.log").symlink_to("/dev/full")
+    monkeypatch.setattr(pool_manager, "HOME_IN_PARENT", str(home))  # the log's owner is the home's
     manager = pool_manager.Manager.__new__(pool_manager.Manager)  # no Docker: only its log
-    manager.log_path, manager.log_file, manager.log_failed = str(tmp_path / "pool-manager.log"), None, False
+    manager.log_path, manager.log_file, manager.log_failed = str(home / "logs" / "pool-manager.log"), None, False
     for number in range(3):
         manager.log(f"line {number}")
     err = capsys.readouterr().err.splitlines()
-    assert err == [f"pool manager: disk full: {pool_manager.HOME_IN_PARENT}, free space needed"]
+    assert err == [f"pool manager: disk full: {home}, free space needed"]
 
 
 def test_the_health_check_names_the_full_disk(tmp_path, monkeypatch, capsys):
