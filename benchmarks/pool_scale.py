@@ -10,7 +10,8 @@ built from a branch under a private tag.
 At each size, with that many idle warm workers of the generic pool made by ``pool.spawn_warm`` (what the pool manager
 calls) while the manager is off:
 1. host memory per idle worker: MemAvailable before any worker and after all of them (containerd shims,
-   cgroups and page cache included), divided by the count;
+   cgroups and page cache included), divided by the count, and the two parts that can be read alone: each worker's
+   containerd shim (the engine's, one per container) and the worker's own cgroup (what its image and spec cost);
 2. claim p50 / p95 over 100 real claims (at most the size) at the library call the worker module and the coordinator use,
    once the fill's writes are flushed, with the engine's rename alone (inside each claim) beside it;
 3. the info module's own work (and its whole ansible-playbook run) and `coordinator list --json` in the parent;
@@ -54,6 +55,44 @@ def mem_available_mib():
     raise RuntimeError("no MemAvailable in /proc/meminfo")
 
 
+def shims_mib():
+    """container ID -> the host memory of its containerd shim: anonymous memory, page tables and threads' kernel
+    stacks (16 KiB each on x86_64)."""
+    found = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+                argv = cmdline.read().decode(errors="replace").split("\0")
+            if not argv[0].endswith("containerd-shim-runc-v2") or "-id" not in argv[:-1]:
+                continue
+            with open(f"/proc/{pid}/smaps_rollup", encoding="utf-8") as rollup:
+                anonymous = next(int(line.split()[1]) for line in rollup if line.startswith("Anonymous:"))
+            with open(f"/proc/{pid}/status", encoding="utf-8") as status:
+                fields = dict(line.split(":", 1) for line in status)
+        except (OSError, StopIteration):  # gone meanwhile, or not ours to read
+            continue
+        found[argv[argv.index("-id") + 1]] = (anonymous + int(fields["VmPTE"].split()[0]) + 16 * int(fields["Threads"])) / 1024
+    return found
+
+
+def cgroup_mib(container_id):
+    """Memory charged to the container's own cgroup (its processes and the kernel memory for them); None if unknown."""
+    for path in (f"/sys/fs/cgroup/memory/docker/{container_id}/memory.usage_in_bytes",  # v1, cgroupfs driver
+                 f"/sys/fs/cgroup/docker/{container_id}/memory.current",  # v2, cgroupfs driver
+                 f"/sys/fs/cgroup/system.slice/docker-{container_id}.scope/memory.current"):  # v2, systemd driver
+        try:
+            with open(path, encoding="utf-8") as usage:
+                return int(usage.read()) / 2**20
+        except OSError:
+            continue
+    return None
+
+
+def mean_of_known(values):
+    known = [value for value in values if value is not None]
+    return statistics.mean(known) if known else None
+
+
 class Scale(Bench):
     def spec(self, name):
         settings = self.settings()
@@ -72,6 +111,12 @@ class Scale(Bench):
         for _made in range(missing):
             spawn_warm(self.client, pool, self.parent, settings, network)
         return (time.monotonic() - began) / max(missing, 1)
+
+    def memory_parts(self):
+        """MiB per warm worker: (its containerd shim, its cgroup), each None where this host does not show it."""
+        ids = [worker["id"] for worker in warm_workers(self.client, self.parent)]
+        shims = shims_mib()
+        return mean_of_known(shims.get(each) for each in ids), mean_of_known(map(cgroup_mib, ids))
 
     def claims(self, size):
         """Milliseconds of CLAIM_SAMPLES claims (at most ``size``) from a pool of ``size`` (the claimed ones removed
@@ -175,7 +220,12 @@ def main(args):
             per_worker_s = bench.fill(size)
             time.sleep(5)  # the new containers' first page faults settle
             used = baseline - mem_available_mib()
-            print(f"{size:5d} warm: {used / size:5.2f} MiB each ({used:.0f} MiB)", flush=True)
+            shim, cgroup = bench.memory_parts()
+            parts = ("" if shim is None or cgroup is None else
+                     f"; of it the engine's containerd shim {shim:.2f} MiB (anonymous memory, page tables, kernel stacks), "
+                     f"the worker's own cgroup {cgroup:.2f} MiB, the rest {used / size - shim - cgroup:.2f} MiB (dockerd, "
+                     "containerd, kernel objects outside the cgroup)")
+            print(f"{size:5d} warm: {used / size:5.2f} MiB each ({used:.0f} MiB){parts}", flush=True)
             claims, renames = bench.claims(size)
             bench.fill(size)
             info, playbook, listed, engine_list = bench.listing_seconds()
