@@ -57,7 +57,6 @@ def play(collection, workdir, playbook, inventory, extra_vars=None, check=False)
     return result
 
 
-
 def distribute(collection, workdir, docker_host, images, targets, **task_options):
     """hal9000.dind.image_distribute on the controller, from ``docker_host`` to ``targets`` (name -> docker_host):
     (the play's result, the task's result or {} when it did not run)."""
@@ -67,6 +66,7 @@ def distribute(collection, workdir, docker_host, images, targets, **task_options
     result = play(collection, workdir, [{"hosts": "localhost", "gather_facts": False, "tasks": [task]}],
                   REPO_ROOT / "inventory" / "localhost.yml")
     return result, task_results(result, "image_distribute").get("localhost", {})
+
 
 def task_results(result, name):
     """host -> result of the (last) task whose name ends with ``name``."""

@@ -262,9 +262,9 @@ def test_a_host_whose_engine_cannot_be_reached_fails_alone_and_by_name(nodes, co
     source, target = nodes[0], nodes[1]
     with contextlib.closing(target.client()) as client:
         client.api.remove_image(BASE)
-    _, copied = distribute(collection, tmp_path, source.docker_host, [BASE, PARENT],
-                           {target.name: target.docker_host, "gone": f"unix://{tmp_path}/no-engine.sock"},
-                           ignore_errors=True)
+    copied = distribute(collection, tmp_path, source.docker_host, [BASE, PARENT],
+                        {target.name: target.docker_host, "gone": f"unix://{tmp_path}/no-engine.sock"},
+                        ignore_errors=True)[1]
     assert copied["failed"] and copied["msg"].startswith("Could not bring gone up to date (gone: Cannot reach the Docker Engine at unix://")
     assert copied["hosts"][target.name]["sent"] == [BASE] and "error" not in copied["hosts"][target.name]
     assert image_id(target, BASE) == image_id(source, BASE)

@@ -118,7 +118,6 @@ def test_chain_ids_are_the_layer_stores_keys():
     assert dist.chain_ids([]) == []
 
 
-
 def test_an_engines_chains_come_from_every_image_and_inspects_already_made_are_not_repeated():
     class Stacks:
         def __init__(self, stacks):
@@ -136,6 +135,7 @@ def test_an_engines_chains_come_from_every_image_and_inspects_already_made_are_n
     chains = dist.engine_chains(client, [{"Id": "sha256:old", "RootFS": {"Layers": DIFFS}}])
     assert chains == set(CHAINS) | {PARENT_DIFF}
     assert sorted(client.api.asked) == ["sha256:base", "sha256:other"]
+
 
 def test_a_legacy_layer_directory_is_matched_to_its_chain_by_its_v1_id():
     chains = dist.chain_ids([DIFFS[0], PARENT_DIFF])

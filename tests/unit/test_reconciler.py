@@ -273,11 +273,11 @@ def test_without_an_index_a_claim_lists_and_the_next_pass_indexes_again(client, 
     assert listings(client) == 0
 
 
-
 def indexed_ids(home, digest):
     from ansible_collections.hal9000.dind.plugins.module_utils import warm_index
 
     return [container_id for _entry, container_id in warm_index.indexed(home, digest)]
+
 
 def test_sync_keeps_entries_newer_than_the_listing_and_drops_older_ones_of_gone_workers(tmp_path):
     import os
