@@ -213,10 +213,9 @@ def _save_stream(client, names):
 class _Target:
     """One target's load, fed from the save stream through a bounded queue."""
 
-    def __init__(self, host, client, chains=None, held=()):
+    def __init__(self, host, client, chains=None):
         self.host = host
         self.client = client
-        self.held = held  # its inspects of the images it has under the names being sent
         self.chains = chains  # the layer chains it holds (its entries are not sent); None: send everything
         self.sent = 0
         self.skipped = 0
@@ -407,6 +406,7 @@ def distribute(source, targets, names, check_mode=False, pending=()):
         raise Hal9000Error(f"The build host has no image {', '.join(missing)}: build it there first (the hal9000.dind.images role).")
     hosts = {}
     groups = {}
+    held_by_host = {}  # the inspects that compared IDs, kept for the layer scan below
     for host, client in targets.items():
         if isinstance(client, Exception):
             hosts[host] = {"error": str(client), "sent": [], "current": [], "before": {}, "bytes": 0, "seconds": None,
@@ -423,13 +423,14 @@ def distribute(source, targets, names, check_mode=False, pending=()):
         hosts[host] = {"sent": needed, "current": [n for n in names if n not in needed], "before": before,
                        "bytes": 0, "seconds": None, "skipped_layers": 0}
         if needed:
-            groups.setdefault(tuple(needed), []).append(_Target(host, client, held=[i for i in held.values() if i]))
+            held_by_host[host] = [image for image in held.values() if image]
+            groups.setdefault(tuple(needed), []).append(_Target(host, client))
     if not check_mode:
         for needed, group in groups.items():
             layers = SavedLayers([source_images[name] for name in needed])
             for target in group:
                 try:
-                    target.chains = engine_chains(target.client, target.held) & set(layers.diff_of)
+                    target.chains = engine_chains(target.client, held_by_host[target.host]) & set(layers.diff_of)
                 except (DockerException, RequestException, OSError):
                     target.chains = None  # the load tells what is wrong with this engine
             started = time.monotonic()
