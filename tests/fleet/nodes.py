@@ -48,8 +48,7 @@ LABEL_FLEET = "io.hal9000.test-fleet"
 # systempaths=unconfined, which the SDK spells as empty MaskedPaths/ReadonlyPaths) are what dockerd needs.
 CAP_DROP = ["SYS_RESOURCE"]
 SECURITY_OPT = ["seccomp=unconfined", "apparmor=unconfined"]
-# A node killed in the middle of a task and started again was not ready within 60 s once, on a busy host (CI).
-READY_TIMEOUT = 180
+READY_TIMEOUT = 60
 # The nodes sit behind this machine's network, so they trust its extra CAs (the images role hands them to the
 # builder stages); the same certificates also give a node the same build digests as this machine's images.
 EXTRA_CA_DIR = "/usr/local/share/ca-certificates"
