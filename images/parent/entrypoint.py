@@ -439,23 +439,36 @@ class Parent:
         self.log(f"Worker image {image} pulled")
 
     # 3. service ready
+    def chromadb_answers(self):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.settings['chromadb_port']}/api/v2/heartbeat", timeout=1) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
     def wait_for_chromadb(self, timeout=60):
+        """Whether ChromaDB answered within ``timeout``; the start-up record says so when it does."""
         began = time.monotonic()
-        url = f"http://127.0.0.1:{self.settings['chromadb_port']}/api/v2/heartbeat"
         while time.monotonic() - began < timeout and not self.stopping.is_set():
             if self.chroma.poll() is not None:
                 raise Hal9000Error(f"ChromaDB exited with code {self.chroma.returncode}; see logs/chromadb.log")
-            try:
-                with urllib.request.urlopen(url, timeout=1) as response:
-                    if response.status == 200:
-                        self.phase("service_ready", began)
-                        self.record(chromadb_ready=True, ready_ms=round((time.monotonic() - self.started) * 1000))
-                        return
-            except OSError:
-                pass
+            if self.chromadb_answers():
+                self.phase("service_ready", began)
+                self.record(chromadb_ready=True, ready_ms=round((time.monotonic() - self.started) * 1000))
+                return True
             time.sleep(0.02)
-        # Not fatal: exiting would only make the restart policy loop (the reference's crash-loop).
-        self.log(f"WARNING: ChromaDB did not answer {url} within {timeout} s; still waiting for it")
+        # Not fatal: exiting would only make the restart policy loop (the reference's crash-loop). The main loop
+        # keeps asking (late_chromadb), so a ChromaDB slow to open a large database is ready once it answers.
+        self.log(f"WARNING: ChromaDB did not answer within {timeout} s; still waiting for it")
+        return False
+
+    def late_chromadb(self):
+        """Once a second after wait_for_chromadb gave up: whether ChromaDB answers now (then it is recorded ready)."""
+        if not self.chromadb_answers():
+            return False
+        self.record(chromadb_ready=True, ready_ms=round((time.monotonic() - self.started) * 1000))
+        self.log("ChromaDB answers now: ready")
+        return True
 
     # 4. background services
     def background_services(self):
@@ -711,7 +724,7 @@ class Parent:
             return 1
         self.parallel_init()
         try:
-            self.wait_for_chromadb()
+            chromadb_ready = self.wait_for_chromadb()
         except Hal9000Error as exc:
             self.log(f"ERROR: {exc}")
             return 1
@@ -724,6 +737,8 @@ class Parent:
                 self.housekeeping()
             if ticks % 5 == 0:
                 self.keep_pool_manager()
+            if not chromadb_ready:
+                chromadb_ready = self.late_chromadb()
             if self.chroma.poll() is not None:
                 self.log(f"ERROR: ChromaDB exited with code {self.chroma.returncode}; see logs/chromadb.log")
                 self.stopping.set()

@@ -7,11 +7,13 @@ a temporary home. A full disk is /dev/full (every write: ENOSPC), never a mock o
 from __future__ import annotations
 
 import errno
+import http.server
 import json
 import os
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -485,3 +487,40 @@ def test_the_status_text_says_why_the_parent_is_unhealthy():
                           "  disk full: /root/.hal9000, free space needed"], lines
     healthy = format_status({"parent": dict(parent, health="healthy"), "workers": [], "volumes": [], "relay": {}})
     assert "disk full" not in healthy
+
+
+# ----------------------------------------------------------------------------- a slow ChromaDB ----
+
+class Heartbeat(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):  # noqa: N802  (the handler's name is http.server's)
+        self.send_response(200 if self.path == "/api/v2/heartbeat" else 404)
+        self.end_headers()
+
+    def log_message(self, *_args):
+        pass
+
+
+def test_a_chromadb_that_answers_after_the_wait_is_recorded_ready_then(tmp_path, monkeypatch):
+    """Before, the parent said "still waiting" and never looked again: status said Not responding until a restart."""
+    monkeypatch.setattr(entrypoint, "STARTUP_FILE", str(tmp_path / "startup.json"))
+    with socket.socket() as probe:  # a free loopback port; nothing answers there yet
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    parent = entrypoint.Parent()
+    parent.settings = {"chromadb_port": port}
+    parent.chroma = subprocess.Popen(["sleep", "60"])  # pylint: disable=consider-using-with  # a ChromaDB still opening its data
+    try:
+        assert parent.wait_for_chromadb(timeout=0.3) is False
+        assert parent.late_chromadb() is False
+        assert not os.path.exists(entrypoint.STARTUP_FILE) or not json.loads(Path(entrypoint.STARTUP_FILE).read_text())["chromadb_ready"]
+        server = http.server.HTTPServer(("127.0.0.1", port), Heartbeat)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            assert parent.late_chromadb() is True
+        finally:
+            server.shutdown()
+            server.server_close()
+        assert json.loads(Path(entrypoint.STARTUP_FILE).read_text())["chromadb_ready"] is True
+    finally:
+        parent.chroma.kill()
+        parent.chroma.wait()
