@@ -24,7 +24,7 @@ def recap_changed(stdout):
     return [int(n) for n in re.findall(r"changed=(\d+)", stdout.split("PLAY RECAP")[-1])]
 
 
-def test_init_status_clean(ansible, docker_client, prefix, tmp_path):
+def test_init_status_clean_remove(ansible, docker_client, prefix, tmp_path):
     home = tmp_path / "hal9000-home"
     (home / "backups" / "pre-dind-20260101-000000").mkdir(parents=True)
     (home / "secrets").mkdir()
@@ -60,8 +60,19 @@ def test_init_status_clean(ansible, docker_client, prefix, tmp_path):
     assert (home / "sessions").is_dir()
     user.remove()
 
+    # clean is the seed's --clean: the volumes and the layout removed, then made anew, empty.
+    in_volume = {f"{prefix}-chromadb": {"bind": "/v", "mode": "rw"}}
+    docker_client.containers.run("debian:bookworm-slim", ["sh", "-c", "echo old > /v/old"], volumes=in_volume, remove=True)
+    (home / "sessions" / "old.json").write_text("{}")
     cleaned = run(ansible, REPO_ROOT, prefix, home, "clean")
-    assert recap_changed(cleaned.stdout) == [2]
+    assert recap_changed(cleaned.stdout) == [4]  # removed (volumes, layout), then made (volumes, layout)
+    assert docker_client.containers.run("debian:bookworm-slim", ["ls", "-A", "/v"], volumes=in_volume, remove=True) == b""
+    assert docker_client.volumes.get(f"{prefix}-plugins").attrs["Labels"]["io.hal9000.managed"] == "true"
+    assert sorted(p.name for p in home.iterdir()) == ["backups", "config", "logs", "secrets", "sessions", "workers"]
+    assert not (home / "sessions" / "old.json").exists() and "WORKER_MEMORY=4g" in conf.read_text().splitlines()
+
+    removed = run(ansible, REPO_ROOT, prefix, home, "remove")
+    assert recap_changed(removed.stdout) == [2]
     names = snapshot(docker_client)[1]
     assert not {f"{prefix}-chromadb", f"{prefix}-memorybank", f"{prefix}-plugins"} & set(names)
     assert sorted(p.name for p in home.iterdir()) == ["backups", "secrets"]
