@@ -6,6 +6,7 @@ package under a private tag (the classic builder's cache keeps the apt layer for
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -29,6 +30,9 @@ LABEL io.hal9000.test=registry
 """
 # htpasswd's bcrypt line is made at start: no password in the image.
 REGISTRY_START = 'htpasswd -Bbn "$REGISTRY_USER" "$REGISTRY_PASSWORD" > /tmp/htpasswd && exec docker-registry serve /etc/docker/registry/config.yml'
+# Debian's config.yml asks for htpasswd credentials: an open registry gets a configuration without that section.
+REGISTRY_OPEN = ("printf 'version: 0.1\\nstorage:\\n  filesystem:\\n    rootdirectory: /var/lib/docker-registry\\nhttp:\\n  addr: :5000\\n'"
+                 " > /tmp/open.yml && exec docker-registry serve /tmp/open.yml")
 DOCKER_CONFIG = Path.home() / ".docker" / "config.json"
 
 
@@ -38,13 +42,15 @@ def free_port():
         return probe.getsockname()[1]
 
 
-def wait_for_registry(port):
+def wait_for_registry(port, with_auth):
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=1)  # noqa: S310 (a local test URL)
+            if not with_auth:
+                return
         except urllib.error.HTTPError as exc:
-            if exc.code == 401:  # up, and asking for credentials
+            if exc.code == 401 and with_auth:  # up, and asking for credentials
                 return
         except OSError:
             pass
@@ -60,38 +66,50 @@ def remove_images(client, *names):
             pass
 
 
+@contextlib.contextmanager
+def running_registry(client, base, remote_path, with_auth=True):
+    """A registry on a free 127.0.0.1 port holding one small image at ``remote_path`` (repository:tag), which is not on
+    the engine any more: (the registry's container, the image's full name, its ID). Removed afterwards, with its image.
+
+    ``with_auth``: htpasswd authentication as USER/PASSWORD; else anyone may pull.
+    """
+    registry_image = f"{base}/registry:test"
+    port = free_port()
+    remote = f"127.0.0.1:{port}/{remote_path}"
+    container = None
+    auth = {"REGISTRY_USER": USER, "REGISTRY_PASSWORD": PASSWORD, "REGISTRY_AUTH_HTPASSWD_REALM": base,
+            "REGISTRY_AUTH_HTPASSWD_PATH": "/tmp/htpasswd"}
+    try:
+        client.images.build(fileobj=io.BytesIO(REGISTRY_DOCKERFILE), tag=registry_image, rm=True, forcerm=True)
+        container = client.containers.run(
+            registry_image, ["sh", "-c", REGISTRY_START if with_auth else REGISTRY_OPEN],
+            name=f"{base}-registry", detach=True, ports={"5000/tcp": ("127.0.0.1", port)}, environment=auth if with_auth else {},
+        )
+        wait_for_registry(port, with_auth)
+        small = client.images.build(fileobj=io.BytesIO(f"FROM debian:bookworm-slim\nLABEL io.hal9000.test={base}\n".encode()),
+                                    tag=remote, rm=True)[0]
+        repository, tag = remote.rsplit(":", 1)
+        for chunk in client.api.push(repository, tag=tag, stream=True, decode=True,
+                                     auth_config={"username": USER, "password": PASSWORD} if with_auth else None):
+            assert "error" not in chunk, chunk
+        remove_images(client, remote)
+        yield container, remote, small.id
+    finally:
+        if container is not None:
+            container.remove(force=True, v=True)
+        remove_images(client, remote, registry_image)
+
+
 @pytest.fixture(scope="module")
 def registry(docker_client):
     """A running registry with one pushed image (not on the engine any more); everything removed afterwards."""
     base = f"h9pull-{uuid.uuid4().hex[:8]}"
-    registry_image = f"{base}/registry:test"
-    port = free_port()
-    remote = f"127.0.0.1:{port}/{base}/small:1"
-    container = None
-    try:
-        started = time.monotonic()
-        docker_client.images.build(fileobj=io.BytesIO(REGISTRY_DOCKERFILE), tag=registry_image, rm=True, forcerm=True)
-        container = docker_client.containers.run(
-            registry_image, ["sh", "-c", REGISTRY_START], name=f"{base}-registry", detach=True,
-            ports={"5000/tcp": ("127.0.0.1", port)},
-            environment={"REGISTRY_USER": USER, "REGISTRY_PASSWORD": PASSWORD, "REGISTRY_AUTH_HTPASSWD_REALM": base,
-                         "REGISTRY_AUTH_HTPASSWD_PATH": "/tmp/htpasswd"},
-        )
-        wait_for_registry(port)
-        small = docker_client.images.build(
-            fileobj=io.BytesIO(f"FROM debian:bookworm-slim\nLABEL io.hal9000.test={base}\n".encode()), tag=remote, rm=True)[0]
-        for chunk in docker_client.api.push(remote.rsplit(":", 1)[0], tag="1", stream=True, decode=True,
-                                            auth_config={"username": USER, "password": PASSWORD}):
-            assert "error" not in chunk, chunk
-        remove_images(docker_client, remote)
+    started = time.monotonic()
+    with running_registry(docker_client, base, f"{base}/small:1") as (container, remote, small_id):
         print(f"registry ready in {time.monotonic() - started:.1f} s")
         container.reload()  # its address on the default bridge, for the test fleet's engines
-        yield {"base": base, "registry": f"127.0.0.1:{port}", "remote": remote, "id": small.id,
+        yield {"base": base, "registry": remote.split("/", 1)[0], "remote": remote, "id": small_id,
                "bridge_address": f"{container.attrs['NetworkSettings']['IPAddress']}:5000"}
-    finally:
-        if container is not None:
-            container.remove(force=True, v=True)
-        remove_images(docker_client, remote, registry_image)
 
 
 @pytest.fixture
