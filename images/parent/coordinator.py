@@ -8,7 +8,8 @@
     coordinator logs NAME            the worker's log
     coordinator attach NAME          an interactive shell in the worker
     coordinator top                  CPU, memory and processes of the running workers
-    coordinator spawn [-n NAME] [--project DIR] [--memory 4g --cpus 2 --pids-limit 100 | --no-limits] [--no-rm]
+    coordinator spawn [-d] [-n NAME] [-i IMAGE] [--memory 4g --cpus 2 --pids-limit 100 | --no-limits] [--rm | --no-rm]
+                      [PROJECT_DIR]     Claude Code in a new worker on a terminal (without -d), else in the background
     coordinator claim NAME [--project DIR | --pool POOL] [--json]   a warm worker, or a cold spawn
     coordinator pool start|stop|status [--json]|reload|scale N|warm|cleanup [--pool POOL]
     coordinator homes prepare|adopt|purge|sizes ...   Claude homes, as root (the modules ask when they may not)
@@ -38,7 +39,7 @@ from ansible_collections.hal9000.dind.plugins.module_utils.constants import (
 )
 from ansible_collections.hal9000.dind.plugins.module_utils.docker_api import DockerException, api_error_message, connect
 from ansible_collections.hal9000.dind.plugins.module_utils.errors import Hal9000Error
-from ansible_collections.hal9000.dind.plugins.module_utils.fleet import get_worker, list_workers
+from ansible_collections.hal9000.dind.plugins.module_utils.fleet import get_worker, list_workers, workers_to_stop
 from ansible_collections.hal9000.dind.plugins.module_utils.pool import (
     GENERIC_POOL,
     claim,
@@ -57,6 +58,7 @@ from ansible_collections.hal9000.dind.plugins.module_utils.workers import (
     WORKER_OPTIONS,
     ParentView,
     add_spawn_flags,
+    remove_worker,
     spawn_worker,
     worker_spec,
 )
@@ -96,9 +98,7 @@ def command_stop(client, args):
 
 
 def command_stop_all(client, _args):
-    # Only workers labelled with this parent: parent-less ones (any container of the worker image) are
-    # listed, but, as with `stop NAME`, never stopped from here; they may belong to another installation.
-    workers = [w for w in list_workers(client, include_stopped=False, parent=PARENT_NAME) if w["parent"] == PARENT_NAME]
+    workers = workers_to_stop(list_workers(client, include_stopped=False, parent=PARENT_NAME), PARENT_NAME)
     for worker in workers:
         client.api.stop(worker["id"], timeout=10)
         print(f"Stopped {worker['name']}")
@@ -131,14 +131,26 @@ def command_attach(client, args):
 
 def command_spawn(client, args):
     spawn_options = {option.name: getattr(args, option.name) for option in WORKER_OPTIONS if option.flag}
+    if args.project and args.project_dir and args.project != args.project_dir:
+        raise Hal9000Error(f"Two project directories ({args.project_dir} and {args.project}): give one.")
+    spawn_options["project_dir"] = args.project or args.project_dir
     resolved = resolve_in_parent()  # flags beat it: worker_spec takes the explicit limits itself
     host_view = ParentView(client, PARENT_NAME)  # host paths are not visible in here: a helper looks at them on the host
     spec = worker_spec(
         name=args.name, image=args.image or resolved["worker_image"], parent=PARENT_NAME, settings=resolved,
         host_view=host_view, **spawn_options,
     )
-    milliseconds = spawn_worker(client, spec, home=HOME_IN_PARENT, host_view=host_view)[1]
+    container_id, milliseconds = spawn_worker(client, spec, home=HOME_IN_PARENT, host_view=host_view)
+    # The seed's spawn-worker.sh without -d is a Claude Code session in the worker, removed when it ends (--rm).
+    # It takes a terminal (docker exec -it); without one (a script, the dashboard) the worker stays in the background.
+    if not args.detach and sys.stdin.isatty() and sys.stdout.isatty():
+        code = subprocess.call(["docker", "exec", "-it", spec["name"], "claude"])
+        if spec["auto_remove"]:
+            remove_worker(client, container_id, HOME_IN_PARENT)
+        sys.exit(code)
     print(f"Worker spawned in background: {spec['name']} ({milliseconds:.0f} ms)")
+    if not args.detach:
+        print("No terminal for a Claude Code session here (docker exec -it gives one), so it runs in the background.")
     print(f"Attach with: docker exec -it {spec['name']} claude")
 
 
@@ -294,12 +306,17 @@ def parser():
         command.set_defaults(handler=handler)
         if with_json:
             command.add_argument("--json", action="store_true", help="machine-readable output")
-    spawn = sub.add_parser("spawn", help="start a worker in the background (dashboard prefix+w)")
+    spawn = sub.add_parser("spawn", help="start a worker: Claude Code in it on a terminal, else in the background "
+                           "(the seed's spawn-worker.sh; dashboard prefix+w)")
     spawn.set_defaults(handler=command_spawn)
     spawn.add_argument("-n", "--name")
-    spawn.add_argument("-d", "--detach", action="store_true", help="accepted for the seed's syntax; always detached")
+    spawn.add_argument("-d", "--detach", action="store_true", help="in the background even on a terminal")
     spawn.add_argument("-i", "--image")
     add_spawn_flags(spawn)
+    spawn.add_argument("--rm", dest="auto_remove", action="store_true", default=True,
+                       help="remove it when it stops (the default; the seed's flag)")
+    spawn.add_argument("project", nargs="?", metavar="PROJECT_DIR", help="the project directory on the Docker host "
+                       "(the same as --project)")
     claim_parser = sub.add_parser("claim", help="take a warm worker and name it (cold spawn when none fits)")
     claim_parser.set_defaults(handler=command_claim)
     claim_parser.add_argument("name")

@@ -36,6 +36,8 @@ LABEL_WORKER = "io.hal9000.worker"
 # A worker's own egress allowlist (comma-separated; present but empty: the defaults only), not in the spec digest:
 # the parent applies it to the worker's uid (docs/egress.md); absent: the installation's policy.
 LABEL_EGRESS = "io.hal9000.egress-allow"
+# On a parent: the options it was made with (JSON), so that `claudy daemon start` keeps them.
+LABEL_OPTIONS = "io.hal9000.options"
 
 ROLE_PARENT = "parent"
 ROLE_WORKER = "worker"
@@ -122,6 +124,15 @@ def limits_of(host_config):
         "cpus": round(host_config["CpuQuota"] / period, 3) if period else None,
         "pids_limit": host_config.get("PidsLimit") or None,
     }
+
+
+def workers_to_stop(workers, parent):
+    """What stop-all stops, in every front end: the running workers labelled as ``parent``'s, claimed or spawned.
+
+    Parent-less ones (any container of the worker image) may belong to another installation; warm workers are the
+    pool's (its manager would only replace them; `pool off` removes them).
+    """
+    return [w for w in workers if w["state"] in UP_STATES and w["parent"] == parent and not w["warm"]]
 
 
 def get_worker(client, name, parent=None):

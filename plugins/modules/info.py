@@ -26,6 +26,15 @@ options:
     description: Prefix of the shared volume names.
     type: str
     default: hal9000
+  logs_of:
+    description:
+      - Also return the output of this worker of O(parent) in RV(logs) (the seed's C(coordinator.sh logs NAME)).
+      - A container that is not a worker of O(parent) is refused.
+    type: str
+  log_lines:
+    description: With O(logs_of), only the last this many lines of its output; V(0) for all of it.
+    type: int
+    default: 200
 extends_documentation_fragment:
   - hal9000.dind.docker
   - hal9000.dind.docker.attributes
@@ -40,6 +49,12 @@ EXAMPLES = r"""
 - name: Print what `claudy daemon status` printed
   ansible.builtin.debug:
     msg: "{{ hal9000.status_lines }}"
+
+- name: Read the last 50 lines a worker wrote
+  hal9000.dind.info:
+    logs_of: my-worker
+    log_lines: 50
+  register: my_worker
 """
 
 RETURN = r"""
@@ -139,15 +154,28 @@ status_lines:
   returned: always
   type: list
   elements: str
+logs:
+  description: The output of the worker O(logs_of) names (its standard output and error), one line per item.
+  returned: when O(logs_of) is given
+  type: list
+  elements: str
+  sample: ["Worker ready", "..."]
 """
 
 from ansible_collections.hal9000.dind.plugins.module_utils.ansible_docker import build_module, run_module
+from ansible_collections.hal9000.dind.plugins.module_utils.fleet import get_worker
 from ansible_collections.hal9000.dind.plugins.module_utils.status import format_status, installation_status
 
 
 def describe(module, client):
-    status = installation_status(client, module.params["parent"], module.params["volume_prefix"])
-    return dict(changed=False, status_lines=format_status(status).splitlines(), **status)
+    params = module.params
+    status = installation_status(client, params["parent"], params["volume_prefix"])
+    result = dict(changed=False, status_lines=format_status(status).splitlines(), **status)
+    if params["logs_of"]:
+        worker = get_worker(client, params["logs_of"], params["parent"])
+        output = client.api.logs(worker["Id"], tail=params["log_lines"] or "all")
+        result["logs"] = output.decode("utf-8", "replace").splitlines()
+    return result
 
 
 def main():
@@ -155,6 +183,8 @@ def main():
         dict(
             parent=dict(type="str", default="hal9000-parent"),
             volume_prefix=dict(type="str", default="hal9000"),
+            logs_of=dict(type="str"),
+            log_lines=dict(type="int", default=200),
         ),
         supports_check_mode=True,
     )

@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import re
+import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -135,6 +136,57 @@ def project_owned_by(path, uid, gid=None):
     path.mkdir()
     os.chown(path, uid, uid if gid is None else gid)
     return os.path.realpath(path)
+
+
+def onboarded_claude_home(home, uid):
+    """A worker's Claude home at ``home`` (made here) whose first-run questions (theme, trust in /workspace) are answered."""
+    home = Path(home)
+    home.mkdir(parents=True)
+    (home / ".claude.json").write_text(json.dumps(
+        {"hasCompletedOnboarding": True, "theme": "dark", "projects": {"/workspace": {"hasTrustDialogAccepted": True}}}))
+    for path in (home, home / ".claude.json"):
+        os.chown(path, uid, uid)
+    home.chmod(0o700)
+
+
+class Terminal:
+    """``command`` (a shell line) on a real terminal: a detached tmux session of its own, killed at the end."""
+
+    def __init__(self, command, width=120, height=40):
+        self.session = f"h9tui-{uuid.uuid4().hex[:8]}"
+        subprocess.run(["tmux", "new-session", "-d", "-s", self.session, "-x", str(width), "-y", str(height), command],
+                       check=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        subprocess.run(["tmux", "kill-session", "-t", self.session], check=False)
+
+    def screen(self):
+        return subprocess.run(["tmux", "capture-pane", "-p", "-t", self.session], capture_output=True, text=True,
+                              check=True).stdout
+
+    def shows(self, *texts):
+        screen = self.screen()
+        return all(text in screen for text in texts)
+
+    def type(self, line):
+        subprocess.run(["tmux", "send-keys", "-t", self.session, line, "Enter"], check=True)
+
+
+def chat_then_exit(terminal, prompt, reply, exited, while_open):
+    """Claude Code's prompt on ``terminal``, ``prompt`` typed, ``reply`` shown, /exit, then the shell's ``exited`` marker.
+
+    ``while_open()`` must hold once the prompt is up (the worker runs). The last screen is returned.
+    """
+    wait_for(lambda: terminal.shows("Claude Code", "❯"), 90, "Claude Code's prompt")
+    assert while_open(), "not so while the session was open"
+    terminal.type(prompt)
+    wait_for(lambda: terminal.shows(reply), 60, "the model's reply on the screen")
+    terminal.type("/exit")
+    wait_for(lambda: terminal.shows(exited), 60, "the command to return")
+    return terminal.screen()
 
 
 def key_file_for(path, uid):

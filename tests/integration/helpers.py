@@ -203,12 +203,18 @@ class Fleet:
     def __exit__(self, *exc):
         remove_installation(self.client, self.base)
 
-    def worker(self, suffix, command=None, running=True):
-        """A worker of this parent: its labels, in its network namespace (the image idles with no command)."""
+    def worker(self, suffix, command=None, running=True, warm=False):
+        """A worker of this parent: its labels, in its network namespace (the image idles with no command).
+
+        ``warm``: labelled as an unclaimed warm worker of the generic pool.
+        """
         parent_id = self.client.api.inspect_container(self.parent)["Id"]
+        name = f"{self.base}-{suffix}"
+        labels = {"io.hal9000.role": "worker", "io.hal9000.parent": self.parent}
+        if warm:
+            labels.update({"io.hal9000.pool": "generic", "io.hal9000.warm-name": name})
         container = self.client.containers.run(
-            WORKER_IMAGE, command, detach=True, name=f"{self.base}-{suffix}", network_mode=f"container:{parent_id}",
-            labels={"io.hal9000.role": "worker", "io.hal9000.parent": self.parent},
+            WORKER_IMAGE, command, detach=True, name=name, network_mode=f"container:{parent_id}", labels=labels,
         )
         if not running:
             container.stop(timeout=5)

@@ -121,6 +121,7 @@ def test_stop_one_worker_and_refuse_anything_else(fleet, parent):
 def test_stop_all_stops_only_this_parents_workers(fleet, parent):
     workers = [fleet.worker("w1"), fleet.worker("w2")]
     already = fleet.worker("w3", running=False)
+    warm = fleet.worker("w4", warm=True)  # the pool's: its manager would only replace it
     imposter, foreign = fleet.imposter(), fleet.foreign()
     unowned = fleet.unowned()
 
@@ -128,10 +129,10 @@ def test_stop_all_stops_only_this_parents_workers(fleet, parent):
     assert sorted(lines[:-1]) == sorted(f"Stopped {w.name}" for w in workers)
     assert lines[-1] == "Stopped 2 worker(s)"
     assert [status_of(w) for w in workers] == ["exited", "exited"] and status_of(already) == "exited"
-    assert [status_of(c) for c in (imposter, foreign, unowned)] == ["running"] * 3
+    assert [status_of(c) for c in (warm, imposter, foreign, unowned)] == ["running"] * 4
 
     listing = json.loads(ok(coordinator(parent, "list", "--json")))
-    assert not [w for w in listing if w["parent"] == parent and w["state"] == "running"]
+    assert [w["name"] for w in listing if w["parent"] == parent and w["state"] == "running"] == [warm.name]
     assert ok(coordinator(parent, "stop-all")).splitlines()[-1] == "Stopped 0 worker(s)"
 
 
