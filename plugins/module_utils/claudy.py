@@ -10,7 +10,9 @@ The install role puts a launcher at /usr/local/bin/claudy that imports ``main`` 
 
 Exit codes: 0 done; 1 refused or failed (one line on stderr); 2 bad input (usage, names, sizes, paths);
 3 no Docker Engine answers or no parent runs; 5 no such worker. An interactive session exits with
-Claude Code's own exit code.
+Claude Code's own exit code. ``claudy daemon status`` prints the status, then exits 0 when the parent runs
+and is ready, 1 when it runs but is not (ChromaDB not answering yet, or its health check failing), 3 when
+no parent runs.
 A launch (``claudy --via-parent``) and ``claudy ps`` talk to the engine with ``engine.EngineClient``, which
 imports no docker SDK: a warm claim is done without it, and only a cold spawn imports it (the SDK's import
 alone costs 0.24 s, nearly the whole of a warm claim's budget). The other commands use the SDK.
@@ -58,8 +60,9 @@ def common_options():
     common.add_argument("--home", default=os.environ.get("HAL9000_HOME"),
                         help="the installation's home on this host (default: $HAL9000_HOME, else the one the "
                              "running parent mounts, else ~/.hal9000)")
-    common.add_argument("--volume-prefix", default=os.environ.get("HAL9000_VOLUME_PREFIX", "hal9000"),
-                        help="prefix of the shared volumes (default: $HAL9000_VOLUME_PREFIX, else hal9000)")
+    common.add_argument("--volume-prefix", default=os.environ.get("HAL9000_VOLUME_PREFIX"),
+                        help="prefix of the shared volumes (default: $HAL9000_VOLUME_PREFIX, else the running parent's, "
+                             "else hal9000)")
     return common
 
 
@@ -89,10 +92,14 @@ def command_parser(common):
     parser = argparse.ArgumentParser(prog="claudy", description="HAL-9000 workers on this Docker host.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    daemon = sub.add_parser("daemon", parents=[common], help="start, stop or check the parent (orchestrator)")
+    daemon = sub.add_parser(
+        "daemon", parents=[common], help="start, stop or check the parent (orchestrator)",
+        description="Start, restart, stop or check the parent. An existing parent keeps the options it was made with "
+                    "(site.yml's, its home) unless given here.",
+        epilog="status exits 0 when the parent runs and is ready, 1 when it runs but is not ready, 3 when no parent runs.")
     daemon.add_argument("action", choices=["start", "status", "restart", "stop"])
     daemon.add_argument("--force", action="store_true", help="stop or restart even while workers use the parent's network")
-    daemon.add_argument("--image", default=PARENT_IMAGE, help=f"the parent image (default {PARENT_IMAGE})")
+    daemon.add_argument("--image", help=f"the parent image (default: the one the parent was made with, else {PARENT_IMAGE})")
     daemon.add_argument("--wait-timeout", type=int, default=60, help="seconds to wait for ChromaDB (default 60)")
     daemon.add_argument("--json", action="store_true", help="the status as JSON")
 
@@ -176,15 +183,26 @@ def emit(args, data, text):
 
 def command_daemon(client, args):
     from ansible_collections.hal9000.dind.plugins.module_utils.daemon import module_argument_spec, put_parent
+    from ansible_collections.hal9000.dind.plugins.module_utils.parent import made_with
     from ansible_collections.hal9000.dind.plugins.module_utils.status import format_status, installation_status
 
-    home = os.path.abspath(args.home or os.path.expanduser(DEFAULT_HOME))
+    # An existing parent is started, restarted or stopped as it was made (site.yml's options, its home): only
+    # what is given here changes it. The settings never given: hal9000.conf and the environment decide.
+    spec = module_argument_spec()
+    made = {key: value for key, value in made_with(inspect_container(client, args.parent)).items() if key in spec}
+    home = os.path.abspath(args.home or made.get("hal9000_home") or os.path.expanduser(DEFAULT_HOME))
+    volume_prefix = args.volume_prefix or made.get("volume_prefix") or spec["volume_prefix"]["default"]
     if args.action == "status":
-        status = installation_status(client, args.parent, args.volume_prefix, home)
+        status = installation_status(client, args.parent, volume_prefix, home)
         emit(args, status, format_status(status))
-        return 0
-    params = defaults(module_argument_spec())  # the settings left unset: hal9000.conf and the environment decide
-    params.update(name=args.parent, image=args.image, hal9000_home=home, volume_prefix=args.volume_prefix, force=args.force,
+        parent = status["parent"]
+        if parent["state"] != "running":
+            return EXIT_NO_ENGINE
+        return 0 if parent["chromadb_ready"] and parent["health"] != "unhealthy" else EXIT_ERROR
+    params = defaults(spec)
+    params.update(made)
+    params.update(name=args.parent, image=args.image or made.get("image") or PARENT_IMAGE, hal9000_home=home,
+                  volume_prefix=volume_prefix, force=args.force,
                   state={"start": "started", "restart": "restarted", "stop": "stopped"}[args.action],
                   wait_timeout=args.wait_timeout, docker_host=None)
     result = put_parent(client, params, warn=warn)
@@ -369,7 +387,9 @@ def command_logs(client, args):
 
 def command_stop(client, args):
     if args.all:
-        names = [row["name"] for row in list_rows(client, args, include_stopped=False) if not row["warm"]]
+        from ansible_collections.hal9000.dind.plugins.module_utils.fleet import list_workers, workers_to_stop
+
+        names = [w["name"] for w in workers_to_stop(list_workers(client, False, args.parent), args.parent)]
     else:
         names = [existing_worker(client, args)["Name"].lstrip("/")]
     for name in names:

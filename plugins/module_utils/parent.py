@@ -18,6 +18,7 @@ from ansible_collections.hal9000.dind.plugins.module_utils.engine import ERRORS,
 from ansible_collections.hal9000.dind.plugins.module_utils.errors import Hal9000Error
 from ansible_collections.hal9000.dind.plugins.module_utils.fleet import (
     LABEL_MANAGED,
+    LABEL_OPTIONS,
     LABEL_ROLE,
     LABEL_SPEC,
     ROLE_PARENT,
@@ -78,6 +79,11 @@ def parent_spec(name, image, hal9000_home, docker_socket, memory, cpus, explicit
     }
     spec["digest"] = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
     spec["settings"] = typed
+    # The options given, kept on the container (outside the digest): `claudy daemon start` starts it again as it was made.
+    spec["options"] = dict(
+        image=image, hal9000_home=hal9000_home, docker_socket=docker_socket, memory=memory, cpus=cpus,
+        volume_prefix=volume_prefix, **{option: value for option, value in explicit.items() if value is not None},
+    )
     return spec
 
 
@@ -97,7 +103,8 @@ def create_parent(client, spec):
         cap_add=spec["cap_add"],
         init=False,
     )
-    labels = {LABEL_MANAGED: "true", LABEL_ROLE: ROLE_PARENT, LABEL_SPEC: spec["digest"]}
+    labels = {LABEL_MANAGED: "true", LABEL_ROLE: ROLE_PARENT, LABEL_SPEC: spec["digest"],
+              LABEL_OPTIONS: json.dumps(spec["options"], sort_keys=True)}
     try:
         created = client.api.create_container(
             image=spec["image"],
@@ -165,6 +172,20 @@ def mounted_home(inspected):
         if mount.get("Destination") == HOME_IN_PARENT:
             return mount["Source"]
     return None
+
+
+def made_with(inspected):
+    """The options the parent ``inspected`` was made with (see parent_spec), or {} when there is none.
+
+    A parent made before they were kept on it gives its mounted home only.
+    """
+    if inspected is None:
+        return {}
+    saved = (inspected["Config"].get("Labels") or {}).get(LABEL_OPTIONS)
+    if saved:
+        return json.loads(saved)
+    home = mounted_home(inspected)
+    return {"hal9000_home": home} if home else {}
 
 
 def read_startup(client, container_id):

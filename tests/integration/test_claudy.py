@@ -12,32 +12,38 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 
-from claude_e2e import key_file_for, project_owned_by, standin_api
-from helpers import AnsibleRunner, inspect_or_none, remove_installation, wait_for
+from claude_e2e import Terminal, chat_then_exit, key_file_for, onboarded_claude_home, project_owned_by, standin_api
+from helpers import REPO_ROOT, AnsibleRunner, inspect_or_none, remove_installation, wait_for
 
 WORKER_UID = 1001
 
 
-@pytest.fixture(scope="module")
-def installed(tmp_path_factory):
-    """The install role's claudy tasks run into a directory of this module: (runner, {bin, lib, completion})."""
-    root = tmp_path_factory.mktemp("claudy")
+def claudy_play(root, **extra):
+    """A play running the install role's claudy tasks into directories under ``root``: (play, {bin, lib, completion})."""
     dirs = {"bin": root / "bin", "lib": root / "lib", "completion": root / "completion"}
-    runner = AnsibleRunner(root)
     play = root / "install.yml"
     play.write_text(json.dumps([{
         "hosts": "localhost", "gather_facts": False,
         "tasks": [{"ansible.builtin.include_role": {"name": "hal9000.dind.install",
                                                     "tasks_from": "claudy"},
                    "vars": {"install_claudy_bin_dir": str(dirs["bin"]), "install_claudy_lib_dir": str(dirs["lib"]),
-                            "install_claudy_completion_dir": str(dirs["completion"])}}],
+                            "install_claudy_completion_dir": str(dirs["completion"]), **extra}}],
     }]))
+    return play, dirs
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    """The install role's claudy tasks run into a directory of this module: (runner, play, {bin, lib, completion})."""
+    root = tmp_path_factory.mktemp("claudy")
+    runner = AnsibleRunner(root)
+    play, dirs = claudy_play(root)
     runner.playbook(play)
     again = runner.playbook(play).stdout
     assert "changed=0" in again and "failed=0" in again, again
@@ -124,8 +130,9 @@ def test_installed_command_completion_and_version(installed, install):
 
 
 def test_without_a_parent_a_clear_message_and_nothing_made(docker_client, install, project):
-    status = install.ok("daemon", "status")
-    assert f"Parent container: Not found ({install.parent})" in status and "claudy daemon start" in status
+    status = install("daemon", "status")
+    assert status.returncode == 3, (status.stdout, status.stderr)  # a script or a monitor can tell
+    assert f"Parent container: Not found ({install.parent})" in status.stdout and "claudy daemon start" in status.stdout
     install.refused(3, "--via-parent", "--detach", "--name", f"{install.base}-early", project, words=["claudy daemon start"])
     assert our_containers(docker_client, install.base) == []
 
@@ -269,37 +276,21 @@ def test_interactive_session_in_tmux_and_the_worker_removed_on_exit(docker_clien
     name = f"{install.base}-tui"
     scripts = [{"marker": "TUI-HELLO", "steps": [{"text": "Hello from the scripted model TUI-REPLY-42"}]}]
     _key, key_path = key_file_for(tmp_path / "key", WORKER_UID)
-    # A first-run CLI asks for a theme and whether to trust /workspace; this home has answered both before.
-    home = install.home / "workers" / name
-    home.mkdir(parents=True)
-    (home / ".claude.json").write_text(json.dumps(
-        {"hasCompletedOnboarding": True, "theme": "dark", "projects": {"/workspace": {"hasTrustDialogAccepted": True}}}))
-    for path in (home, home / ".claude.json"):
-        os.chown(path, WORKER_UID, WORKER_UID)
-    home.chmod(0o700)
-    session = f"{install.base}-{uuid.uuid4().hex[:6]}"
+    onboarded_claude_home(install.home / "workers" / name, WORKER_UID)
     with standin_api(docker_client, install.parent, tmp_path, scripts) as standin:
         env = " ".join(f"{k}={install.env[k]}" for k in ("HAL9000_PARENT", "HAL9000_HOME", "HAL9000_VOLUME_PREFIX"))
         command = (f"env {env} {install.command} --via-parent --name {name} --anthropic-base-url {standin.url} "
                    f"--api-key-file {key_path} {project}; echo CLAUDY-EXIT=$?; sleep 600")
-        subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "120", "-y", "40", command], check=True)
         try:
-            def screen():
-                return subprocess.run(["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True,
-                                      check=True).stdout
-
-            wait_for(lambda: "Claude Code" in screen() and "❯" in screen(), 90, "Claude Code's prompt")
-            assert docker_client.api.inspect_container(name)["State"]["Running"]
-            subprocess.run(["tmux", "send-keys", "-t", session, "say hello TUI-HELLO", "Enter"], check=True)
-            wait_for(lambda: "TUI-REPLY-42" in screen(), 60, "the model's reply on the screen")
-            subprocess.run(["tmux", "send-keys", "-t", session, "/exit", "Enter"], check=True)
-            wait_for(lambda: "CLAUDY-EXIT=" in screen(), 60, "claudy to return")
-            assert "CLAUDY-EXIT=0" in screen(), screen()
+            with Terminal(command) as terminal:
+                screen = chat_then_exit(terminal, "say hello TUI-HELLO", "TUI-REPLY-42", "CLAUDY-EXIT=",
+                                        lambda: docker_client.api.inspect_container(name)["State"]["Running"])
+            assert "CLAUDY-EXIT=0" in screen, screen
             assert inspect_or_none(docker_client, name) is None, "the worker outlived its session"
             assert standin.conversation("TUI-HELLO"), "the prompt never reached the model"
         finally:
-            subprocess.run(["tmux", "kill-session", "-t", session], check=False)
-            docker_client.api.remove_container(name, force=True, v=True) if inspect_or_none(docker_client, name) else None
+            if inspect_or_none(docker_client, name):
+                docker_client.api.remove_container(name, force=True, v=True)
 
 
 def test_daemon_stop_and_restart_refuse_while_workers_are_attached(docker_client, install, project):
@@ -311,6 +302,65 @@ def test_daemon_stop_and_restart_refuse_while_workers_are_attached(docker_client
     lines = install.ok("daemon", "stop", "--force").splitlines()
     assert any(line.startswith("Parent container: Stopped") for line in lines), lines
     assert docker_client.api.inspect_container(install.parent)["State"]["Running"] is False
+    assert install("daemon", "status").returncode == 3
+
+
+def test_daemon_commands_keep_the_options_and_home_the_parent_was_made_with(docker_client, installed, install, tmp_path):
+    """A parent made by daemon.yml with its own home and options: claudy, given none of them, keeps them all."""
+    runner, _play, dirs = installed
+    base = f"{install.base}-made"
+    home = tmp_path / "elsewhere"
+    made = {"daemon_name": f"{base}-parent", "daemon_hal9000_home": str(home), "daemon_volume_prefix": base,
+            "daemon_memory": "3g", "daemon_idle_timeout": 77, "daemon_enable_mcp_relay": False}
+    daemon = [REPO_ROOT / "playbooks" / "daemon.yml", "-e", json.dumps(made)]
+    env = {key: value for key, value in install.env.items() if key not in ("HAL9000_HOME", "HAL9000_VOLUME_PREFIX")}
+    claudy = Claudy(dirs["bin"] / "claudy", dict(env, HAL9000_PARENT=made["daemon_name"]), base, home)
+    try:
+        runner.playbook(*daemon)
+        first = docker_client.api.inspect_container(claudy.parent)
+        assert claudy("daemon", "status").returncode == 0
+        assert claudy.ok("daemon", "stop")
+        assert claudy("daemon", "status").returncode == 3
+        started = json.loads(claudy.ok("daemon", "start", "--json"))
+        assert started["actions"] == [f"started {claudy.parent}"], started
+        restarted = json.loads(claudy.ok("daemon", "restart", "--json"))
+        assert restarted["actions"] == [f"restarted {claudy.parent}"], restarted
+        now = docker_client.api.inspect_container(claudy.parent)
+        assert now["Id"] == first["Id"] and now["State"]["Running"], "claudy recreated the parent"
+        assert now["HostConfig"]["Memory"] == 3 << 30
+        assert [m["Source"] for m in now["Mounts"] if m["Destination"] == "/root/.hal9000"] == [str(home)]
+        status = json.loads(claudy.ok("daemon", "status", "--json"))
+        assert {v["name"] for v in status["volumes"] if v["exists"]} >= {f"{base}-chromadb"}, status["volumes"]
+        # And the role finds the parent as it left it; its other actions work on it too.
+        assert "changed=0" in runner.playbook(*daemon).stdout
+
+        def role(action):
+            return runner.playbook(daemon[0], "-e", json.dumps(dict(made, daemon_action=action))).stdout
+
+        assert f"Parent container: Running ({claudy.parent}" in role("status")
+        role("restart")
+        again = docker_client.api.inspect_container(claudy.parent)
+        assert again["Id"] == first["Id"] and again["State"]["StartedAt"] != now["State"]["StartedAt"]
+        role("stop")
+        assert docker_client.api.inspect_container(claudy.parent)["State"]["Running"] is False
+    finally:
+        remove_installation(docker_client, base, claudy.parent)
+
+
+def test_claudy_runs_with_the_python_given_and_one_without_the_sdk_is_refused_first(tmp_path):
+    bare = tmp_path / "bare"  # a Python without the docker SDK: a venv sees none of the packages around it
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True)
+    runner = AnsibleRunner(tmp_path)
+    play, dirs = claudy_play(tmp_path, install_claudy_python=str(bare / "bin" / "python"))
+    refused = runner.playbook(play, check=False)
+    assert refused.returncode != 0 and f"install_claudy_python {bare}/bin/python cannot import the docker SDK" in refused.stdout
+    assert not dirs["bin"].exists() and not dirs["lib"].exists(), "something was installed before the refusal"
+
+    play, dirs = claudy_play(tmp_path, install_claudy_python=sys.executable)
+    runner.playbook(play)
+    assert (dirs["bin"] / "claudy").read_text().splitlines()[0] == f"#!{sys.executable}"
+    version = subprocess.run([str(dirs["bin"] / "claudy"), "version", "--json"], capture_output=True, text=True, check=True)
+    assert json.loads(version.stdout)["python"] == sys.version.split()[0]
 
 
 def test_install_claudy_false_removes_it(installed):

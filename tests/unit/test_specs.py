@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from ansible_collections.hal9000.dind.plugins.module_utils.errors import Hal9000Error
-from ansible_collections.hal9000.dind.plugins.module_utils.parent import parent_spec
-from ansible_collections.hal9000.dind.plugins.module_utils.settings import resolve
+from ansible_collections.hal9000.dind.plugins.module_utils.parent import made_with, parent_spec
+from ansible_collections.hal9000.dind.plugins.module_utils.settings import PARENT_OPTIONS, resolve
 from ansible_collections.hal9000.dind.plugins.module_utils.workers import stale_reasons, worker_spec
 
 GIB = 1024 ** 3
@@ -55,6 +57,21 @@ def test_the_parents_environment_holds_only_explicit_settings():
     assert made["environment"] == {"HAL9000_PARENT_NAME": "h9unit-parent", "HAL9000_VOLUME_PREFIX": "h9unit",
                                    "HAL9000_DOCKER_SOCKET": "/run/hal9000-docker/docker.sock", "MIN_WARM_WORKERS": "3"}
     assert made["settings"]["chromadb_port"] == 8100 and made["settings"]["min_warm_workers"] == 3
+
+
+def test_the_parent_keeps_the_options_it_was_made_with_and_they_make_the_same_parent_again():
+    made = parent({"min_warm_workers": 3, "chromadb_port": None})
+    assert made["options"] == {"image": "hal9000/parent:latest", "hal9000_home": "/srv/h9", "docker_socket": "/var/run/docker.sock",
+                               "memory": "4g", "cpus": 2, "volume_prefix": "h9unit", "min_warm_workers": 3}
+    options = json.loads(json.dumps(made["options"]))  # as the label gives them back
+    explicit = {key: value for key, value in options.items() if key in PARENT_OPTIONS}
+    again = parent_spec("h9unit-parent", options["image"], options["hal9000_home"], options["docker_socket"], options["memory"],
+                        options["cpus"], explicit, options["volume_prefix"])
+    assert again["digest"] == made["digest"]
+    inspected = {"Config": {"Labels": {"io.hal9000.options": json.dumps(options)}}, "Mounts": []}
+    assert made_with(inspected) == options
+    older = {"Config": {"Labels": {}}, "Mounts": [{"Destination": "/root/.hal9000", "Source": "/srv/old"}]}
+    assert made_with(older) == {"hal9000_home": "/srv/old"} and made_with(None) == {}
 
 
 def test_only_start_up_settings_in_the_file_make_a_new_parent():
