@@ -81,9 +81,13 @@ def launch_parser(common):
                       help="deprecated: the v0.5.x single-container mode (no parent, no shared memory)")
     parser.add_argument("-d", "--detach", action="store_true", help="start the worker in the background and return")
     parser.add_argument("-n", "--name", help="the worker's name (default: generated; a named worker keeps its Claude home)")
-    parser.add_argument("--flavour", choices=list(FLAVOUR_IMAGES), help="worker image flavour (default: WORKER_IMAGE)")
+    image = parser.add_mutually_exclusive_group()
+    image.add_argument("--flavour", choices=list(FLAVOUR_IMAGES), help="worker image flavour (default: WORKER_IMAGE)")
+    image.add_argument("-i", "--image", help="the worker image (the seed's spawn-worker.sh -i)")
     parser.add_argument("--json", action="store_true", help="with --detach: print the worker as JSON")
     add_spawn_flags(parser)
+    parser.add_argument("--rm", dest="auto_remove", action="store_true", default=True,
+                        help="remove the worker when it stops (the default; the seed's flag)")
     parser.add_argument("project", nargs="?", metavar="PROJECT_DIR", help="the project directory (default: the current one)")
     return parser
 
@@ -221,7 +225,7 @@ def worker_params(args, mode):
     params.update({option.name: getattr(args, option.name) for option in WORKER_OPTIONS if option.flag})
     project = args.project or args.project_dir or os.getcwd()  # checked by fix_name, as for the worker module
     params.update(
-        name=args.name, flavour=args.flavour, mode=mode, parent=args.parent, from_pool=mode == "dind",
+        name=args.name, flavour=args.flavour, image=args.image, mode=mode, parent=args.parent, from_pool=mode == "dind",
         project_dir=os.path.abspath(project), hal9000_home=args.home, state="started",
         claude_config_dir=os.path.expanduser(params["claude_config_dir"]),
         # The interactive session's end removes the worker; a detached one goes when it stops, unless --no-rm.

@@ -195,8 +195,9 @@ def test_detach_ps_logs_stop(docker_client, install, project):
 
 def test_attach_runs_in_the_worker_and_stop_all(docker_client, install, project):
     names = [f"{install.base}-a{i}" for i in (1, 2)]
-    for name in names:
-        install.ok("--detach", "--name", name, project)
+    install.ok("--detach", "--name", names[0], project)
+    install.ok("--detach", "--rm", "-i", "hal9000/worker:ultramin", "--name", names[1], project)  # the seed's flags
+    assert docker_client.api.inspect_container(names[1])["Config"]["Image"] == "hal9000/worker:ultramin"
     out = install.ok("attach", "--shell", names[0], stdin="echo attached-as-$(id -u) in $PWD\nexit\n")
     assert f"attached-as-{WORKER_UID} in /workspace" in out, out
     stopped = json.loads(install.ok("stop", "--all", "--json"))

@@ -31,12 +31,14 @@ def project(tmp_path_factory):
     return project_owned_by(tmp_path_factory.mktemp("seed-project") / "app", WORKER_UID)
 
 
-def in_parent(parent, *argv):
-    return subprocess.run(["docker", "exec", parent.name, *argv], capture_output=True, text=True, timeout=120, check=False)
+def in_parent(parent, *argv, env=None):
+    options = [item for key, value in (env or {}).items() for item in ("-e", f"{key}={value}")]
+    return subprocess.run(["docker", "exec", *options, parent.name, *argv], capture_output=True, text=True, timeout=120,
+                          check=False)
 
 
-def ok(parent, *argv):
-    proc = in_parent(parent, *argv)
+def ok(parent, *argv, env=None):
+    proc = in_parent(parent, *argv, env=env)
     assert proc.returncode == 0, (argv, proc.stdout, proc.stderr)
     return proc.stdout
 
@@ -56,6 +58,14 @@ def test_spawn_worker_sh_detached_with_the_seed_flags_then_coordinator_sh(docker
     assert ok(parent, "/scripts/coordinator.sh", "count").strip() == "1"
     assert ok(parent, "/scripts/coordinator.sh", "stop", name).strip() == f"Stopped {name}"
     wait_for(lambda: inspect_or_none(docker_client, name) is None, 30, "the stopped worker to be removed (--rm)")
+
+    # The seed's WORKER_MEMORY=8g WORKER_CPUS=4 spawn-worker.sh: the environment gives the limits no flag gave.
+    from_env = f"{parent.name}-w1env"
+    ok(parent, "/scripts/spawn-worker.sh", "-d", "-n", from_env, "--pids-limit", "120", project,
+       env={"WORKER_MEMORY": "2g", "WORKER_CPUS": "1.5", "WORKER_PIDS_LIMIT": "90"})
+    limits = docker_client.api.inspect_container(from_env)["HostConfig"]
+    assert (limits["Memory"], limits["CpuQuota"] / limits["CpuPeriod"], limits["PidsLimit"]) == (2 << 30, 1.5, 120)
+    docker_client.api.remove_container(from_env, force=True, v=True)
 
     kept = f"{parent.name}-w2"
     ok(parent, "/scripts/spawn-worker.sh", "-d", "--no-rm", "-n", kept, project)

@@ -29,14 +29,17 @@ def test_the_seed_commands_parse():
     launch = claudy.launch_parser(common).parse_args(["--via-parent", "--detach", "--name", "my-worker", "/srv/app"])
     assert (launch.via_parent, launch.detach, launch.name, launch.project) == (True, True, "my-worker", "/srv/app")
     assert launch.auto_remove is True and claudy.launch_parser(common).parse_args(["--no-rm"]).auto_remove is False
+    seed = claudy.launch_parser(common).parse_args(["--via-parent", "--rm", "-i", "hal9000/worker:ultramin", "-d", "/srv/app"])
+    assert (seed.auto_remove, seed.image, seed.detach, seed.project) == (True, "hal9000/worker:ultramin", True, "/srv/app")
     for argv in (["daemon", "start"], ["daemon", "stop", "--force"], ["pool", "scale", "3"], ["stop", "--all"],
                  ["logs", "-f", "w1"], ["ps", "--json"], ["version"]):
         assert claudy.command_parser(common).parse_args(argv).command == argv[0]
 
 
-def test_via_parent_and_legacy_exclude_each_other(capsys):
+@pytest.mark.parametrize("argv", [["--via-parent", "--legacy"], ["--flavour", "ultramin", "-i", "x/y:z"]], ids=["mode", "image"])
+def test_exclusive_options_are_a_usage_error(capsys, argv):
     with pytest.raises(SystemExit) as exited:
-        claudy.launch_parser(claudy.common_options()).parse_args(["--via-parent", "--legacy", "/srv/app"])
+        claudy.launch_parser(claudy.common_options()).parse_args([*argv, "/srv/app"])
     assert exited.value.code == claudy.EXIT_USAGE
     assert "not allowed with argument" in capsys.readouterr().err
 
