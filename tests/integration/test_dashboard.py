@@ -114,6 +114,15 @@ def test_session_has_three_panes_showing_status_workers_and_usage(parent, fleet)
     assert listing.lstrip().startswith("NAME")
 
 
+def test_prefix_r_reloads_the_dashboards_own_file(parent, client):
+    """Reloads /opt/hal9000/bin/tmux-dashboard.conf (the reference reloaded another file): a setting changed since comes back."""
+    assert tmux(parent, "set-option", "-g", "status-interval", "99").returncode == 0
+    client.press("C-b", "r")
+    wait_for(lambda: tmux(parent, "show-options", "-gv", "status-interval").stdout.strip() == "5", 10,
+             "the file's status-interval back")
+    wait_for(lambda: "dashboard configuration reloaded" in client.screen(), 10, "the reload's message")
+
+
 def test_prefix_s_shows_the_status(parent, client):
     client.press("C-b", "s")
     wait_for(lambda: "status" in windows(parent), 10, "the status window")
