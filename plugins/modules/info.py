@@ -154,6 +154,12 @@ status_lines:
   returned: always
   type: list
   elements: str
+workers_to_stop:
+  description: The names of the workers a stop-all stops - the running workers of O(parent), claimed or spawned (not warm ones).
+  returned: always
+  type: list
+  elements: str
+  sample: ["my-worker"]
 logs:
   description: The output of the worker O(logs_of) names (its standard output and error), one line per item.
   returned: when O(logs_of) is given
@@ -163,7 +169,7 @@ logs:
 """
 
 from ansible_collections.hal9000.dind.plugins.module_utils.ansible_docker import build_module, run_module
-from ansible_collections.hal9000.dind.plugins.module_utils.fleet import get_worker
+from ansible_collections.hal9000.dind.plugins.module_utils.fleet import get_worker, workers_to_stop
 from ansible_collections.hal9000.dind.plugins.module_utils.status import format_status, installation_status
 
 
@@ -171,6 +177,7 @@ def describe(module, client):
     params = module.params
     status = installation_status(client, params["parent"], params["volume_prefix"])
     result = dict(changed=False, status_lines=format_status(status).splitlines(), **status)
+    result["workers_to_stop"] = [worker["name"] for worker in workers_to_stop(status["workers"], params["parent"])]
     if params["logs_of"]:
         worker = get_worker(client, params["logs_of"], params["parent"])
         output = client.api.logs(worker["Id"], tail=params["log_lines"] or "all")
