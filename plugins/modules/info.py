@@ -169,8 +169,14 @@ logs:
 """
 
 from ansible_collections.hal9000.dind.plugins.module_utils.ansible_docker import build_module, run_module
+from ansible_collections.hal9000.dind.plugins.module_utils.errors import Hal9000Error
 from ansible_collections.hal9000.dind.plugins.module_utils.fleet import get_worker, workers_to_stop
 from ansible_collections.hal9000.dind.plugins.module_utils.status import format_status, installation_status
+
+
+def check_log_lines(params):
+    if params["log_lines"] < 0:
+        raise Hal9000Error(f"log_lines is {params['log_lines']}: give 0 (all of the output) or more.")
 
 
 def describe(module, client):
@@ -195,7 +201,7 @@ def main():
         ),
         supports_check_mode=True,
     )
-    run_module(module, describe)
+    run_module(module, describe, validate=check_log_lines)
 
 
 if __name__ == "__main__":

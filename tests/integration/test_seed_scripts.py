@@ -136,6 +136,10 @@ def test_workers_yml_lists_counts_shows_logs_and_stops_the_parents_workers(docke
         assert "Active workers: 2" in status, status
         logs = workers_yml("logs", worker_name=names[0])
         assert f"LOG-MARK-{names[0]}" in logs and f"LOG-MARK-{names[1]}" not in logs, logs
+        negative = parent.runner.playbook(REPO_ROOT / "playbooks" / "workers.yml", "-e", json.dumps(
+            {"workers_action": "logs", "worker_name": names[0], "hal9000_parent_name": parent.name, "workers_log_lines": -1}),
+            check=False)
+        assert negative.returncode != 0 and "log_lines is -1: give 0 (all of the output) or more." in negative.stdout
         # Not the parent's: a worker-labelled container that no parent made (listed as a parent-less worker).
         docker_client.api.start(docker_client.api.create_container("hal9000/worker:latest", ["sleep", "600"], name=stranger,
                                                                    labels={"io.hal9000.role": "worker"}))
