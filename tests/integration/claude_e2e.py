@@ -20,7 +20,7 @@ from pathlib import Path
 
 import docker
 
-from helpers import remove_containers, succeeded, wait_for
+from helpers import inspect_or_none, remove_containers, succeeded, wait_for
 
 STANDIN_IMAGE = "hal9000/parent:latest"
 STANDIN_SOURCE = Path(__file__).resolve().parent / "standin_api.py"
@@ -175,18 +175,30 @@ class Terminal:
         subprocess.run(["tmux", "send-keys", "-t", self.session, line, "Enter"], check=True)
 
 
-def chat_then_exit(terminal, prompt, reply, exited, while_open):
-    """Claude Code's prompt on ``terminal``, ``prompt`` typed, ``reply`` shown, /exit, then the shell's ``exited`` marker.
-
-    ``while_open()`` must hold once the prompt is up (the worker runs). The last screen is returned.
+def interactive_session_removes_its_worker(client, parent_name, home, name, workdir, launch, uid=1001):
+    """The worker ``name``'s interactive Claude Code session on a real terminal, started by the shell line
+    ``launch(standin_url, key_path)``: the worker runs while the prompt is up, a prompt reaches the scripted model and
+    its reply shows, /exit ends the command with exit code 0, and the worker is gone afterwards (removed here if not).
     """
-    wait_for(lambda: terminal.shows("Claude Code", "❯"), 90, "Claude Code's prompt")
-    assert while_open(), "not so while the session was open"
-    terminal.type(prompt)
-    wait_for(lambda: terminal.shows(reply), 60, "the model's reply on the screen")
-    terminal.type("/exit")
-    wait_for(lambda: terminal.shows(exited), 60, "the command to return")
-    return terminal.screen()
+    marker, reply = f"TUI-HELLO-{uuid.uuid4().hex[:6]}", f"TUI-REPLY-{uuid.uuid4().hex[:6]}"
+    scripts = [{"marker": marker, "steps": [{"text": f"Hello from the scripted model {reply}"}]}]
+    _key, key_path = key_file_for(Path(workdir) / "key", uid)
+    onboarded_claude_home(Path(home) / "workers" / name, uid)
+    with standin_api(client, parent_name, workdir, scripts) as standin:
+        try:
+            with Terminal(f"{launch(standin.url, key_path)}; echo SESSION-EXIT=$?; sleep 600") as terminal:
+                wait_for(lambda: terminal.shows("Claude Code", "❯"), 90, "Claude Code's prompt")
+                assert client.api.inspect_container(name)["State"]["Running"]
+                terminal.type(f"say hello {marker}")
+                wait_for(lambda: terminal.shows(reply), 60, "the model's reply on the screen")
+                terminal.type("/exit")
+                wait_for(lambda: terminal.shows("SESSION-EXIT="), 60, "the command to return")
+                assert terminal.shows("SESSION-EXIT=0"), terminal.screen()
+            assert inspect_or_none(client, name) is None, "the worker outlived its session"
+            assert standin.conversation(marker), "the prompt never reached the model"
+        finally:
+            if inspect_or_none(client, name):
+                client.api.remove_container(name, force=True, v=True)
 
 
 def key_file_for(path, uid):

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from claude_e2e import Terminal, chat_then_exit, key_file_for, onboarded_claude_home, project_owned_by, standin_api
+from claude_e2e import interactive_session_removes_its_worker, project_owned_by
 from helpers import REPO_ROOT, AnsibleRunner, inspect_or_none, remove_installation, wait_for
 
 WORKER_UID = 1001
@@ -275,23 +275,11 @@ def test_legacy_mode_warns_and_runs_without_the_parent(docker_client, install, p
 
 def test_interactive_session_in_tmux_and_the_worker_removed_on_exit(docker_client, install, project, tmp_path):
     name = f"{install.base}-tui"
-    scripts = [{"marker": "TUI-HELLO", "steps": [{"text": "Hello from the scripted model TUI-REPLY-42"}]}]
-    _key, key_path = key_file_for(tmp_path / "key", WORKER_UID)
-    onboarded_claude_home(install.home / "workers" / name, WORKER_UID)
-    with standin_api(docker_client, install.parent, tmp_path, scripts) as standin:
-        env = " ".join(f"{k}={install.env[k]}" for k in ("HAL9000_PARENT", "HAL9000_HOME", "HAL9000_VOLUME_PREFIX"))
-        command = (f"env {env} {install.command} --via-parent --name {name} --anthropic-base-url {standin.url} "
-                   f"--api-key-file {key_path} {project}; echo CLAUDY-EXIT=$?; sleep 600")
-        try:
-            with Terminal(command) as terminal:
-                screen = chat_then_exit(terminal, "say hello TUI-HELLO", "TUI-REPLY-42", "CLAUDY-EXIT=",
-                                        lambda: docker_client.api.inspect_container(name)["State"]["Running"])
-            assert "CLAUDY-EXIT=0" in screen, screen
-            assert inspect_or_none(docker_client, name) is None, "the worker outlived its session"
-            assert standin.conversation("TUI-HELLO"), "the prompt never reached the model"
-        finally:
-            if inspect_or_none(docker_client, name):
-                docker_client.api.remove_container(name, force=True, v=True)
+    env = " ".join(f"{k}={install.env[k]}" for k in ("HAL9000_PARENT", "HAL9000_HOME", "HAL9000_VOLUME_PREFIX"))
+    interactive_session_removes_its_worker(
+        docker_client, install.parent, install.home, name, tmp_path, lambda url, key_path: (
+            f"env {env} {install.command} --via-parent --name {name} --anthropic-base-url {url} --api-key-file {key_path} {project}"),
+        uid=WORKER_UID)
 
 
 def test_daemon_stop_and_restart_refuse_while_workers_are_attached(docker_client, install, project):

@@ -14,7 +14,7 @@ import subprocess
 
 import pytest
 
-from claude_e2e import Terminal, chat_then_exit, key_file_for, onboarded_claude_home, project_owned_by, standin_api
+from claude_e2e import interactive_session_removes_its_worker, project_owned_by
 from helpers import REPO_ROOT, inspect_or_none, started_parent, succeeded, wait_for
 
 WORKER_UID = 1001
@@ -86,22 +86,11 @@ def test_spawn_worker_sh_without_a_terminal_runs_the_worker_in_the_background(do
 def test_spawn_worker_sh_on_a_terminal_is_a_claude_code_session_and_the_worker_goes_with_it(docker_client, parent, project,
                                                                                             tmp_path):
     name = f"{parent.name}-tui"
-    scripts = [{"marker": "SEED-HELLO", "steps": [{"text": "Hello from the scripted model SEED-REPLY-7"}]}]
-    _key, key_path = key_file_for(tmp_path / "key", WORKER_UID)
-    onboarded_claude_home(parent.home / "workers" / name, WORKER_UID)
-    with standin_api(docker_client, parent.name, tmp_path, scripts) as standin:
-        command = (f"docker exec -it {parent.name} /scripts/spawn-worker.sh -n {name} --anthropic-base-url {standin.url} "
-                   f"--api-key-file {key_path} {project}; echo SPAWN-EXIT=$?; sleep 600")
-        try:
-            with Terminal(command) as terminal:
-                screen = chat_then_exit(terminal, "say hello SEED-HELLO", "SEED-REPLY-7", "SPAWN-EXIT=",
-                                        lambda: docker_client.api.inspect_container(name)["State"]["Running"])
-            assert "SPAWN-EXIT=0" in screen, screen
-            assert inspect_or_none(docker_client, name) is None, "the worker outlived its session"
-            assert standin.conversation("SEED-HELLO"), "the prompt never reached the model"
-        finally:
-            if inspect_or_none(docker_client, name):
-                docker_client.api.remove_container(name, force=True, v=True)
+    interactive_session_removes_its_worker(
+        docker_client, parent.name, parent.home, name, tmp_path, lambda url, key_path: (
+            f"docker exec -it {parent.name} /scripts/spawn-worker.sh -n {name} --anthropic-base-url {url} "
+            f"--api-key-file {key_path} {project}"),
+        uid=WORKER_UID)
 
 
 def test_setup_dashboard_sh_makes_the_dashboard(parent):
